@@ -1,0 +1,1 @@
+"""Alembic environment of vecstore, installed as ``vecstore.migrations``."""

@@ -1,0 +1,251 @@
+"""torchvision ResNet embedders: penultimate layer or global-average-pooled layer3.
+
+torch and torchvision are imported inside functions so that the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import EmbedError, WeightsUnavailable
+from .base import Batch, SpaceInfo, open_image, to_rgb
+
+# space name -> (torchvision architecture, last layer used, output dim)
+RESNETS: dict[str, tuple[str, str, int]] = {
+    "resnet18": ("resnet18", "avgpool", 512),
+    "resnet50": ("resnet50", "avgpool", 2048),
+    "resnet18-layer3": ("resnet18", "layer3", 256),
+    "resnet50-layer3": ("resnet50", "layer3", 1024),
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PREPROCESSING = (
+    "RGB 8-bit (gray/palette converted, alpha over black, 16-bit / 257), resize 256 bilinear "
+    "antialias, center crop 224, ImageNet mean/std normalisation"
+)
+RANDOM_SEED = 0
+
+
+def weights_spec(weights: str | None) -> str:
+    """Normalise the --weights option to the spec recorded in the store."""
+    if weights is None or weights.lower() in ("imagenet", "default", "imagenet1k_v1"):
+        return "torchvision:IMAGENET1K_V1"
+    if weights.upper().startswith("IMAGENET1K_"):
+        return f"torchvision:{weights.upper()}"
+    if weights.startswith("torchvision:"):
+        return weights
+    if weights.lower() == "random" or weights.startswith("random:"):
+        return f"random:seed={RANDOM_SEED}"
+    path = weights[5:] if weights.startswith("file:") else weights
+    return f"file:{os.path.abspath(path)}"
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_state_dict_file(path: str) -> dict[str, Any]:
+    import torch
+
+    if not os.path.isfile(path):
+        raise WeightsUnavailable(f"weights file not found: {path}. Pass --weights PATH to a .pth file.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsUnavailable(
+            f"cannot read weights file {path}: {exc}. It must be a PyTorch state dict "
+            "(torch.save(model.state_dict(), path))."
+        ) from exc
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise WeightsUnavailable(f"weights file {path} does not hold a state dict")
+    # checkpoints saved from DataParallel prefix every key with "module."
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def build_network(arch: str, spec: str):
+    """The torchvision network with its weights; raises WeightsUnavailable with a fix."""
+    import torch
+    import torchvision.models as tvm
+
+    kind, _, value = spec.partition(":")
+    if kind == "random":
+        torch.manual_seed(RANDOM_SEED)
+        return tvm.get_model(arch, weights=None), None
+    net = tvm.get_model(arch, weights=None)
+    if kind == "torchvision":
+        enum = tvm.get_model_weights(arch)
+        try:
+            w = enum[value]
+        except KeyError:
+            raise WeightsUnavailable(
+                f"{arch} has no torchvision weights {value!r}; known: {', '.join(enum.__members__)}"
+            ) from None
+        fname = w.url.rsplit("/", 1)[-1]
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / fname
+        try:
+            state = w.get_state_dict(progress=False, check_hash=True)
+        except Exception as exc:
+            raise WeightsUnavailable(
+                f"cannot load the pretrained {arch} weights {value} ({exc}). They are downloaded "
+                f"once from {w.url} into {cached} (set TORCH_HOME to move the cache). Offline: "
+                f"copy {fname} there, or pass --weights PATH to a local state-dict file, or "
+                "--weights random for an untrained network (only for tests: its similarities "
+                "mean nothing)."
+            ) from exc
+        net.load_state_dict(state)
+        return net, None
+    if kind == "file":
+        state = _load_state_dict_file(value)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0:3]
+            raise WeightsUnavailable(
+                f"weights file {value} does not fit {arch}: {' '.join(first)}"
+            ) from exc
+        return net, _sha256_file(value)
+    raise WeightsUnavailable(f"unknown weights spec {spec!r}")
+
+
+def _feature_module(net, layer: str):
+    import torch
+    from torch import nn
+
+    class Trunk(nn.Module):
+        """conv1 .. `layer`, then global average pooling (the fc layer is never run)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+            blocks = [net.layer1, net.layer2, net.layer3]
+            if layer == "avgpool":
+                blocks.append(net.layer4)
+            self.blocks = nn.Sequential(*blocks)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.flatten(self.pool(self.blocks(self.stem(x))), 1)
+
+    return Trunk()
+
+
+def make_transform():
+    from torchvision import transforms as T
+
+    return T.Compose(
+        [
+            T.Resize(256, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+class _FileDataset:
+    """Decodes and preprocesses in DataLoader workers; a bad file becomes an error string."""
+
+    def __init__(self, items: Sequence[tuple[int, str]]) -> None:
+        self.items = list(items)
+        self.transform = make_transform()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        image_id, path = self.items[i]
+        try:
+            return image_id, self.transform(to_rgb(open_image(path))), ""
+        except EmbedError as exc:
+            err = str(exc)
+        except OSError as exc:
+            err = f"cannot read file: {exc.strerror or exc}"
+        except Exception as exc:  # a transform failing on odd content must not stop the run
+            err = f"cannot preprocess image: {type(exc).__name__}: {exc}"
+        return image_id, torch.zeros(3, 224, 224), err
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise WeightsUnavailable(  # not weights, but the same "cannot build the model" family
+            "--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto"
+        )
+    return device
+
+
+class ResNetEmbedder:
+    def __init__(
+        self,
+        name: str,
+        weights: str | None = None,
+        device: str = "auto",
+        batch_size: int = 32,
+        workers: int | None = None,
+    ) -> None:
+        import torch
+
+        arch, layer, dim = RESNETS[name]
+        self.spec = weights_spec(weights)
+        net, sha = build_network(arch, self.spec)
+        self.device = resolve_device(device)
+        self.model = _feature_module(net, layer).eval().to(self.device)
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.batch_size = batch_size
+        self.workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+        self.transform = make_transform()
+        self.info = SpaceInfo(
+            name=name,
+            model=arch,
+            layer="penultimate (avgpool)" if layer == "avgpool" else "layer3 + global average pool",
+            dim=dim,
+            preprocessing=PREPROCESSING,
+            weights=self.spec,
+            weights_random=self.spec.startswith("random"),
+            weights_sha256=sha,
+        )
+
+    def _forward(self, batch) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            return self.model(x).float().cpu().numpy()
+
+    def embed_image(self, img: Image.Image) -> np.ndarray:
+        return self._forward(self.transform(to_rgb(img)).unsqueeze(0))[0]
+
+    def embed_files(self, items: Sequence[tuple[int, str]]) -> Iterator[Batch]:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            _FileDataset(items),
+            batch_size=self.batch_size,
+            num_workers=self.workers if len(items) > self.batch_size else 0,
+            pin_memory=self.device.startswith("cuda"),
+        )
+        for ids_t, x, errs in loader:
+            ids = [int(i) for i in ids_t]
+            good = [j for j, e in enumerate(errs) if not e]
+            failed = [(ids[j], errs[j]) for j in range(len(ids)) if errs[j]]
+            vecs = self._forward(x[good]) if good else np.zeros((0, self.info.dim), np.float32)
+            yield [ids[j] for j in good], vecs, failed

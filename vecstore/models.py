@@ -1,0 +1,132 @@
+"""SQLAlchemy 2.0 typed ORM models. Schema changes go through Alembic migrations only."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Image(Base):
+    """One distinct image content (sha256). Its id is also its FAISS id in every space."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # NULL only for files that could not be read at all (no bytes, no hash).
+    sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(Text)  # first path seen; all paths are in image_paths
+    size: Mapped[int | None] = mapped_column(Integer)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    mode: Mapped[str | None] = mapped_column(String(16))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | failed
+    error: Mapped[str | None] = mapped_column(Text)
+    metadata_json: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    paths: Mapped[list[ImagePath]] = relationship(back_populates="image", cascade="all, delete-orphan")
+
+    __table_args__ = (Index("ix_images_status", "status"),)
+
+
+class ImagePath(Base):
+    """A file path under which an image was found (identical bytes under two paths: two rows)."""
+
+    __tablename__ = "image_paths"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    # size + mtime let a re-run skip unchanged files without reading them.
+    size: Mapped[int | None] = mapped_column(Integer)
+    mtime_ns: Mapped[int | None] = mapped_column(Integer)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    image: Mapped[Image] = relationship(back_populates="paths")
+
+
+class Space(Base):
+    """An embedding space: one model (or descriptor), one layer, one set of weights, one dim."""
+
+    __tablename__ = "spaces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    model: Mapped[str] = mapped_column(String(64))
+    layer: Mapped[str | None] = mapped_column(String(64))
+    dim: Mapped[int] = mapped_column(Integer)
+    preprocessing: Mapped[str] = mapped_column(Text)
+    weights: Mapped[str] = mapped_column(Text)  # human-readable description, e.g. IMAGENET1K_V1
+    weights_random: Mapped[bool] = mapped_column(Boolean, default=False)
+    weights_sha256: Mapped[str | None] = mapped_column(String(64))
+    index_type: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Vector(Base):
+    """A float32 vector of one image in one space (raw, not normalised)."""
+
+    __tablename__ = "vectors"
+
+    # Primary key (space_id, image_id): all vectors of a space in id order is one range scan.
+    space_id: Mapped[int] = mapped_column(
+        ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Label(Base):
+    """An expert label. Pseudo-labels never land here."""
+
+    __tablename__ = "labels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(Text)  # folder | csv:<file> | cli
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("image_id", name="uq_labels_image"),)
+
+
+class Run(Base):
+    """One unit of work (ingest, embed, cluster, propagate) with its parameters and results."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    space: Mapped[str | None] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    code_version: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed
+    seconds: Mapped[float | None] = mapped_column(Float)
