@@ -296,4 +296,49 @@ def reindex(obj: Ctx, spaces) -> None:
         click.echo(f"space {name}: index rebuilt with {n} vectors")
 
 
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-data"),
+              show_default=True, help="Folder for the demo images.")
+@click.option("--space", "spaces", multiple=True, default=("pixels", "hog", "histogram"),
+              show_default=True, help=SPACE_HELP)
+@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True)
+@click.pass_obj
+def demo(obj: Ctx, out: Path, spaces, k: int) -> None:
+    """Run vecstore on scikit-learn's digits: write them as PNGs (2 labeled per digit in
+    labeled/<digit>/, the rest in unlabeled/, truth in truth.csv), ingest them, show queries.
+
+    \b
+    Example:
+      vecstore --store demo-data/store demo --out demo-data
+    """
+    from vecstore.demo import neighbour_agreement, read_truth, write_digits
+
+    counts = write_digits(out, labeled_per_class=2)
+    click.echo(f"wrote {counts['images']} digit images to {out}/ ({counts['labeled']} labeled)")
+    with obj.open(write=True, create=True) as store:
+        try:
+            rep = store.ingest(out, list(spaces), labels_from_folders=True, progress=True).to_dict()
+        except VecstoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+        _print_ingest_report(rep, verbose=False)
+        truth = read_truth(out / "truth.csv")
+        examples = sorted(truth)[:: max(1, len(truth) // 4)][:4]
+        click.echo(f"\nsimilar images in space {spaces[0]} (true digit of each neighbour):")
+        for path in examples:
+            res = store.query(path=path, space=spaces[0], k=k)
+            got = " ".join(truth.get(h.path, "?") for h in res.hits)
+            click.echo(f"  {Path(path).name} (digit {truth[path]}): {got}")
+        rows = []
+        for sp in spaces:
+            agree = neighbour_agreement(store, sp, truth, k)
+            rows.append({"space": sp, "dim": store.get_space(sp).dim, **{m: round(v, 4) for m, v in agree.items()}})
+    click.echo(f"\nneighbours with the same digit (all {len(truth)} images as queries):")
+    click.echo(table(rows, ["space", "dim", "p@1", f"p@{k}"]))
+    click.echo(f"\nstore: {obj.store_path}  (try: vecstore --store {obj.store_path} info)")
+
+
 __all__ = ["main"]
+
+
+if __name__ == "__main__":  # python -m vecstore.cli
+    main()

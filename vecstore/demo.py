@@ -58,3 +58,25 @@ def write_digits(
         w.writerow(["path", "label"])
         w.writerows(truth_rows)
     return {"images": len(imgs), "labeled": len(labeled)}
+
+
+def read_truth(path: str | os.PathLike[str]) -> dict[str, str]:
+    """path -> true label from a truth CSV written by :func:`write_digits`."""
+    with open(path, newline="") as f:
+        return {row["path"]: row["label"] for row in csv.DictReader(f)}
+
+
+def neighbour_agreement(store, space: str, truth: dict[str, str], k: int = 10) -> dict[str, float]:
+    """How often an image's nearest neighbours share its true label (precision@1 and @k)."""
+    from sqlalchemy import select
+
+    from .models import Image
+
+    ids, nn, _ = store.neighbours(space, k)
+    with store.session() as s:
+        path_of = dict(s.execute(select(Image.id, Image.path)).all())
+    label_of = {i: truth.get(path_of.get(i, "")) for i in path_of}
+    own = np.array([label_of.get(int(i)) for i in ids], dtype=object)
+    got = np.array([[label_of.get(int(j)) for j in row] for row in nn], dtype=object)
+    same = got == own[:, None]
+    return {"p@1": float(same[:, 0].mean()), f"p@{k}": float(same.mean())}

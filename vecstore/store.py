@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from . import __version__
@@ -213,6 +213,36 @@ def _vectors_from_blobs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
 
 
+# Lock file descriptors held by this process. A forked child (scan workers, DataLoader
+# workers) must not keep them: flock belongs to the open file, so a child that outlives a
+# killed parent would keep the store locked.
+_HELD_LOCK_FDS: set[int] = set()
+
+
+def _close_lock_fds_in_child() -> None:
+    for fd in list(_HELD_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_lock_fds_in_child)
+
+
+def _die_with_parent() -> None:
+    """Pool initializer: a worker gets SIGKILL when its parent dies (Linux), so a killed
+    ingest leaves no orphan processes behind."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers end when their queue closes
+        pass
+
+
 class _InlineExecutor(Executor):
     """map() in the calling thread: for a handful of files a pool costs more than it saves."""
 
@@ -227,7 +257,9 @@ def _scan_pool(n_files: int) -> Executor:
     if n_files < 64 or workers < 2:
         return _InlineExecutor()
     try:
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        return ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork"), initializer=_die_with_parent
+        )
     except (OSError, ValueError):  # no fork on this platform or no process slots
         return ThreadPoolExecutor(workers)
 
@@ -290,6 +322,7 @@ class Store:
             raise StoreLocked(str(self.path), holder) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD_LOCK_FDS.add(fd)
         self._lock_fd = fd  # the kernel drops the lock if this process dies, even by SIGKILL
 
     def _migrate(self) -> None:
@@ -309,6 +342,7 @@ class Store:
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
+            _HELD_LOCK_FDS.discard(self._lock_fd)
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -451,6 +485,20 @@ class Store:
             },
         )
         report.run_id = run_id
+        try:
+            self._ingest_phases(root, embedders, labels_from_folders, unlabeled_names, metadata,
+                                report, progress)
+        except BaseException as exc:
+            self._finish_run(run_id, {**report.to_dict(), "error": repr(exc)}, status="failed")
+            raise
+        report.seconds = time.perf_counter() - t0
+        self._finish_run(run_id, report.to_dict())
+        return report
+
+    def _ingest_phases(
+        self, root: str, embedders: Sequence[Embedder], labels_from_folders: bool,
+        unlabeled_names: Iterable[str], metadata: tuple | None, report: IngestReport, progress: bool,
+    ) -> None:
         scan_t0 = time.perf_counter()
         path_to_image = self._register_files(root, report, progress, embedders)
         scan_seconds = time.perf_counter() - scan_t0
@@ -465,9 +513,6 @@ class Store:
                 stats.embedded += scanned
                 stats.seconds += scan_seconds
             report.embedded.append(stats)
-        report.seconds = time.perf_counter() - t0
-        self._finish_run(run_id, report.to_dict())
-        return report
 
     def _register_files(
         self, root: str, report: IngestReport, progress: bool, embedders: Sequence[Embedder]
@@ -539,6 +584,7 @@ class Store:
         new_images: list[dict[str, Any]] = []
         new_vectors: list[dict[str, Any]] = []
         new_paths: list[dict[str, Any]] = []
+        path_updates: list[dict[str, Any]] = []
         moved: list[tuple[int, int]] = []  # (path row id, previous image id)
         for res in results:
             f: Found = res["found"]
@@ -580,9 +626,8 @@ class Store:
             if k is None:
                 new_paths.append({"image_id": iid, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns})
             else:
-                s.execute(
-                    update(ImagePath).where(ImagePath.id == k.path_id)
-                    .values(image_id=iid, size=f.size, mtime_ns=f.mtime_ns)
+                path_updates.append(
+                    {"b_id": k.path_id, "b_image_id": iid, "b_size": f.size, "b_mtime": f.mtime_ns}
                 )
                 if k.image_id == iid:
                     if error is None:
@@ -597,6 +642,15 @@ class Store:
             s.execute(insert(Vector), new_vectors)
         if new_paths:
             s.execute(insert(ImagePath), new_paths)
+        if path_updates:  # after the inserts: a path may now point at an image made just above
+            tbl = ImagePath.__table__
+            s.connection().execute(
+                tbl.update()
+                .where(tbl.c.id == bindparam("b_id"))
+                .values(image_id=bindparam("b_image_id"), size=bindparam("b_size"),
+                        mtime_ns=bindparam("b_mtime")),
+                path_updates,
+            )
         for _, previous in moved:
             self._drop_if_pathless(s, previous)
         return next_id
@@ -783,6 +837,25 @@ class Store:
             self._save_index(sp, idx)
             out.append((sp.name, len(idx)))
         return out
+
+    def neighbours(self, space: str | None, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """k nearest neighbours of every image of a space, itself left out.
+
+        Returns (ids, neighbour ids, similarities), the last two of shape (n, k); -1 pads
+        when the space has k images or fewer.
+        """
+        sp = self.get_space(space)
+        ids, vecs = self.vectors(sp)
+        idx = self._load_index(sp)
+        sims, nn = idx.search(vecs, k + 1)
+        out_nn = np.full((len(ids), k), -1, dtype=np.int64)
+        out_sim = np.zeros((len(ids), k), dtype=np.float32)
+        for row, (own, cand, sim) in enumerate(zip(ids, nn, sims)):
+            keep = cand != own  # exact duplicates of content are one image, so self is unique
+            c, v = cand[keep][:k], sim[keep][:k]
+            out_nn[row, : len(c)] = c
+            out_sim[row, : len(v)] = v
+        return ids, out_nn, out_sim
 
     # ---- queries ------------------------------------------------------------------------------
     def image_by_path(self, path: str) -> Image | None:

@@ -1,0 +1,5 @@
+"""python -m vecstore.cli"""
+
+from . import main
+
+main()

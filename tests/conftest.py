@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny images made with PIL in tmp_path, a CLI runner bound to a store."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from vecstore.cli import main
+
+
+def make_image(path: Path, seed: int, size: int = 32, mode: str = "L") -> Path:
+    """A random-looking but deterministic image with some structure (blobs), saved at path."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    arr = np.zeros((size, size), np.float64)
+    for _ in range(3):
+        cy, cx, r = rng.uniform(0, size, 2).tolist() + [rng.uniform(size / 8, size / 3)]
+        arr += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+    arr = (arr / arr.max() * 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(arr, "L")
+    if mode != "L":
+        img = img.convert(mode)
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    """labeled/normal (3), labeled/cancer (3), unlabeled (4): the layout of the imaging team."""
+    root = tmp_path / "scans"
+    for i in range(3):
+        make_image(root / "labeled" / "normal" / f"n{i}.png", seed=i)
+        make_image(root / "labeled" / "cancer" / f"c{i}.png", seed=100 + i)
+    for i in range(4):
+        make_image(root / "unlabeled" / f"u{i}.png", seed=200 + i)
+    return root
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def cli(store_path: Path) -> Callable[..., Result]:
+    """Invoke `vecstore --store <tmp store> ARGS...` in-process."""
+    runner = CliRunner()
+
+    def invoke(*args: str, store: Path | None = None) -> Result:
+        return runner.invoke(main, ["--store", str(store or store_path), *map(str, args)])
+
+    return invoke
+
+
+@pytest.fixture
+def db(store_path: Path) -> Callable[[str], list[tuple]]:
+    """Run a SQL query against the store's database (to check rows, not only text)."""
+
+    def query(sql: str, *params) -> list[tuple]:
+        con = sqlite3.connect(store_path / "vecstore.db")
+        try:
+            return con.execute(sql, params).fetchall()
+        finally:
+            con.close()
+
+    return query

@@ -1,0 +1,67 @@
+"""Schema: Alembic migrations run on open, match the ORM models, and guard the version."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from vecstore.db import head_revision
+from vecstore.errors import StoreNotFound, StoreVersionError
+from vecstore.models import Base
+from vecstore.store import Store
+
+
+def test_migrated_empty_store_matches_models(store_path):
+    with Store.open(store_path, create=True) as store:
+        with store.engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(ctx, Base.metadata)
+    assert diff == [], f"migrations and models differ: {diff}"
+
+
+def test_store_records_schema_head(store_path, db):
+    Store.open(store_path, create=True).close()
+    assert db("SELECT version_num FROM alembic_version") == [(head_revision(),)]
+    tables = {r[0] for r in db("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"images", "image_paths", "spaces", "vectors", "labels", "runs"} <= tables
+    assert db("PRAGMA journal_mode") == [("wal",)]
+
+
+def test_store_from_a_newer_vecstore_is_refused_and_left_untouched(store_path, cli):
+    Store.open(store_path, create=True).close()
+    con = sqlite3.connect(store_path / "vecstore.db")
+    con.execute("UPDATE alembic_version SET version_num='9999_future'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreVersionError, match="newer vecstore"):
+        Store.open(store_path)
+    result = cli("info")
+    assert result.exit_code == 1
+    assert "newer vecstore" in result.output and "Upgrade vecstore" in result.output
+    con = sqlite3.connect(store_path / "vecstore.db")
+    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("9999_future",)]
+    con.close()
+
+
+def test_missing_store_gives_a_clear_error(tmp_path, cli):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(StoreNotFound):
+        Store.open(missing)
+    for args in (["info"], ["check"], ["query", "--id", "1"], ["reindex"]):
+        result = cli(*args, store=missing)
+        assert result.exit_code == 1, result.output
+        assert "no vecstore store at" in result.output and "vecstore --store" in result.output
+    assert not missing.exists(), "a read command must not create a store"
+
+
+def test_store_location_resolution(tmp_path, monkeypatch):
+    from vecstore.store import resolve_store_path
+
+    monkeypatch.delenv("VECSTORE_STORE", raising=False)
+    assert str(resolve_store_path(None)) == ".vecstore"
+    monkeypatch.setenv("VECSTORE_STORE", str(tmp_path / "env"))
+    assert resolve_store_path(None) == tmp_path / "env"
+    assert resolve_store_path(str(tmp_path / "opt")) == tmp_path / "opt"

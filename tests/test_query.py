@@ -1,0 +1,147 @@
+"""`vecstore query`, `info`, `check`, `reindex`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+import faiss
+import numpy as np
+
+from vecstore.store import Store
+
+from .conftest import make_image
+
+
+def _ingest(cli, image_dir, *spaces):
+    args = ["ingest", image_dir, "--labels-from-folders"]
+    for s in spaces or ("pixels",):
+        args += ["--space", s]
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+
+
+def test_query_stored_image_excludes_itself_and_ranks_by_similarity(image_dir, cli, store_path):
+    _ingest(cli, image_dir)
+    target = image_dir / "labeled" / "normal" / "n0.png"
+    result = cli("query", target, "-k", "5", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 5
+    assert {"rank", "id", "path", "similarity", "label"} <= set(rows[0])
+    assert str(target) not in [r["path"] for r in rows]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    sims = [r["similarity"] for r in rows]
+    assert sims == sorted(sims, reverse=True)
+    # the similarities are cosine similarities of the stored vectors
+    with Store.open(store_path) as store:
+        sp = store.get_space("pixels")
+        ids, vecs = store.vectors(sp)
+    by_id = dict(zip(ids.tolist(), vecs))
+    with Store.open(store_path) as store:
+        q = by_id[store.image_by_path(str(target)).id]
+    for r in rows:
+        v = by_id[r["id"]]
+        cos = float(q @ v / np.linalg.norm(q) / np.linalg.norm(v))
+        assert abs(cos - r["similarity"]) < 1e-4
+
+
+def test_query_by_id_and_labels_in_table_and_csv(image_dir, cli, db):
+    _ingest(cli, image_dir)
+    [(cid,)] = db("SELECT i.id FROM images i JOIN image_paths p ON p.image_id=i.id WHERE p.path LIKE '%c0.png'")
+    result = cli("query", "--id", cid, "-k", "9")
+    assert result.exit_code == 0, result.output
+    assert "rank" in result.stdout and "similarity" in result.stdout
+    assert "cancer" in result.stdout and "normal" in result.stdout  # every other image is listed
+    result = cli("query", "--id", cid, "-k", "3", "--csv")
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 3 and set(rows[0]) >= {"rank", "id", "path", "similarity", "label"}
+    assert int(rows[0]["id"]) != cid
+
+
+def test_query_outside_file_is_embedded_with_the_space_model(image_dir, tmp_path, cli):
+    _ingest(cli, image_dir)
+    outside = tmp_path / "elsewhere" / "q.png"
+    outside.parent.mkdir()
+    outside.write_bytes((image_dir / "unlabeled" / "u3.png").read_bytes())
+    other = make_image(tmp_path / "elsewhere" / "new.png", seed=200 + 3, size=40)  # u3's picture, other size
+    # identical bytes elsewhere are the same image: excluded like a stored one
+    rows = [json.loads(x) for x in cli("query", outside, "-k", "9", "--json").stdout.splitlines()]
+    assert len(rows) == 9 and all(not r["path"].endswith("u3.png") for r in rows)
+    rows = [json.loads(x) for x in cli("query", other, "-k", "1", "--json").stdout.splitlines()]
+    assert rows[0]["path"].endswith("u3.png") and rows[0]["similarity"] > 0.95
+
+
+def test_query_errors(image_dir, cli, tmp_path):
+    _ingest(cli, image_dir)
+    r = cli("query", "--id", "99999")
+    assert r.exit_code == 1 and "no image with id 99999" in r.output
+    r = cli("query", "--id", "1", "--space", "resnet50")
+    assert r.exit_code == 1 and "space 'resnet50' is not in this store" in r.output
+    r = cli("query")
+    assert r.exit_code == 2 and "exactly one" in r.output
+    (tmp_path / "bad.png").write_bytes(b"garbage")
+    r = cli("query", tmp_path / "bad.png")
+    assert r.exit_code == 1 and "cannot use" in r.output and "not an image" in r.output
+    r = cli("query", "--id", "1", "-k", "0")
+    assert r.exit_code == 2
+
+
+def test_info_reports_spaces_labels_and_schema(image_dir, cli):
+    _ingest(cli, image_dir, "pixels", "hog")
+    r = cli("info", "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["images"] == 10 and info["failed"] == 0 and info["schema_version"] == "0001"
+    assert [(s["name"], s["dim"], s["vectors"]) for s in info["spaces"]] == [("pixels", 256, 10), ("hog", 324, 10)]
+    assert all(s["index_file"] for s in info["spaces"])
+    assert {(lab["label"], lab["count"]) for lab in info["labels"]} == {("cancer", 3), ("normal", 3)}
+    text = cli("info").output
+    assert "IDMap2,Flat" in text and "cancer" in text and "schema 0001" in text
+
+
+def test_check_passes_then_finds_missing_files_and_foreign_index_ids(image_dir, cli, store_path):
+    _ingest(cli, image_dir)
+    r = cli("check")
+    assert r.exit_code == 0, r.output
+    assert "index and database agree on 10 ids" in r.output
+    # a stray id in the FAISS file (not in the database) is a problem
+    idx_path = store_path / "index" / "pixels.faiss"
+    index = faiss.read_index(str(idx_path))
+    index.add_with_ids(np.ones((1, 256), np.float32), np.array([777], dtype=np.int64))
+    faiss.write_index(index, str(idx_path))
+    r = cli("check")
+    assert r.exit_code == 1 and "ids the database does not have" in r.output
+    # reindex rebuilds it from the database
+    r = cli("reindex")
+    assert r.exit_code == 0 and "index rebuilt with 10 vectors" in r.output
+    assert cli("check").exit_code == 0
+    os.remove(image_dir / "unlabeled" / "u2.png")
+    r = cli("check")
+    assert r.exit_code == 1 and "1 files missing on disk" in r.output and "u2.png" in r.output
+
+
+def test_index_file_is_a_cache_rebuilt_from_the_database(image_dir, cli, store_path):
+    _ingest(cli, image_dir)
+    before = cli("query", "--id", "1", "-k", "3", "--json").stdout
+    (store_path / "index" / "pixels.faiss").unlink()
+    r = cli("check")
+    assert r.exit_code == 0 and "no index file" in r.output
+    assert cli("query", "--id", "1", "-k", "3", "--json").stdout == before
+    (store_path / "index" / "pixels.faiss").write_bytes(b"corrupt")
+    assert cli("check").exit_code == 1
+    assert cli("query", "--id", "1", "-k", "3", "--json").stdout == before
+
+
+def test_bad_vector_blob_is_a_problem(image_dir, cli, store_path, db):
+    import sqlite3
+
+    _ingest(cli, image_dir)
+    con = sqlite3.connect(store_path / "vecstore.db")
+    con.execute("UPDATE vectors SET vector=x'00' WHERE image_id=1")
+    con.commit()
+    con.close()
+    r = cli("check")
+    assert r.exit_code == 1 and "vectors of the wrong length" in r.output
