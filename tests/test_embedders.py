@@ -120,3 +120,23 @@ def test_pretrained_weights_offline_say_how_to_supply_them(tmp_path, monkeypatch
     msg = str(err.value)
     assert "resnet18-f37072fd.pth" in msg and str(tmp_path / "torch-home") in msg
     assert "--weights PATH" in msg and "--weights random" in msg
+
+
+def test_bad_batch_options_and_path_weights(tmp_path):
+    import torch
+
+    from vecstore.errors import BadInput
+
+    with pytest.raises(BadInput, match="batch size"):
+        get_embedder("hog", batch_size=0)
+    with pytest.raises(BadInput, match="workers"):
+        get_embedder("resnet18", weights="random", workers=-1)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    get_embedder("resnet18-layer3", weights="random")  # must not reseed the caller's generator
+    assert torch.equal(torch.rand(3), expected)
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "t.pth")
+    assert get_embedder("resnet18", weights=tmp_path / "t.pth").info.weights == f"file:{tmp_path / 't.pth'}"

@@ -728,7 +728,11 @@ class Store:
         out = []
         for emb in embedders:
             run_id = self._start_run("embed", emb.info.name, {"device": device, "batch_size": batch_size})
-            stats = self._embed_space(emb, progress)
+            try:
+                stats = self._embed_space(emb, progress)
+            except BaseException as exc:
+                self._finish_run(run_id, {"error": repr(exc)}, status="failed")
+                raise
             self._finish_run(run_id, {"embedded": stats.embedded, "failed": stats.failed,
                                       "seconds": stats.seconds, "images_per_s": stats.per_second,
                                       "device": stats.device})

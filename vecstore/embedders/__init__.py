@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import UnknownSpace
+from ..errors import BadInput, UnknownSpace
 from .base import Batch, Embedder, SpaceInfo, open_image, to_gray, to_rgb
 from .classic import CLASSIC, ClassicEmbedder
 
@@ -23,6 +23,12 @@ def get_embedder(
     workers: int | None = None,
 ) -> Embedder:
     """Build the embedder of a space. CNNs load torch lazily, here and only here."""
+    if batch_size is not None and batch_size < 1:
+        raise BadInput(f"batch size must be at least 1, not {batch_size}")
+    if workers is not None and workers < 0:
+        raise BadInput(f"workers must be 0 (decode in the main process) or more, not {workers}")
+    if weights is not None:
+        weights = str(weights)  # a Path is welcome too
     if name in CLASSIC:
         if weights not in (None, "none"):
             raise UnknownSpace(f"space {name!r} is a classical descriptor and takes no --weights")

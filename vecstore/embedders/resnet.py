@@ -83,8 +83,9 @@ def build_network(arch: str, spec: str):
 
     kind, _, value = spec.partition(":")
     if kind == "random":
-        torch.manual_seed(RANDOM_SEED)
-        return tvm.get_model(arch, weights=None), None
+        with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+            torch.manual_seed(RANDOM_SEED)
+            return tvm.get_model(arch, weights=None), None
     net = tvm.get_model(arch, weights=None)
     if kind == "torchvision":
         enum = tvm.get_model_weights(arch)
