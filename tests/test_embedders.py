@@ -140,3 +140,24 @@ def test_bad_batch_options_and_path_weights(tmp_path):
 
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "t.pth")
     assert get_embedder("resnet18", weights=tmp_path / "t.pth").info.weights == f"file:{tmp_path / 't.pth'}"
+
+
+def test_batched_files_give_the_same_vectors_as_one_image_at_a_time(tmp_path):
+    """The batch path (DataLoader, traced and frozen network on the CPU) matches embed_image."""
+    paths = [make_image(tmp_path / f"i{i}.png", seed=i, size=40 + i) for i in range(11)]
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    emb = get_embedder("resnet18", weights="random", device="cpu", batch_size=4, workers=1)
+    items = [(i, str(p)) for i, p in enumerate(paths)] + [(99, str(tmp_path / "bad.png"))]
+    got_ids, got_vecs, failed = [], [], []
+    for ids, vecs, bad in emb.embed_files(items):
+        got_ids += ids
+        got_vecs.append(vecs)
+        failed += bad
+    assert emb._batch_model is not None and emb._batch_model is not emb.model  # optimised path ran
+    assert got_ids == list(range(11))
+    assert failed == [(99, "not an image (format not recognised)")]
+    batch = np.concatenate(got_vecs)
+    single = np.stack([emb.embed_image(Image.open(p)) for p in paths])
+    cos = (batch * single).sum(1) / np.linalg.norm(batch, axis=1) / np.linalg.norm(single, axis=1)
+    assert cos.min() > 0.99999
+    np.testing.assert_allclose(batch, single, rtol=1e-3, atol=1e-4)
