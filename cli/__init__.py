@@ -115,6 +115,8 @@ def _print_ingest_report(rep: dict, verbose: bool) -> None:
 
 def _print_embed(e: dict) -> None:
     rate = f", {e['images_per_s']:.1f} images/s" if e["embedded"] else ""
+    if e.get("shared_with"):
+        rate += f" (one pass over the files, shared with {', '.join(e['shared_with'])})"
     click.echo(
         f"space {e['space']}: embedded {e['embedded']}, failed {e['failed']} "
         f"in {e['seconds']:.1f} s{rate} on {e['device']} (weights: {e['weights']})"

@@ -145,3 +145,15 @@ def test_bad_vector_blob_is_a_problem(image_dir, cli, store_path, db):
     con.close()
     r = cli("check")
     assert r.exit_code == 1 and "vectors of the wrong length" in r.output
+
+
+def test_index_file_is_written_only_when_it_changes(image_dir, cli, store_path):
+    _ingest(cli, image_dir)
+    idx = store_path / "index" / "pixels.faiss"
+    before = idx.stat().st_mtime_ns
+    assert cli("ingest", image_dir).exit_code == 0  # nothing new
+    assert idx.stat().st_mtime_ns == before
+    make_image(image_dir / "unlabeled" / "late.png", seed=777)
+    assert cli("ingest", image_dir).exit_code == 0
+    assert idx.stat().st_mtime_ns != before
+    assert "index and database agree on 11 ids" in cli("check").output

@@ -34,6 +34,7 @@ class SpaceIndex:
     def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
         self.dim = dim
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.dirty = index is None  # differs from the file on disk (or there is no file)
 
     # --- contents -------------------------------------------------------------------------
     def ids(self) -> np.ndarray:
@@ -45,10 +46,12 @@ class SpaceIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
             self.index.add_with_ids(normalize(vectors), np.asarray(ids, dtype=np.int64))
+            self.dirty = True
 
     def remove(self, ids: np.ndarray) -> int:
         if not len(ids):
             return 0
+        self.dirty = True
         return int(self.index.remove_ids(np.asarray(ids, dtype=np.int64)))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +93,7 @@ class SpaceIndex:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        self.dirty = False
         meta_path = path.with_suffix(".json")
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=meta_path.name, suffix=".tmp")
         with os.fdopen(fd, "w") as f:

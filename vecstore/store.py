@@ -78,6 +78,8 @@ class SpaceEmbedStats:
     device: str = "cpu"
     weights: str = "none"
     weights_random: bool = False
+    # descriptors are computed together in one pass over the files: their time is that pass's
+    shared_with: list[str] = field(default_factory=list)
 
     @property
     def per_second(self) -> float:
@@ -128,6 +130,7 @@ class IngestReport:
                     "device": s.device,
                     "weights": s.weights,
                     "weights_random": s.weights_random,
+                    "shared_with": s.shared_with,
                 }
                 for s in self.embedded
             ],
@@ -506,12 +509,14 @@ class Store:
             self._labels_from_folders(root, path_to_image, unlabeled_names, report)
         if metadata is not None:
             self._apply_metadata(root, metadata, path_to_image, report)
+        in_scan = [n for n, c in report.scan_vectors.items() if c]
         for emb in embedders:
             stats = self._embed_space(emb, progress)
             scanned = report.scan_vectors.get(emb.info.name, 0)
             if scanned:  # descriptor vectors made while scanning: that time is theirs too
                 stats.embedded += scanned
                 stats.seconds += scan_seconds
+                stats.shared_with = [n for n in in_scan if n != emb.info.name]
             report.embedded.append(stats)
 
     def _register_files(
@@ -825,7 +830,7 @@ class Store:
         return idx
 
     def _save_index(self, space: Space, idx: SpaceIndex) -> None:
-        if self.write:
+        if self.write and (idx.dirty or not self._index_path(space).exists()):
             idx.save(self._index_path(space), {"space": space.name, "saved_at": utcnow().isoformat()})
 
     def reindex(self, spaces: Sequence[str] | None = None) -> list[tuple[str, int]]:
