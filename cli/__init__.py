@@ -4,6 +4,7 @@ the result; no SQL or FAISS here."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -296,6 +297,313 @@ def reindex(obj: Ctx, spaces) -> None:
             raise click.ClickException(str(exc)) from exc
     for name, n in done:
         click.echo(f"space {name}: index rebuilt with {n} vectors")
+
+
+# ---- labels ---------------------------------------------------------------------------------
+
+
+@main.group(invoke_without_command=True)
+@format_option
+@click.pass_context
+def labels(ctx: click.Context, fmt: str) -> None:
+    """Expert labels: counts per label and source (and the latest pseudo-labels).
+
+    \b
+    Examples:
+      vecstore labels
+      vecstore labels import labels.csv          # columns: path (or sha256), label
+      vecstore labels set scans/x.png cancer
+      vecstore labels remove scans/x.png
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    with ctx.obj.open() as store:
+        rows = store.label_counts()
+    if not rows and fmt == "table":
+        click.echo("no labels yet (vecstore labels import FILE.csv, or ingest --labels-from-folders)")
+        return
+    emit_rows(rows, ["label", "source", "count", "needs_review"], fmt)
+
+
+@labels.command("import")
+@click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--replace", is_flag=True, help="Change expert labels that differ (default: refuse).")
+@click.option("--new-class", is_flag=True, help="Accept labels that are not yet a class of the store.")
+@click.pass_obj
+def labels_import(obj: Ctx, csv_file: Path, replace: bool, new_class: bool) -> None:
+    """Import expert labels from CSV_FILE (columns `path` or `sha256`, and `label`).
+
+    All rows or none: an unknown image, an empty label, the same image with two labels, an
+    unknown class (a typo?) stops the import with the list of bad rows.
+    """
+    with obj.open(write=True) as store, _errors():
+        counts = store.import_labels(csv_file, replace=replace, new_class=new_class)
+    click.echo(f"imported {csv_file}: {counts['added']} added, {counts['replaced']} replaced, "
+               f"{counts['unchanged']} unchanged")
+
+
+@labels.command("set")
+@click.argument("target")
+@click.argument("label")
+@click.option("--replace", is_flag=True, help="Change an existing expert label.")
+@click.option("--new-class", is_flag=True, help="Accept a label that is not yet a class.")
+@click.pass_obj
+def labels_set(obj: Ctx, target: str, label: str, replace: bool, new_class: bool) -> None:
+    """Set the expert label of TARGET (an image path, sha256 or id)."""
+    with obj.open(write=True) as store, _errors():
+        iid, prev = store.set_label(target, label, replace=replace, new_class=new_class)
+    click.echo(f"image {iid}: {label}" + (f" (was {prev})" if prev and prev != label else ""))
+
+
+@labels.command("remove")
+@click.argument("target")
+@click.pass_obj
+def labels_remove(obj: Ctx, target: str) -> None:
+    """Remove the expert label of TARGET (an image path, sha256 or id)."""
+    with obj.open(write=True) as store, _errors():
+        iid, old = store.remove_label(target)
+    click.echo(f"image {iid}: label {old} removed")
+
+
+# ---- clustering, propagation, evaluation, export -------------------------------------------------
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except VecstoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _k_range(_ctx, _param, value: str | None):
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*\.\.\s*(\d+)\s*", value)
+    if not m or not 2 <= int(m.group(1)) <= int(m.group(2)):
+        raise click.BadParameter("use LO..HI with 2 <= LO <= HI, e.g. 2..20")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _truth(store, truth: Path | None):
+    return store.read_truth(truth) if truth else None
+
+
+METRIC_COLS = ["ami", "ari", "homogeneity", "completeness", "v_measure", "purity", "entropy", "silhouette"]
+
+
+@main.command()
+@click.option("--space", default=None, help=SPACE_HELP + " Default: the store's first space.")
+@click.option("-k", "k", type=click.IntRange(2), default=None, help="Number of clusters.")
+@click.option("--k-range", callback=_k_range, default=None, metavar="LO..HI",
+              help="Choose k by silhouette (cosine, on a sample) in this range (default 2..20 "
+              "when -k is not given).")
+@click.option("--method", type=click.Choice(["kmeans", "spectral"]), default="kmeans", show_default=True,
+              help="FAISS k-means, or FAISS k-means on the eigenvectors of the normalised k-NN graph.")
+@click.option("--neighbors", type=click.IntRange(1), default=10, show_default=True,
+              help="k of the k-NN graph (spectral).")
+@click.option("--n-init", type=click.IntRange(1), default=10, show_default=True, help="k-means restarts.")
+@click.option("--seed", type=int, default=1234, show_default=True)
+@click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Score against this CSV (path, label) instead of the expert labels.")
+@click.option("--compare", is_flag=True, help="Cluster every space and print one table.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def cluster(obj: Ctx, space, k, k_range, method, neighbors, n_init, seed, truth, compare, as_json) -> None:
+    """Cluster a space and score the clusters against the known labels.
+
+    Reports AMI, ARI, homogeneity, completeness, V-measure, purity, cluster entropy (against
+    the expert labels, or --truth) and the cosine silhouette. Each clustering is a stored run.
+
+    \b
+    Examples:
+      vecstore cluster --space pixels -k 10
+      vecstore cluster --space pixels -k 10 --method spectral
+      vecstore cluster --compare -k 10
+    """
+    if k is not None and k_range is not None:
+        raise click.BadParameter("give -k or --k-range, not both", param_hint="-k")
+    with obj.open(write=True) as store, _errors():
+        t = _truth(store, truth)
+        names = [s.name for s in store.spaces()] if compare else [space]
+        results = [store.cluster(n, k=k, k_range=k_range, method=method, n_neighbors=neighbors,
+                                 n_init=n_init, seed=seed, truth=t) for n in names]
+    if as_json:
+        for r in results:
+            click.echo(json.dumps(r))
+        return
+    rows = [{"space": r["space"], "method": r["method"], "k": r["k"], "run": r["run_id"],
+             **{m: r["metrics"].get(m) for m in METRIC_COLS}} for r in results]
+    click.echo(f"scored against {results[0]['scored_against']} ({results[0]['n_scored']} images)")
+    click.echo(table(rows, ["space", "method", "k", "run", *METRIC_COLS]))
+    for r in results:
+        if r.get("silhouette_by_k"):
+            click.echo(f"{r['space']}: k chosen by silhouette: " + ", ".join(
+                f"{kk}:{v:.3f}" for kk, v in r["silhouette_by_k"].items()))
+        _random_weights_note(r["space"], r["weights_random"])
+
+
+@main.command()
+@click.option("--space", default=None, help=SPACE_HELP + " Default: the store's first space.")
+@click.option("-k", "--neighbors", "neighbors", type=click.IntRange(1), default=5, show_default=True,
+              help="Neighbours per image in the k-NN graph.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.99,
+              show_default=True, help="Diffusion strength (Zhou et al.).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def propagate(obj: Ctx, space, neighbors, alpha, as_json) -> None:
+    """Spread the expert labels to the other images over the k-NN graph of a space.
+
+    Each image gets a pseudo-label, a confidence (1 - entropy/log C), the runner-up label and
+    the margin; expert labels are never overwritten. The run and its parameters are stored.
+
+    \b
+    Example:
+      vecstore propagate --space pixels -k 5
+    """
+    with obj.open(write=True) as store, _errors():
+        r = store.propagate(space, n_neighbors=neighbors, alpha=alpha)
+    if as_json:
+        click.echo(json.dumps(r))
+        return
+    click.echo(f"run {r['run_id']}: space {r['space']}, {r['seeds']} expert labels spread to "
+               f"{r['propagated']} images (mean confidence {r['mean_confidence']:.3f})")
+    click.echo(table([{"label": k2, "count": v} for k2, v in sorted(r["counts"].items(), key=lambda kv: str(kv[0]))],
+                     ["label", "count"]))
+    if r["unreached"]:
+        click.echo(f"{r['unreached']} images are not connected to any expert label in the graph: "
+                   "labeled by a vote of their nearest neighbours and flagged for review")
+    _random_weights_note(r["space"], r["weights_random"])
+
+
+def _print_evaluation(r: dict) -> None:
+    head = (f"space {r['space']}: " + (f"against the truth file ({r['scored']} images, propagation run "
+            f"{r['propagation_run']})" if r["mode"] == "truth" else
+            f"hold-out of the expert labels ({r['repeats']} repeats, {r['hidden_per_repeat']} hidden each, "
+            f"accuracy {r['accuracy_mean']:.3f} +/- {r['accuracy_std']:.3f})"))
+    click.echo(head)
+    click.echo(f"accuracy {r['accuracy']:.4f}  balanced accuracy {r['balanced_accuracy']:.4f}")
+    click.echo(table(r["per_class"], ["label", "precision", "recall", "f1", "support"]))
+    pos = r.get("positive")
+    if pos:
+        line = (f"positive class {pos['label']!r}: recall {pos['recall']:.4f}, precision "
+                f"{pos['precision']:.4f}, F2 {pos['f2']:.4f}, missed {pos['missed']}")
+        if "roc_auc" in pos:
+            line += f", ROC-AUC {pos['roc_auc']:.4f}"
+        click.echo(line)
+        thr = pos.get("threshold_for_target_recall")
+        if thr:
+            click.echo(f"  to reach recall {pos['target_recall']:.2f}: call {pos['label']!r} when "
+                       f"p({pos['label']}) >= {thr['threshold']:.4f} (recall {thr['recall']:.4f}, "
+                       f"precision {thr['precision']:.4f})")
+    labels_ = r["confusion"]["labels"]
+    click.echo("confusion matrix (rows: truth, columns: predicted):")
+    click.echo(table([{"truth": t, **{str(c): v for c, v in zip(labels_, row)}}
+                      for t, row in zip(labels_, r["confusion"]["matrix"])], ["truth", *map(str, labels_)]))
+    click.echo("accuracy and coverage by confidence threshold:")
+    click.echo(table([c for c in r["coverage_curve"] if c["threshold"] in (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)],
+                     ["threshold", "coverage", "accuracy"]))
+    if r["review_below"] is not None:
+        nf = r.get("not_flagged") or {}
+        click.echo(f"recommended: needs_review below confidence {r['review_below']:.2f} (pseudo-labels "
+                   f"above it: {nf.get('accuracy', float('nan')):.4f} accurate, "
+                   f"{nf.get('coverage', 0):.1%} of the images; target {r['target_accuracy']:.2f})")
+    else:
+        click.echo(f"no confidence threshold reaches {r['target_accuracy']:.2f} accuracy: review everything")
+    _random_weights_note(r["space"], r["weights_random"])
+
+
+@main.command()
+@click.option("--space", default=None, help=SPACE_HELP + " Default: the store's first space.")
+@click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV (path or sha256, label) of true labels: score the latest propagation against it.")
+@click.option("--run", "run_id", type=int, default=None, help="The propagation run to score (with --truth).")
+@click.option("--positive", default=None, help="The class whose misses cost most (e.g. cancer).")
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
+@click.option("--target-accuracy", type=click.FloatRange(0, 1, min_open=True), default=0.97, show_default=True,
+              help="Accuracy that pseudo-labels not flagged needs_review should reach.")
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.3,
+              show_default=True, help="Share of the expert labels hidden in each hold-out repeat.")
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--compare", is_flag=True, help="Evaluate every space (hold-out) side by side.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def evaluate(obj: Ctx, space, truth, run_id, positive, target_recall, target_accuracy, test_size,
+             repeats, seed, compare, as_json) -> None:
+    """How good are the pseudo-labels? The costly error first.
+
+    Without --truth: repeated stratified hold-out of the expert labels (hide a share,
+    propagate from the rest, score the hidden). With --truth FILE.csv: score the latest
+    propagation. Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix;
+    with --positive: recall, precision, F2, ROC-AUC and the threshold that reaches
+    --target-recall. Also accuracy and coverage by confidence, and the needs_review threshold.
+
+    \b
+    Examples:
+      vecstore evaluate --space pixels --truth truth.csv
+      vecstore evaluate --positive cancer --target-recall 0.95
+    """
+    if compare and (truth or run_id):
+        raise click.BadParameter("--compare uses the hold-out; drop --truth/--run", param_hint="--compare")
+    with obj.open(write=True) as store, _errors():
+        t = _truth(store, truth)
+        names = [s.name for s in store.spaces()] if compare else [space]
+        results = [store.evaluate(n, truth=t, run_id=run_id, positive=positive, target_recall=target_recall,
+                                  target_accuracy=target_accuracy, test_size=test_size, repeats=repeats,
+                                  seed=seed) for n in names]
+    if as_json:
+        for r in results:
+            click.echo(json.dumps(r))
+        return
+    if compare:
+        rows = [{"space": r["space"], "accuracy": r["accuracy"], "balanced_accuracy": r["balanced_accuracy"],
+                 "std": r.get("accuracy_std"), "recall_pos": (r.get("positive") or {}).get("recall"),
+                 "f2_pos": (r.get("positive") or {}).get("f2"), "review_below": r["review_below"]} for r in results]
+        click.echo(table(rows, ["space", "accuracy", "std", "balanced_accuracy", "recall_pos", "f2_pos", "review_below"]))
+        return
+    _print_evaluation(results[0])
+
+
+@main.command()
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV file to write.")
+@click.option("--space", default=None, help="Use the latest propagation of this space (default: the latest of all).")
+@click.option("--run", "run_id", type=int, default=None, help="Use this propagation run.")
+@click.option("--only-unlabeled", is_flag=True, help="Leave out the images with an expert label.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="Leave out rows below it.")
+@click.option("--review-below", type=click.FloatRange(0, 1), default=None,
+              help="needs_review below this confidence (default: the latest evaluation's recommendation, else 0.3).")
+@click.pass_obj
+def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_below) -> None:
+    """Write the pseudo-labels as CSV, one row per image.
+
+    Columns: image_id, path, sha256, label, source (expert/propagated), confidence,
+    second_label, margin, cluster, needs_review, review_reason, run_id. Loads with
+    pandas.read_csv and no options.
+
+    \b
+    Example:
+      vecstore export -o pseudo_labels.csv --only-unlabeled
+    """
+    with obj.open() as store, _errors():
+        r = store.export(out, space=space, run_id=run_id, only_unlabeled=only_unlabeled,
+                         min_confidence=min_confidence, review_below=review_below)
+    click.echo(f"wrote {r['rows']} rows to {r['path']} (propagation run {r['run_id']}, space {r['space']}; "
+               f"{r['needs_review']} need review, threshold {r['review_below']:.2f} from {r['review_below_from']})")
+
+
+@main.command()
+@format_option
+@click.pass_obj
+def runs(obj: Ctx, fmt: str) -> None:
+    """The runs recorded in the store: ingest, embed, cluster, propagate, evaluate."""
+    with obj.open() as store:
+        rows = [{"id": r.id, "kind": r.kind, "space": r.space, "status": r.status,
+                 "started": r.started_at.isoformat(timespec="seconds"),
+                 "seconds": round(r.seconds, 2) if r.seconds is not None else None,
+                 "version": r.code_version, "params": json.dumps(r.params)} for r in store.runs()]
+    emit_rows(rows, ["id", "kind", "space", "status", "started", "seconds", "version", "params"], fmt)
 
 
 @main.command()

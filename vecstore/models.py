@@ -130,3 +130,34 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed
     seconds: Mapped[float | None] = mapped_column(Float)
+
+
+class ClusterAssignment(Base):
+    """The cluster of each image in one clustering run."""
+
+    __tablename__ = "cluster_assignments"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    cluster: Mapped[int] = mapped_column(Integer)
+
+
+class Prediction(Base):
+    """A pseudo-label of one image from one propagation run (expert labels stay in `labels`)."""
+
+    __tablename__ = "predictions"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    label: Mapped[str | None] = mapped_column(String(128))  # None: no expert label reaches it
+    confidence: Mapped[float] = mapped_column(Float)  # 1 - entropy / log(C)
+    second_label: Mapped[str | None] = mapped_column(String(128))
+    margin: Mapped[float] = mapped_column(Float)  # p(best) - p(second)
+    # reached by the diffusion from an expert label (False: out-of-sample vote of neighbours)
+    reached: Mapped[bool] = mapped_column(Boolean)
+    # float32 class probabilities in the order of the run's stats["classes"]
+    distribution: Mapped[bytes] = mapped_column(LargeBinary)

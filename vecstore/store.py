@@ -46,6 +46,7 @@ from .errors import (
     VecstoreError,
 )
 from .index import SpaceIndex
+from .labeling import LabelingMixin
 from .models import Image, ImagePath, Label, Run, Space, Vector, utcnow
 from .scan import DEFAULT_UNLABELED, Found, folder_label, sha256_bytes, walk_images
 
@@ -280,7 +281,7 @@ def _progress(total: int | None, desc: str, enabled: bool):
 # --------------------------------------------------------------------------------------------
 
 
-class Store:
+class Store(LabelingMixin):
     def __init__(self, path: Path, *, write: bool) -> None:
         self.path = path
         self.db_path = path / DB_NAME

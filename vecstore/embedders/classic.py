@@ -17,8 +17,8 @@ HOG_PARAMS = {"orientations": 9, "pixels_per_cell": (8, 8), "cells_per_block": (
 PIXELS_SIZE = 16
 
 
-def _gray_resized(img: Image.Image, size: int) -> np.ndarray:
-    g = to_gray(img).resize((size, size), Image.Resampling.BILINEAR)
+def _gray_resized(img: Image.Image, size: int, resample=Image.Resampling.BILINEAR) -> np.ndarray:
+    g = to_gray(img).resize((size, size), resample)
     return np.asarray(g, dtype=np.float32) / 255.0
 
 
@@ -35,7 +35,9 @@ def histogram_features(img: Image.Image) -> np.ndarray:
 
 
 def pixel_features(img: Image.Image) -> np.ndarray:
-    return _gray_resized(img, PIXELS_SIZE).ravel()
+    # box = area average: the faithful reduction (no aliasing); on the digits it also gives
+    # better neighbours than bilinear (label propagation 0.937 vs 0.930 at 3 labels per digit)
+    return _gray_resized(img, PIXELS_SIZE, Image.Resampling.BOX).ravel()
 
 
 _HOG_DIM = (
@@ -62,7 +64,7 @@ CLASSIC = {
         pixel_features,
         SpaceInfo(
             name="pixels", model="pixels", layer=None, dim=PIXELS_SIZE * PIXELS_SIZE,
-            preprocessing=f"gray, resize {PIXELS_SIZE}x{PIXELS_SIZE} bilinear, values / 255",
+            preprocessing=f"gray, resize {PIXELS_SIZE}x{PIXELS_SIZE} box (area average), values / 255",
         ),
     ),
 }

@@ -1,0 +1,105 @@
+"""Clustering: FAISS k-means (spherical, several restarts, fixed seed) and spectral clustering
+(FAISS k-means on the leading eigenvectors of the normalised k-NN graph). scikit-learn style."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+from scipy.sparse.linalg import eigsh
+
+from .graph import knn_graph, normalized_affinity
+from .index import normalize
+
+
+class FaissKMeans:
+    """k-means with faiss.Kmeans on L2-normalised rows (the cosine geometry of the index).
+
+    Sets ``labels_``, ``cluster_centers_``, ``inertia_`` (sum of squared distances to the
+    centroids of the normalised rows).
+    """
+
+    def __init__(self, n_clusters: int = 8, n_init: int = 10, max_iter: int = 50, seed: int = 1234,
+                 normalize_rows: bool = True) -> None:
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.seed = seed
+        self.normalize_rows = normalize_rows
+
+    def _prep(self, X: np.ndarray) -> np.ndarray:
+        return normalize(X) if self.normalize_rows else np.ascontiguousarray(X, dtype=np.float32)
+
+    def fit(self, X: np.ndarray) -> FaissKMeans:
+        x = self._prep(X)
+        if not 1 <= self.n_clusters <= len(x):
+            raise ValueError(f"n_clusters={self.n_clusters} must be between 1 and {len(x)} (the rows)")
+        km = faiss.Kmeans(
+            x.shape[1], self.n_clusters, niter=self.max_iter, nredo=self.n_init, seed=self.seed,
+            verbose=False, max_points_per_centroid=1 << 20, min_points_per_centroid=1,
+        )
+        km.train(x)
+        self._km = km
+        self.cluster_centers_ = km.centroids.copy()
+        d, i = km.index.search(x, 1)
+        self.labels_ = i.ravel().astype(np.int64)
+        self.inertia_ = float(d.sum())
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self._km.index.search(self._prep(X), 1)[1].ravel().astype(np.int64)
+
+
+class SpectralFaissClustering:
+    """Spectral clustering (Ng, Jordan & Weiss 2001) on the k-NN graph.
+
+    The ``n_clusters`` leading eigenvectors of S = D^-1/2 W D^-1/2 (ARPACK), rows
+    normalised, clustered by FAISS k-means. Sets ``labels_`` and ``embedding_``.
+    """
+
+    def __init__(self, n_clusters: int = 8, n_neighbors: int = 10, gamma: float = 1.0,
+                 n_init: int = 10, seed: int = 1234) -> None:
+        self.n_clusters = n_clusters
+        self.n_neighbors = n_neighbors
+        self.gamma = gamma
+        self.n_init = n_init
+        self.seed = seed
+
+    def fit(self, X: np.ndarray) -> SpectralFaissClustering:
+        n = len(X)
+        if not 2 <= self.n_clusters < n:
+            raise ValueError(f"n_clusters={self.n_clusters} must be between 2 and {n - 1}")
+        s = normalized_affinity(knn_graph(X, self.n_neighbors, self.gamma))
+        rng = np.random.default_rng(self.seed)
+        _, vecs = eigsh(s, k=self.n_clusters, which="LA", v0=rng.standard_normal(n), tol=1e-6)
+        self.embedding_ = normalize(vecs)
+        km = FaissKMeans(self.n_clusters, n_init=self.n_init, seed=self.seed, normalize_rows=False)
+        self.labels_ = km.fit(self.embedding_).labels_
+        return self
+
+
+def make_clusterer(method: str, k: int, *, n_neighbors: int = 10, n_init: int = 10, seed: int = 1234):
+    if method == "kmeans":
+        return FaissKMeans(k, n_init=n_init, seed=seed)
+    if method == "spectral":
+        return SpectralFaissClustering(k, n_neighbors=n_neighbors, n_init=n_init, seed=seed)
+    raise ValueError(f"unknown clustering method {method!r} (kmeans or spectral)")
+
+
+def choose_k(X: np.ndarray, ks: range | list[int], method: str = "kmeans", *, sample_size: int = 5000,
+             seed: int = 1234, **kw) -> tuple[int, dict[int, float]]:
+    """The k with the best silhouette (cosine, on a sample for large n); returns (k, scores)."""
+    from sklearn.metrics import silhouette_score
+
+    x = normalize(X)
+    scores: dict[int, float] = {}
+    for k in ks:
+        if not 2 <= k < len(x):
+            continue
+        labels = make_clusterer(method, k, seed=seed, **kw).fit(x).labels_
+        if len(np.unique(labels)) < 2:
+            continue
+        scores[k] = float(silhouette_score(x, labels, metric="cosine",
+                                           sample_size=min(sample_size, len(x)), random_state=seed))
+    if not scores:
+        raise ValueError(f"no k in {list(ks)} can be scored on {len(x)} images")
+    return max(scores, key=scores.get), scores
