@@ -614,8 +614,12 @@ def runs(obj: Ctx, fmt: str) -> None:
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True)
 @click.pass_obj
 def demo(obj: Ctx, out: Path, spaces, k: int) -> None:
-    """Run vecstore on scikit-learn's digits: write them as PNGs (2 labeled per digit in
-    labeled/<digit>/, the rest in unlabeled/, truth in truth.csv), ingest them, show queries.
+    """Run the whole pipeline on scikit-learn's digits.
+
+    Writes them as PNGs (2 labeled per digit in labeled/<digit>/, the rest in unlabeled/,
+    truth in truth.csv), ingests them, shows similar images, then per space clusters
+    (k-means, spectral), propagates the labels, evaluates against truth.csv, and exports the
+    pseudo-labels of the best space to pseudo_labels.csv.
 
     \b
     Example:
@@ -624,27 +628,39 @@ def demo(obj: Ctx, out: Path, spaces, k: int) -> None:
     from vecstore.demo import neighbour_agreement, read_truth, write_digits
 
     counts = write_digits(out, labeled_per_class=2)
-    click.echo(f"wrote {counts['images']} digit images to {out}/ ({counts['labeled']} labeled)")
-    with obj.open(write=True, create=True) as store:
-        try:
-            rep = store.ingest(out, list(spaces), labels_from_folders=True, progress=True).to_dict()
-        except VecstoreError as exc:
-            raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {counts['images']} digit images to {out}/: {counts['labeled']} labeled in "
+               "labeled/<digit>/, the rest in unlabeled/, their true digits in truth.csv")
+    with obj.open(write=True, create=True) as store, _errors():
+        rep = store.ingest(out, list(spaces), labels_from_folders=True, progress=True).to_dict()
         _print_ingest_report(rep, verbose=False)
-        truth = read_truth(out / "truth.csv")
-        examples = sorted(truth)[:: max(1, len(truth) // 4)][:4]
+        truth_paths = read_truth(out / "truth.csv")
+        examples = sorted(truth_paths)[:: max(1, len(truth_paths) // 4)][:4]
         click.echo(f"\nsimilar images in space {spaces[0]} (true digit of each neighbour):")
         for path in examples:
             res = store.query(path=path, space=spaces[0], k=k)
-            got = " ".join(truth.get(h.path, "?") for h in res.hits)
-            click.echo(f"  {Path(path).name} (digit {truth[path]}): {got}")
+            got = " ".join(truth_paths.get(h.path, "?") for h in res.hits)
+            click.echo(f"  {Path(path).name} (digit {truth_paths[path]}): {got}")
+        truth = store.read_truth(out / "truth.csv")
         rows = []
         for sp in spaces:
-            agree = neighbour_agreement(store, sp, truth, k)
-            rows.append({"space": sp, "dim": store.get_space(sp).dim, **{m: round(v, 4) for m, v in agree.items()}})
-    click.echo(f"\nneighbours with the same digit (all {len(truth)} images as queries):")
-    click.echo(table(rows, ["space", "dim", "p@1", f"p@{k}"]))
-    click.echo(f"\nstore: {obj.store_path}  (try: vecstore --store {obj.store_path} info)")
+            agree = neighbour_agreement(store, sp, truth_paths, k)
+            km = store.cluster(sp, k=10, truth=truth)["metrics"]
+            spec = store.cluster(sp, k=10, method="spectral", truth=truth)["metrics"]
+            store.propagate(sp)
+            ev = store.evaluate(sp, truth=truth)
+            nf = ev.get("not_flagged") or {}
+            rows.append({"space": sp, f"p@{k}": agree[f"p@{k}"], "AMI kmeans": km["ami"],
+                         "AMI spectral": spec["ami"], "propagation acc": ev["accuracy"],
+                         "review below": ev["review_below"], "unflagged acc": nf.get("accuracy"),
+                         "unflagged share": nf.get("coverage")})
+        best = max(rows, key=lambda r: r["propagation acc"])["space"]
+        exp = store.export(out / "pseudo_labels.csv", space=best)
+    click.echo(f"\nthe whole pipeline per space ({counts['labeled']} expert labels, "
+               f"{counts['images'] - counts['labeled']} images to label, scored against truth.csv):")
+    click.echo(table(rows, list(rows[0])))
+    click.echo(f"\npseudo-labels of space {best} written to {exp['path']} ({exp['rows']} rows, "
+               f"{exp['needs_review']} flagged needs_review)")
+    click.echo(f"store: {obj.store_path}  (try: vecstore --store {obj.store_path} labels)")
 
 
 __all__ = ["main"]

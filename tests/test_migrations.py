@@ -65,3 +65,27 @@ def test_store_location_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("VECSTORE_STORE", str(tmp_path / "env"))
     assert resolve_store_path(None) == tmp_path / "env"
     assert resolve_store_path(str(tmp_path / "opt")) == tmp_path / "opt"
+
+
+def test_old_store_is_upgraded_on_open_and_keeps_its_data(store_path, image_dir, db):
+    """A store written at schema 0001 (before clusters and predictions) opens at head."""
+    from alembic import command
+
+    from vecstore.db import alembic_config, make_engine
+
+    store_path.mkdir()
+    engine = make_engine(store_path / "vecstore.db")
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO images (id, sha256, path, status, added_at) VALUES (7, 'ab', '/x.png', 'ok', '2026-01-01')")
+        conn.exec_driver_sql("INSERT INTO labels (image_id, label, source, created_at) VALUES (7, 'cancer', 'cli', '2026-01-01')")
+    engine.dispose()
+    assert db("SELECT version_num FROM alembic_version") == [("0001",)]
+    with Store.open(store_path) as store:  # a reader: upgrades under the write lock
+        assert store.expert_labels() == {7: "cancer"}
+    assert db("SELECT version_num FROM alembic_version") == [(head_revision(),)]
+    tables = {r[0] for r in db("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"cluster_assignments", "predictions"} <= tables

@@ -10,6 +10,7 @@ import os
 import faiss
 import numpy as np
 
+from vecstore.db import head_revision
 from vecstore.store import Store
 
 from .conftest import make_image
@@ -94,12 +95,12 @@ def test_info_reports_spaces_labels_and_schema(image_dir, cli):
     r = cli("info", "--json")
     assert r.exit_code == 0, r.output
     info = json.loads(r.stdout)
-    assert info["images"] == 10 and info["failed"] == 0 and info["schema_version"] == "0001"
+    assert info["images"] == 10 and info["failed"] == 0 and info["schema_version"] == head_revision()
     assert [(s["name"], s["dim"], s["vectors"]) for s in info["spaces"]] == [("pixels", 256, 10), ("hog", 324, 10)]
     assert all(s["index_file"] for s in info["spaces"])
     assert {(lab["label"], lab["count"]) for lab in info["labels"]} == {("cancer", 3), ("normal", 3)}
     text = cli("info").output
-    assert "IDMap2,Flat" in text and "cancer" in text and "schema 0001" in text
+    assert "IDMap2,Flat" in text and "cancer" in text and f"schema {head_revision()}" in text
 
 
 def test_check_passes_then_finds_missing_files_and_foreign_index_ids(image_dir, cli, store_path):

@@ -40,7 +40,13 @@ def test_tour_commands_work_as_written(tmp_path):
     demo = subprocess.run(["vecstore", "--store", "demo-data/store", "demo", "--out", "demo-data"],
                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert demo.returncode == 0, demo.stderr
-    assert "neighbours with the same digit" in demo.stdout
+    assert "the whole pipeline per space" in demo.stdout
+    assert (tmp_path / "demo-data" / "pseudo_labels.csv").exists()
+    # the summary table quoted in the README is the one the demo prints
+    printed = {" ".join(line.split()) for line in demo.stdout.splitlines()}
+    readme = (REPO / "README.md").read_text().split("it prints:", 1)[1].split("\n\n", 2)[1]
+    for line in readme.splitlines():
+        assert " ".join(line.split()) in printed, f"README line not printed by the demo: {line}"
     for cmd in commands:
         r = subprocess.run(shlex.split(cmd), cwd=tmp_path, env=env, capture_output=True, text=True)
         assert r.returncode == 0, f"{cmd!r} failed: {r.stdout}\n{r.stderr}"

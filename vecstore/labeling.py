@@ -445,13 +445,15 @@ class LabelingMixin:
                     "hold-out evaluation needs at least 2 expert labels per class (one to keep, one "
                     "to hide); add labels or give --truth FILE.csv"
                 )
-            last = self._latest_run("propagate", sp.name)
-            k = n_neighbors or (last.params.get("n_neighbors") if last else 5)
-            a = alpha or (last.params.get("alpha") if last else 0.99)
+            # the parameters of the space's latest propagation, so the score is about them
+            last = (self._latest_run("propagate", sp.name) or Run(params={})).params
+            k = n_neighbors if n_neighbors is not None else last.get("n_neighbors", 5)
+            a = alpha if alpha is not None else last.get("alpha", 0.99)
+            g = last.get("gamma", 3.0)
             y_true, y_pred, conf_l, proba_l, accs = [], [], [], [], []
             for train, test in stratified_holdout(labels, test_size, repeats, seed):
                 kept = {int(lab_ids[j]): labels[j] for j in train}
-                cls, lp = self._propagate_arrays(x, ids, kept, k, a, 3.0)
+                cls, lp = self._propagate_arrays(x, ids, kept, k, a, g)
                 rows = [pos_of[int(lab_ids[j])] for j in test]
                 p = np.zeros((len(rows), len(classes)))
                 for cj, c in enumerate(cls):
@@ -465,7 +467,7 @@ class LabelingMixin:
                 proba_l.append(p)
             conf, proba = np.concatenate(conf_l), np.concatenate(proba_l)
             mode = "holdout"
-            details = {"repeats": repeats, "test_size": test_size, "n_neighbors": k, "alpha": a,
+            details = {"repeats": repeats, "test_size": test_size, "n_neighbors": k, "alpha": a, "gamma": g,
                        "hidden_per_repeat": len(y_true) // max(repeats, 1),
                        "accuracy_per_repeat": accs,
                        "accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs))}
@@ -494,9 +496,13 @@ class LabelingMixin:
         return result
 
     # ---- export ----------------------------------------------------------------------------------
-    def _review_rules(self: Store, space: str, review_below: float | None) -> tuple[float, str, dict | None]:
-        """(confidence threshold, where it comes from, positive-class rule or None)."""
-        ev = self._latest_run("evaluate", space)
+    def _review_rules(self: Store, run: Run, review_below: float | None) -> tuple[float, str, dict | None]:
+        """(confidence threshold, where it comes from, positive-class rule or None) for the
+        pseudo-labels of a propagation run: from the latest evaluation made after that run
+        (an older one scored other pseudo-labels), else the default."""
+        ev = self._latest_run("evaluate", run.space)
+        if ev is not None and ev.id < run.id:
+            ev = None
         positive_rule = None
         if ev is not None:
             pos = ev.stats.get("positive") or {}
@@ -511,7 +517,7 @@ class LabelingMixin:
         return DEFAULT_REVIEW_BELOW, "default", positive_rule
 
     def _export_rows(self: Store, run: Run, review_below: float | None, cluster_run: Run | None) -> list[dict]:
-        threshold, _, positive_rule = self._review_rules(run.space, review_below)
+        threshold, _, positive_rule = self._review_rules(run, review_below)
         classes = run.stats.get("classes", [])
         pos_j = classes.index(positive_rule["label"]) if positive_rule and positive_rule["label"] in classes else None
         seeds = self.expert_labels()
@@ -563,7 +569,7 @@ class LabelingMixin:
             if run is None:
                 raise NoRun("no propagation run yet: run `vecstore propagate` first")
         cluster_run = self._latest_run("cluster", run.space)
-        threshold, origin, positive_rule = self._review_rules(run.space, review_below)
+        threshold, origin, positive_rule = self._review_rules(run, review_below)
         rows = self._export_rows(run, review_below, cluster_run)
         if only_unlabeled:
             rows = [r for r in rows if r["source"] != "expert"]
