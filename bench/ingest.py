@@ -41,6 +41,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from benchutil import machine_line
 
 RESNET_SCALE = 64  # 8x8 digits -> 512x512 pixels
 QUICK_N = 32
@@ -282,16 +283,8 @@ def cosines(store_path: Path, loop: RunResult) -> tuple[np.ndarray, np.ndarray]:
 def machine_lines(threads: int, load: float) -> list[str]:
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    ram = "unknown"
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        kib = next((int(ln.split()[1]) for ln in f if ln.startswith("MemTotal:")), None)
-        ram = f"{kib / 2**20:.1f} GiB" if kib else ram
     return [
-        f"CPU: {cpu}; os.cpu_count() = {os.cpu_count()}; RAM: {ram}; load average (1 min) "
-        f"before the runs: {load:.2f}",
+        machine_line(load),
         f"torch {torch.__version__}, torch.get_num_threads() = {threads} (torch's default, "
         f"set explicitly in both ResNet processes); Python {platform.python_version()}",
     ]

@@ -51,6 +51,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from benchutil import machine_line
 
 SPACES = ("pixels", "hog", "histogram")
 PROPAGATION_SPACE = "pixels"
@@ -366,16 +367,8 @@ def machine_lines(load: float) -> list[str]:
     import scipy
     import sklearn
 
-    cpu = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    ram = "unknown"
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        kib = next((int(ln.split()[1]) for ln in f if ln.startswith("MemTotal:")), None)
-        ram = f"{kib / 2**20:.1f} GiB" if kib else ram
     return [
-        f"CPU: {cpu}; os.cpu_count() = {os.cpu_count()}; RAM: {ram}; load average (1 min) "
-        f"before the runs: {load:.2f}",
+        machine_line(load),
         f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
         f"faiss {faiss.__version__}, scikit-learn {sklearn.__version__}",
     ]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import delete, func, insert, select
 
+from .csvfiles import read_user_csv
 from .errors import BadInput, UnknownImage, VecstoreError
 from .index import normalize
 from .models import ClusterAssignment, Image, Label, Prediction, Run, Space
@@ -38,14 +39,7 @@ class NoRun(VecstoreError):
 
 def _read_label_csv(path: str | os.PathLike[str], what: str) -> tuple[str, list[tuple[int, str, str]]]:
     """(key column kind 'path'|'sha256', [(csv line, key, label)]) from a CSV with a `label` column."""
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise BadInput(f"{what} file not found: {path}") from None
-    except Exception as exc:
-        raise BadInput(f"cannot read {what} CSV {path}: {exc}") from exc
+    df = read_user_csv(path, what)
     cols = {str(c).strip().lower(): c for c in df.columns}
     key = next((k for k in ("path", "sha256") if k in cols), None)
     if key is None or "label" not in cols:

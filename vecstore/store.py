@@ -33,6 +33,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from . import __version__
+from .csvfiles import read_user_csv
 from .db import current_revision, head_revision, make_engine, run_migrations, session_factory
 from .embedders import NAMES, Embedder, SpaceInfo, get_embedder, is_cnn, open_image
 from .embedders.classic import CLASSIC
@@ -1077,15 +1078,8 @@ class Store(LabelingMixin):
 
 def _read_metadata_csv(path: str | os.PathLike[str]) -> tuple[str, dict[str, dict[str, Any]]]:
     """(key kind 'path' or 'name', key -> {column: value}) from a metadata CSV."""
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise BadInput(f"metadata file not found: {path}") from None
-    except Exception as exc:
-        raise BadInput(f"cannot read metadata CSV {path}: {exc}") from exc
-    cols = {c.strip().lower(): c for c in df.columns}
+    df = read_user_csv(path, "metadata")
+    cols = {str(c).strip().lower(): c for c in df.columns}
     key_col = next((cols[k] for k in METADATA_KEYS if k in cols), None)
     if key_col is None:
         raise BadInput(
