@@ -594,6 +594,33 @@ def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_
 
 
 @main.command()
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="HTML file to write.")
+@click.option("--space", default=None, help="Space to map (default: that of the propagation run, else the first).")
+@click.option("--run", "run_id", type=int, default=None, help="Propagation run whose pseudo-labels to show.")
+@click.option("--projection", type=click.Choice(["pca", "tsne", "umap"]), default="pca", show_default=True,
+              help="How the map is drawn (t-SNE and UMAP on the sample of points shown).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_obj
+def report(obj: Ctx, out: Path, space, run_id, projection, seed) -> None:
+    """Write a self-contained HTML report: a 3D/2D map of the images (coloured by cluster,
+    expert label, pseudo-label or confidence, thumbnails on hover, a cluster's images on
+    request), the descriptor comparison, the evaluation, and the images to review next.
+    Opens offline in any browser.
+
+    \b
+    Example:
+      vecstore report -o report.html --space pixels
+    """
+    from vecstore.report import write_report
+
+    with obj.open() as store, _errors():
+        r = write_report(store, out, space=space, run_id=run_id, projection=projection, seed=seed)
+    click.echo(f"wrote {r['path']} ({r['bytes'] / 2**20:.1f} MiB, {r['points']} of {r['images']} images "
+               f"on the map, space {r['space']}) in {r['seconds']:.1f} s")
+
+
+@main.command()
 @format_option
 @click.pass_obj
 def runs(obj: Ctx, fmt: str) -> None:

@@ -99,6 +99,12 @@ def classification_metrics(
             score = proba[:, list(classes).index(positive)]
             if 0 < pos.sum() < len(pos):
                 out["positive"]["roc_auc"] = float(skm.roc_auc_score(pos, score))
+            if pos.sum():
+                prec, rec, thr_pts = skm.precision_recall_curve(pos, score)
+                keep = np.unique(np.linspace(0, len(thr_pts) - 1, min(len(thr_pts), 200)).astype(int))
+                out["positive"]["pr_curve"] = {
+                    "precision": prec[keep].round(5).tolist(), "recall": rec[keep].round(5).tolist(),
+                    "threshold": thr_pts[keep].round(5).tolist()}
             thr = threshold_for_recall(pos, score, target_recall)
             if thr is not None:
                 out["positive"]["target_recall"] = target_recall
