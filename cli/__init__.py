@@ -527,10 +527,14 @@ def _print_evaluation(r: dict) -> None:
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--compare", is_flag=True, help="Evaluate every space (hold-out) side by side.")
+@click.option("--curve", is_flag=True, help="Accuracy (and recall of --positive) against the number "
+              "of labels, fitted a - b m^-c for `vecstore plan`.")
+@click.option("--sizes", default=None, metavar="M,M,...", help="Label counts for --curve (default: 8 from "
+              "one per class to four fifths of the known labels).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def evaluate(obj: Ctx, space, truth, run_id, positive, target_recall, target_accuracy, test_size,
-             repeats, seed, compare, as_json) -> None:
+             repeats, seed, compare, curve, sizes, as_json) -> None:
     """How good are the pseudo-labels? The costly error first.
 
     Without --truth: repeated stratified hold-out of the expert labels (hide a share,
@@ -546,6 +550,29 @@ def evaluate(obj: Ctx, space, truth, run_id, positive, target_recall, target_acc
     """
     if compare and (truth or run_id):
         raise click.BadParameter("--compare uses the hold-out; drop --truth/--run", param_hint="--compare")
+    if curve:
+        try:
+            size_list = [int(v) for v in sizes.split(",")] if sizes else None
+        except ValueError:
+            raise click.BadParameter("a comma-separated list of label counts, e.g. 10,20,50",
+                                     param_hint="--sizes") from None
+        with obj.open(write=True) as store, _errors():
+            t = _truth(store, truth)
+            r = store.learning_curve(space, truth=t, sizes=size_list, repeats=repeats, seed=seed,
+                                     positive=positive)
+        if as_json:
+            click.echo(json.dumps(r))
+            return
+        click.echo(f"space {r['space']}: learning curve from {r['known']} known labels ({r['source']}), "
+                   f"{r['repeats']} draws per size, scored on the labels not drawn")
+        cols = ["labels", "per_class", "accuracy", "accuracy_std"] + (["recall", "recall_std"] if positive else [])
+        click.echo(table(r["points"], cols))
+        f = r["fit"]
+        if f:
+            click.echo(f"fit: accuracy(m) = {f['a']:.4f} - {f['b']:.4f} * m^-{f['c']:.4f} (rmse {f['rmse']:.4f}); "
+                       f"run {r['run_id']} is what `vecstore plan` extrapolates")
+        _random_weights_note(r["space"], r["weights_random"])
+        return
     with obj.open(write=True) as store, _errors():
         t = _truth(store, truth)
         names = [s.name for s in store.spaces()] if compare else [space]
@@ -618,6 +645,118 @@ def report(obj: Ctx, out: Path, space, run_id, projection, seed) -> None:
         r = write_report(store, out, space=space, run_id=run_id, projection=projection, seed=seed)
     click.echo(f"wrote {r['path']} ({r['bytes'] / 2**20:.1f} MiB, {r['points']} of {r['images']} images "
                f"on the map, space {r['space']}) in {r['seconds']:.1f} s")
+
+
+@main.command()
+@click.option("-n", "n", type=click.IntRange(1), default=50, show_default=True, help="How many images.")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV to write (fill its `label` column, then `vecstore labels import` it).")
+@click.option("--space", default=None, help=SPACE_HELP + " Default: the store's first space.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_obj
+def suggest(obj: Ctx, n: int, out: Path, space, seed: int) -> None:
+    """The images whose labels would help most, with why each was picked.
+
+    While some groups of images have no label, the most typical image of each (the largest
+    groups first); once they have labels, the least certain pseudo-labels, one per group.
+    Never an image already labeled, never two near-duplicates.
+
+    \b
+    Example:
+      vecstore suggest -n 50 -o to_label.csv
+      # fill the label column, then:
+      vecstore labels import to_label.csv
+    """
+    import pandas as pd
+
+    with obj.open() as store, _errors():
+        rows = store.suggest(n, space, seed=seed)
+    cols = ["path", "label", "reason", "pseudo_label", "confidence", "margin", "cluster", "image_id", "space"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=cols).to_csv(out, index=False)
+    click.echo(f"wrote {len(rows)} images to label to {out} (fill the `label` column, then "
+               f"`vecstore labels import {out}`)")
+
+
+def _bytes(value: str | None) -> int | None:
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)i?B?\s*", value, re.I)
+    if not m:
+        raise click.BadParameter("a size such as 16GiB, 512MiB or 2000000000", param_hint="--memory-budget")
+    return int(float(m.group(1)) * 1024 ** "_KMGT".index(m.group(2).upper() or "_"))
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2**30:,.2f} GiB"
+
+
+@main.command()
+@click.option("--images", type=click.IntRange(1), required=True, help="How many images to plan for.")
+@click.option("--budget-eur", type=click.FloatRange(0), required=True, help="Total budget (compute + labels).")
+@click.option("--eur-per-label", type=click.FloatRange(0, min_open=True), required=True)
+@click.option("--space", default=None, help=SPACE_HELP + " Default: the store's first space.")
+@click.option("--gpu-eur-per-hour", type=click.FloatRange(0), default=2.5, show_default=True)
+@click.option("--gpu-images-per-s", type=click.FloatRange(0, min_open=True), default=None,
+              help="GPU embedding rate, when the store has not measured one (--device cuda).")
+@click.option("--cpu-eur-per-hour", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option("--target-accuracy", type=click.FloatRange(0, 1), default=0.95, show_default=True)
+@click.option("--memory-budget", default=None, metavar="SIZE", help="Memory for the index (default 8GiB).")
+@click.option("--max-hours", type=click.FloatRange(0, min_open=True), default=48.0, show_default=True,
+              help="Embedding must finish within this time: the cheapest device that does is chosen.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def plan(obj: Ctx, images, budget_eur, eur_per_label, space, gpu_eur_per_hour, gpu_images_per_s,
+         cpu_eur_per_hour, target_accuracy, memory_budget, max_hours, as_json) -> None:
+    """Is labeling N images on a budget feasible, and under which conditions?
+
+    From what the store measured (embedding rate per space and device, database size per
+    image, the learning curve of `vecstore evaluate --curve`): embedding time and cost, storage
+    and index, how many labels the budget leaves, the accuracy to expect, and a verdict with
+    every assumption printed.
+
+    \b
+    Example:
+      vecstore plan --images 4000000 --budget-eur 5000 --eur-per-label 1.5 --gpu-images-per-s 2000
+    """
+    from vecstore.plan import make_plan
+
+    with obj.open() as store, _errors():
+        p = make_plan(store, images=images, budget_eur=budget_eur, eur_per_label=eur_per_label, space=space,
+                      gpu_eur_per_hour=gpu_eur_per_hour, gpu_images_per_s=gpu_images_per_s,
+                      cpu_eur_per_hour=cpu_eur_per_hour, target_accuracy=target_accuracy,
+                      memory_budget=_bytes(memory_budget), max_hours=max_hours)
+    if as_json:
+        click.echo(json.dumps(p))
+        return
+    rows = []
+    for dev, c in p["compute"].items():
+        rows.append({"item": f"embedding on {dev}" + (" (chosen)" if dev == p["compute_choice"] else ""),
+                     "value": f"{c['hours']:,.1f} h at {c['images_per_s']:,.1f} images/s"
+                              + ("" if c["measured"] else " (given)"), "eur": round(c["eur"], 2)})
+    st = p["storage"]
+    rows += [{"item": "vectors", "value": _gib(st["vectors_bytes"]), "eur": None},
+             {"item": "database", "value": _gib(st["database_bytes"]), "eur": None},
+             {"item": "index", "value": f"{st['index']}, {_gib(st['index_bytes'])}", "eur": None},
+             {"item": "expert labels", "value": f"{p['labels_affordable']:,} at {p['eur_per_label']:g} EUR",
+              "eur": round(p["labels_affordable"] * p["eur_per_label"], 2)}]
+    q = p["quality"]
+    if q.get("expected_accuracy") is not None:
+        fitted = f" (fitted curve: {q['fitted_accuracy']:.3f})" if q.get("fitted_accuracy") is not None else ""
+        rows.append({"item": "expected accuracy", "value": f"{q['expected_accuracy']:.3f}{fitted}; {q['how']}", "eur": None})
+    if q.get("expected_recall") is not None:
+        rows.append({"item": f"expected recall of {q['positive']}", "value": f"{q['expected_recall']:.3f}", "eur": None})
+    click.echo(f"plan for {p['images']:,} images in space {p['space']}, budget {p['budget_eur']:g} EUR")
+    click.echo(table(rows, ["item", "value", "eur"]))
+    click.echo(f"\nverdict: {'FEASIBLE' if p['feasible'] else 'NOT FEASIBLE'}")
+    for x in p["problems"]:
+        click.echo(f"  problem: {x}")
+    click.echo("conditions:")
+    for x in p["conditions"]:
+        click.echo(f"  - {x}")
+    click.echo("assumptions:")
+    for x in p["assumptions"]:
+        click.echo(f"  - {x}")
 
 
 @main.command()

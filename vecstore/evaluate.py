@@ -149,3 +149,32 @@ def stratified_holdout(labels: np.ndarray, test_size: float, n_repeats: int, see
             test.extend(idx[:n_test])
             train.extend(idx[n_test:])
         yield np.array(sorted(train)), np.array(sorted(test))
+
+
+def fit_learning_curve(labels: np.ndarray, scores: np.ndarray,
+                       spread: np.ndarray | None = None) -> dict[str, float] | None:
+    """Fit score(m) = a - b * m^(-c) (the inverse power law of learning curves) to scores
+    measured with m labels, each weighted by its spread over repeats (noisy small-m points
+    count less); None when there are too few distinct points to fit."""
+    from scipy.optimize import curve_fit
+
+    m = np.asarray(labels, dtype=np.float64)
+    y = np.asarray(scores, dtype=np.float64)
+    if len(np.unique(m)) < 3:
+        return None
+
+    def f(x, a, b, c):
+        return a - b * np.power(x, -c)
+
+    try:
+        sigma = None if spread is None else np.asarray(spread, dtype=np.float64) + 0.005
+        (a, b, c), _ = curve_fit(f, m, y, p0=(min(1.0, y.max() + 0.02), max(y.max() - y.min(), 0.05), 0.5),
+                                 sigma=sigma, bounds=([0, 0, 0.01], [1, 10, 3]), maxfev=20000)
+    except (RuntimeError, ValueError):
+        return None
+    resid = y - f(m, a, b, c)
+    return {"a": float(a), "b": float(b), "c": float(c), "rmse": float(np.sqrt(np.mean(resid**2)))}
+
+
+def predict_learning_curve(fit: dict[str, float], labels: float) -> float:
+    return float(np.clip(fit["a"] - fit["b"] * labels ** (-fit["c"]), 0.0, 1.0))

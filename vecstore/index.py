@@ -112,3 +112,37 @@ class SpaceIndex:
         if index.d != dim or not isinstance(index, faiss.IndexIDMap2):
             return None
         return cls(dim, index)
+
+
+@dataclass
+class IndexPlan:
+    factory: str  # faiss.index_factory string (inner product metric)
+    bytes: int  # estimated memory of the index
+    exact: bool
+    why: str
+
+
+def choose_index(n: int, dim: int, memory_budget: int | None = None) -> IndexPlan:
+    """The index a space of n vectors of dim dimensions gets, following the FAISS guidelines
+    (github.com/facebookresearch/faiss/wiki/Guidelines-to-choose-an-index), as autofaiss does:
+    exact search while it is cheap, then IVF with a number of lists ~ 4 sqrt(n) to 16 sqrt(n);
+    vectors stored whole (Flat) while they fit the memory budget, else compressed (SQ8 at 1
+    byte a dimension, then PQ at dim/4 bytes)."""
+    flat = n * dim * 4
+    ids = n * 8
+    if n <= 100_000:
+        return IndexPlan("IDMap2,Flat", flat + ids, True, f"{n:,} vectors: exact search is fast enough")
+    nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))
+    budget = memory_budget if memory_budget is not None else 8 * 2**30
+    if flat + ids <= budget:
+        return IndexPlan(f"IVF{nlist},Flat", flat + ids + nlist * dim * 4, False,
+                         f"{n:,} vectors: IVF with {nlist} lists, full vectors fit {budget / 2**30:.1f} GiB")
+    sq8 = n * dim
+    if sq8 + ids <= budget:
+        return IndexPlan(f"IVF{nlist},SQ8", sq8 + ids + nlist * dim * 4, False,
+                         f"{n:,} vectors: full vectors ({flat / 2**30:.1f} GiB) exceed the budget, 8-bit scalar quantisation")
+    m = max(8, dim // 16)
+    while dim % m:
+        m -= 1
+    return IndexPlan(f"IVF{nlist},PQ{m}", n * m + ids + nlist * dim * 4, False,
+                     f"{n:,} vectors: 8-bit vectors ({sq8 / 2**30:.1f} GiB) exceed the budget, product quantisation PQ{m}")

@@ -489,6 +489,107 @@ class LabelingMixin:
         result["run_id"] = eval_run
         return result
 
+    def learning_curve(self: Store, space: str | None = None, *, truth: dict[int, str] | None = None,
+                       sizes: list[int] | None = None, repeats: int = 5, seed: int = 0,
+                       positive: str | None = None, n_neighbors: int = 5, alpha: float = 0.99) -> dict[str, Any]:
+        """Accuracy (and recall of ``positive``) against the number of labels: for each size m,
+        ``repeats`` random draws of m known labels (the expert labels, or ``truth``; at least one
+        per class), propagated and scored on the other known labels. Fitted a - b m^-c so that
+        `vecstore plan` can extrapolate; stored as a run."""
+        from .evaluate import fit_learning_curve
+
+        self._require_write()
+        sp, ids, x = self.matrix(space)
+        pool = truth if truth is not None else self.expert_labels()
+        row_of = {int(i): r for r, i in enumerate(ids)}
+        known = np.array(sorted(i for i in pool if i in row_of), dtype=np.int64)
+        labels = np.array([pool[int(i)] for i in known], dtype=object)
+        classes = sorted(set(labels))
+        if len(classes) < 2 or len(known) < len(classes) + 2:
+            raise BadInput("a learning curve needs known labels of at least two classes and a few "
+                           "more images than classes (expert labels, or --truth FILE.csv)")
+        if positive is not None and positive not in classes:
+            raise BadInput(f"--positive {positive!r} is not one of the labels ({', '.join(classes)})")
+        top = len(known) - max(1, len(known) // 5)  # always keep a fifth to score on
+        if sizes is None:
+            sizes = sorted({int(round(v)) for v in np.geomspace(len(classes), top, 8)})
+        sizes = [m for m in sizes if len(classes) <= m <= top]
+        if not sizes:
+            raise BadInput(f"no size between {len(classes)} (one per class) and {top} labels")
+        rng = np.random.default_rng(seed)
+        points = []
+        for m in sizes:
+            accs, recalls = [], []
+            for _ in range(repeats):
+                first = [rng.choice(np.flatnonzero(labels == c)) for c in classes]
+                rest = rng.permutation(np.setdiff1d(np.arange(len(known)), first))
+                chosen = np.concatenate([first, rest[: m - len(first)]]).astype(int)
+                hidden = np.setdiff1d(np.arange(len(known)), chosen)
+                seeds = {int(known[j]): labels[j] for j in chosen}
+                cls, lp = self._propagate_arrays(x, ids, seeds, n_neighbors, alpha, 3.0)
+                rows = [row_of[int(known[j])] for j in hidden]
+                pred = np.array([cls[t] if t >= 0 else None for t in
+                                 [int(v) if s > 0 else -1 for v, s in zip(lp.label_distributions_[rows].argmax(1),
+                                                                           lp.label_distributions_[rows].sum(1))]],
+                                dtype=object)
+                truth_h = labels[hidden]
+                accs.append(float((pred == truth_h).mean()))
+                if positive is not None and (truth_h == positive).any():
+                    recalls.append(float((pred[truth_h == positive] == positive).mean()))
+            points.append({"labels": m, "per_class": round(m / len(classes), 3),
+                           "accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
+                           "recall": float(np.mean(recalls)) if recalls else None,
+                           "recall_std": float(np.std(recalls)) if recalls else None})
+        m_arr = np.array([p["labels"] for p in points])
+        fit = fit_learning_curve(m_arr, np.array([p["accuracy"] for p in points]),
+                                 np.array([p["accuracy_std"] for p in points]))
+        rfit = None
+        if positive is not None and all(p["recall"] is not None for p in points):
+            rfit = fit_learning_curve(m_arr, np.array([p["recall"] for p in points]),
+                                      np.array([p["recall_std"] for p in points]))
+        result = {"space": sp.name, "source": "truth" if truth is not None else "expert labels",
+                  "known": len(known), "classes": classes, "repeats": repeats, "points": points,
+                  "fit": fit, "positive": positive, "recall_fit": rfit, "store_images": len(ids),
+                  "weights_random": sp.weights_random}
+        run_id = self._start_run("learning_curve", sp.name, {"sizes": sizes, "repeats": repeats, "seed": seed,
+                                                             "positive": positive, "n_neighbors": n_neighbors,
+                                                             "alpha": alpha})
+        self._finish_run(run_id, result)
+        result["run_id"] = run_id
+        return result
+
+    # ---- active learning ---------------------------------------------------------------------
+    def suggest(self: Store, n: int, space: str | None = None, *, seed: int = 0,
+                n_neighbors: int = 5, alpha: float = 0.99) -> list[dict[str, Any]]:
+        """The n images whose labels would help most (see vecstore.active.suggest)."""
+        from .active import suggest as pick
+
+        if n < 1:
+            raise BadInput("-n must be at least 1")
+        sp, ids, x = self.matrix(space)
+        seeds = self.expert_labels()
+        row_of = {int(i): r for r, i in enumerate(ids)}
+        labeled = np.array(sorted(row_of[i] for i in seeds if i in row_of), dtype=np.int64)
+        margin = labels_pred = conf = None
+        if len(set(seeds[int(ids[r])] for r in labeled)) >= 2:
+            classes, lp = self._propagate_arrays(x, ids, seeds, n_neighbors, alpha, 3.0)
+            p = np.sort(lp.label_distributions_, axis=1)
+            margin = p[:, -1] - p[:, -2]
+            labels_pred = [classes[j] if s > 0 else None for j, s in
+                           zip(lp.label_distributions_.argmax(axis=1), lp.label_distributions_.sum(axis=1))]
+            conf = lp.confidence_
+        with self.session() as s:
+            path_of = dict(s.execute(select(Image.id, Image.path)).all())
+        out = []
+        for r, reason, cluster in pick(x, labeled, n, margin=margin, seed=seed):
+            iid = int(ids[r])
+            out.append({"image_id": iid, "path": path_of.get(iid), "label": "", "reason": reason,
+                        "pseudo_label": labels_pred[r] if labels_pred else None,
+                        "confidence": round(float(conf[r]), 6) if conf is not None else None,
+                        "margin": round(float(margin[r]), 6) if margin is not None else None,
+                        "cluster": cluster, "space": sp.name})
+        return out
+
     # ---- export ----------------------------------------------------------------------------------
     def _review_rules(self: Store, run: Run, review_below: float | None) -> tuple[float, str, dict | None]:
         """(confidence threshold, where it comes from, positive-class rule or None) for the
