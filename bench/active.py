@@ -19,13 +19,10 @@ import shlex
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from benchutil import machine_line
-
-BENCHMARKS_MD = Path(__file__).with_name("BENCHMARKS.md")
+from benchutil import machine_line, markdown_table, record
 
 
 def accuracy(x: np.ndarray, y: np.ndarray, labeled: list[int]) -> float:
@@ -94,7 +91,8 @@ def main() -> int:
                      f"{rnd_[:, j].mean():.4f}", f"{rnd_[:, j].min():.4f}",
                      "start" if j == 0 else ("yes" if wins[j - 1] else "NO")])
     verdict = "PASS" if wins.all() else "FAIL"
-    lines = [machine_line(load), f"command: `{shlex.join(['python', 'bench/active.py', *sys.argv[1:]])}`",
+    command = shlex.join(["python", "bench/active.py", *sys.argv[1:]])
+    lines = [machine_line(load), f"command: `{command}`",
              f"{args.seeds} seeds, start {args.start} random labels, +{args.per_round} per round, "
              f"{args.rounds} rounds; accuracy on the unlabeled digits; {seconds:.0f} s in all",
              f"target: suggest above random at every round: {verdict}"]
@@ -102,12 +100,9 @@ def main() -> int:
     print("\n".join(lines), "", "  ".join(h.ljust(w) for h, w in zip(header, widths)),
           *("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows), sep="\n")
     if args.record:
-        md = ["", f"## active — {datetime.now().astimezone().isoformat(timespec='seconds')}", "",
-              *(f"- {x}" for x in lines), "", "| " + " | ".join(header) + " |",
-              "| " + " | ".join("--:" for _ in header) + " |", *("| " + " | ".join(r) + " |" for r in rows), ""]
-        with open(BENCHMARKS_MD, "a") as f:
-            f.write("\n".join(md))
-        print(f"recorded in {BENCHMARKS_MD}")
+        notes = [lines[0], *lines[2:]]
+        path = record("active", notes, command, markdown_table(header, rows))
+        print(f"recorded in {path}")
     return 0
 
 

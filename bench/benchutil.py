@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from datetime import datetime
+from pathlib import Path
 
 
 def machine_line(load: float) -> str:
@@ -18,3 +20,26 @@ def machine_line(load: float) -> str:
         ram = f"{kib / 2**20:.1f} GiB" if kib else ram
     return (f"CPU: {cpu}; os.cpu_count() = {os.cpu_count()}; RAM: {ram}; load average (1 min) "
             f"before the runs: {load:.2f}")
+
+
+BENCHMARKS_MD = Path(__file__).with_name("BENCHMARKS.md")
+BENCHMARKS_HEADER = (
+    "# Benchmarks\n\n"
+    "Sections appended by the scripts in `bench/` when run with `--record`. Numbers hold for\n"
+    "the machine they were taken on: compare runs on the same machine only.\n"
+)
+
+
+def record(name: str, notes: list[str], command: str, body: str) -> Path:
+    """Append a dated section (notes as bullets, the command, a Markdown body) to BENCHMARKS.md."""
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    section = "\n".join([f"\n## {name} — {stamp}\n", *(f"- {n}" for n in notes),
+                         f"- command: `{command}`\n", body, ""])
+    existing = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else BENCHMARKS_HEADER
+    BENCHMARKS_MD.write_text(existing + section)
+    return BENCHMARKS_MD
+
+
+def markdown_table(header: list[str], rows: list[list[str]], aligns: list[str] | None = None) -> str:
+    aligns = aligns or ["--:"] * len(header)
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, aligns, *rows])

@@ -37,11 +37,10 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from benchutil import machine_line
+from benchutil import BENCHMARKS_MD, machine_line, record
 
 RESNET_SCALE = 64  # 8x8 digits -> 512x512 pixels
 QUICK_N = 32
@@ -50,12 +49,6 @@ FULL_N = 256
 TARGET_RATIO = 1.4
 TARGET_COSINE = 0.9999
 TARGET_HOG_PER_S = 1000.0
-BENCHMARKS_MD = Path(__file__).with_name("BENCHMARKS.md")
-BENCHMARKS_HEADER = (
-    "# Benchmarks\n\n"
-    "Sections appended by the scripts in `bench/` when run with `--record`. Numbers hold for\n"
-    "the machine they were taken on: compare runs on the same machine only.\n"
-)
 METHODS = ("loop", "vecstore", "hog")
 OUT_FOLDERS = ("resnet", "hog", "weights", "stores", "results")  # what a run writes in --out
 
@@ -451,19 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         print("QUICK smoke test: too small to be a measurement")
     print("\n".join(notes), report, sep="\n\n")
     if args.record:
-        stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-        section = "\n".join(
-            [
-                f"\n## ingest — {stamp}\n",
-                *(f"- {line}" for line in notes),
-                f"- command: `{command}`\n",
-                markdown_table(rows),
-                "",
-            ]
-        )
-        existing = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else BENCHMARKS_HEADER
-        BENCHMARKS_MD.write_text(existing + section)
-        print(f"\nrecorded in {BENCHMARKS_MD}")
+        path = record("ingest", notes, command, markdown_table(rows))
+        print(f"\nrecorded in {path}")
     return 0
 
 

@@ -47,11 +47,10 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from benchutil import machine_line
+from benchutil import BENCHMARKS_MD, machine_line, record
 
 SPACES = ("pixels", "hog", "histogram")
 PROPAGATION_SPACE = "pixels"
@@ -68,12 +67,6 @@ CLUSTERINGS = (
     ("hog", "kmeans", 0.55),
     ("pixels", "spectral", 0.85),
     ("histogram", "kmeans", None),
-)
-BENCHMARKS_MD = Path(__file__).with_name("BENCHMARKS.md")
-BENCHMARKS_HEADER = (
-    "# Benchmarks\n\n"
-    "Sections appended by the scripts in `bench/` when run with `--record`. Numbers hold for\n"
-    "the machine they were taken on: compare runs on the same machine only.\n"
 )
 OUT_ENTRIES = ("digits", "store", "exports", "truth.csv")  # what a run writes in --out
 
@@ -450,19 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     tables = [clusters, propagated, flagged]
     print("\n".join(notes), *(t.text() for t in tables), sep="\n\n")
     if args.record:
-        stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-        section = "\n".join(
-            [
-                f"\n## quality — {stamp}\n",
-                *(f"- {line}" for line in notes),
-                f"- command: `{command}`\n",
-                "\n\n".join(t.markdown() for t in tables),
-                "",
-            ]
-        )
-        existing = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else BENCHMARKS_HEADER
-        BENCHMARKS_MD.write_text(existing + section)
-        print(f"\nrecorded in {BENCHMARKS_MD}")
+        path = record("quality", notes, command, "\n\n".join(t.markdown() for t in tables))
+        print(f"\nrecorded in {path}")
     return 0
 
 

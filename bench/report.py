@@ -19,18 +19,16 @@ import shlex
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from benchutil import machine_line
+from benchutil import machine_line, markdown_table, record
 from PIL import Image
 
 N = 10_000
 TARGET_SECONDS = 60.0
 TARGET_BYTES = 30 * 2**20
 SCREENSHOT = Path(__file__).with_name("report.png")
-BENCHMARKS_MD = Path(__file__).with_name("BENCHMARKS.md")
 
 
 def write_images(root: Path, n: int, seed: int = 0) -> Path:
@@ -105,17 +103,15 @@ def main() -> int:
             ("points on the map", f"{r['points']}", "", ""),
             ("report time (s)", f"{seconds:.1f}", f"<= {TARGET_SECONDS:.0f}", "PASS" if ok_t else "FAIL"),
             ("report size (MiB)", f"{size / 2**20:.1f}", "< 30", "PASS" if ok_s else "FAIL")]
-    lines = [machine_line(load), f"command: `{shlex.join(['python', 'bench/report.py', *sys.argv[1:]])}`"]
+    command = shlex.join(["python", "bench/report.py", *sys.argv[1:]])
+    lines = [machine_line(load), f"command: `{command}`"]
     table = "\n".join(f"{a:<22} {b:>8}  {c:<8} {d}" for a, b, c, d in rows)
     print("\n".join(lines), table, sep="\n\n")
     if args.record:
-        md = "\n".join(["", f"## report — {datetime.now().astimezone().isoformat(timespec='seconds')}", "",
-                        *(f"- {x}" for x in lines), "- screenshot: bench/report.png", "",
-                        "| measure | value | target | result |", "| :-- | --: | :-- | :-- |",
-                        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows), ""])
-        with open(BENCHMARKS_MD, "a") as f:
-            f.write(md)
-        print(f"recorded in {BENCHMARKS_MD} and {SCREENSHOT}")
+        path = record("report", [lines[0], "screenshot: bench/report.png"], command,
+                      markdown_table(["measure", "value", "target", "result"], [list(r) for r in rows],
+                                     [":--", "--:", ":--", ":--"]))
+        print(f"recorded in {path} and {SCREENSHOT}")
     return 0
 
 
