@@ -31,6 +31,16 @@ def make_image(path: Path, seed: int, size: int = 32, mode: str = "L") -> Path:
     return path
 
 
+def make_binary_scans(root: Path, labeled_per_class: int, unlabeled: int) -> Path:
+    """The imaging team's layout for a binary task: labeled/normal, labeled/cancer, unlabeled."""
+    for i in range(labeled_per_class):
+        make_image(root / "labeled" / "normal" / f"n{i}.png", seed=i)
+        make_image(root / "labeled" / "cancer" / f"c{i}.png", seed=1000 + i, size=32)
+    for i in range(unlabeled):
+        make_image(root / "unlabeled" / f"u{i}.png", seed=2000 + i)
+    return root
+
+
 @pytest.fixture
 def image_dir(tmp_path: Path) -> Path:
     """labeled/normal (3), labeled/cancer (3), unlabeled (4): the layout of the imaging team."""

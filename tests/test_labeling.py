@@ -12,7 +12,7 @@ from PIL import Image
 
 from vecstore.demo import digit_images
 
-from .conftest import make_image
+from .conftest import make_binary_scans
 
 
 @pytest.fixture
@@ -130,12 +130,7 @@ def test_holdout_evaluation_and_compare(digits, cli):
 def test_binary_task_puts_the_missed_positive_first(tmp_path, cli, db):
     """normal vs cancer: recall of cancer, F2, the threshold for a target recall, and the export
     flags images called normal whose cancer probability passes that threshold."""
-    root = tmp_path / "scans"
-    for i in range(12):
-        make_image(root / "labeled" / "normal" / f"n{i}.png", seed=i)
-        make_image(root / "labeled" / "cancer" / f"c{i}.png", seed=1000 + i, size=32)
-    for i in range(40):
-        make_image(root / "unlabeled" / f"u{i}.png", seed=2000 + i)
+    root = make_binary_scans(tmp_path / "scans", 12, 40)
     assert cli("ingest", root, "--space", "hog", "--labels-from-folders").exit_code == 0
     assert cli("propagate").exit_code == 0
     r = cli("evaluate", "--positive", "cancer", "--target-recall", "0.95", "--json")
@@ -239,3 +234,18 @@ def test_propagation_needs_two_classes_and_a_store(image_dir, tmp_path, cli):
     r = cli("export", "-o", tmp_path / "x.csv")
     assert r.exit_code == 1 and "no propagation run yet" in r.output
     assert cli("propagate", "--alpha", "1.5").exit_code == 2
+
+
+def test_expert_label_without_a_vector_in_the_space_does_not_shift_the_classes(image_dir, cli, db):
+    """A labeled image that failed to embed has no vector: its class cannot be a column of the
+    distributions, and the pseudo-labels must keep the right names."""
+    (image_dir / "labeled" / "aaa").mkdir()
+    (image_dir / "labeled" / "aaa" / "bad.png").write_bytes(b"not an image")
+    assert cli("ingest", image_dir, "--space", "pixels", "--labels-from-folders").exit_code == 0
+    r = cli("labels", "set", image_dir / "labeled" / "aaa" / "bad.png", "aaa", "--new-class")
+    assert r.exit_code == 0, r.output
+    prop = json.loads(cli("propagate", "--json").stdout)
+    assert prop["classes"] == ["cancer", "normal"] and prop["seeds"] == 6
+    for label, dist in db("SELECT label, distribution FROM predictions WHERE run_id=?", prop["run_id"]):
+        p = np.frombuffer(dist, np.float32)
+        assert len(p) == 2 and label == ["cancer", "normal"][int(p.argmax())]

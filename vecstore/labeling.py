@@ -319,7 +319,10 @@ class LabelingMixin:
                           n_neighbors: int, alpha: float, gamma: float):
         from .propagate import LabelPropagation
 
-        classes = sorted(set(seeds.values()))
+        # only seeds with a vector in this space count: the distributions have one column per
+        # class that has a seed here, and `classes` must name those columns in order
+        in_space = {int(i) for i in ids}
+        classes = sorted({lab for i, lab in seeds.items() if i in in_space})
         if not classes:
             raise BadInput("no expert labels yet: add some with `vecstore labels import FILE.csv`, "
                            "`vecstore labels set PATH LABEL` or `ingest --labels-from-folders`")
@@ -327,7 +330,7 @@ class LabelingMixin:
             raise BadInput(f"only one class ({classes[0]!r}) among the expert labels; propagation "
                            "needs at least two")
         code = {c: j for j, c in enumerate(classes)}
-        y = np.array([code.get(seeds.get(int(i)), -1) if int(i) in seeds else -1 for i in ids])
+        y = np.array([code[seeds[int(i)]] if int(i) in seeds else -1 for i in ids])
         lp = LabelPropagation(n_neighbors=n_neighbors, alpha=alpha, gamma=gamma).fit(x, y)
         return classes, lp
 
@@ -528,10 +531,7 @@ class LabelingMixin:
                 seeds = {int(known[j]): labels[j] for j in chosen}
                 cls, lp = self._propagate_arrays(x, ids, seeds, n_neighbors, alpha, 3.0)
                 rows = [row_of[int(known[j])] for j in hidden]
-                pred = np.array([cls[t] if t >= 0 else None for t in
-                                 [int(v) if s > 0 else -1 for v, s in zip(lp.label_distributions_[rows].argmax(1),
-                                                                           lp.label_distributions_[rows].sum(1))]],
-                                dtype=object)
+                pred = np.array([cls[t] if t >= 0 else None for t in lp.transduction_[rows]], dtype=object)
                 truth_h = labels[hidden]
                 accs.append(float((pred == truth_h).mean()))
                 if positive is not None and (truth_h == positive).any():
@@ -575,8 +575,7 @@ class LabelingMixin:
             classes, lp = self._propagate_arrays(x, ids, seeds, n_neighbors, alpha, 3.0)
             p = np.sort(lp.label_distributions_, axis=1)
             margin = p[:, -1] - p[:, -2]
-            labels_pred = [classes[j] if s > 0 else None for j, s in
-                           zip(lp.label_distributions_.argmax(axis=1), lp.label_distributions_.sum(axis=1))]
+            labels_pred = [classes[t] if t >= 0 else None for t in lp.transduction_]
             conf = lp.confidence_
         with self.session() as s:
             path_of = dict(s.execute(select(Image.id, Image.path)).all())
