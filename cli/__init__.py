@@ -154,21 +154,18 @@ def ingest(obj: Ctx, directory: Path, spaces, labels_from_folders, unlabeled_nam
     if not directory.is_dir():
         raise click.BadParameter(f"{directory} is not a folder", param_hint="DIRECTORY")
     with obj.open(write=True, create=True) as store:
-        try:
-            rep = store.ingest(
-                directory,
-                list(spaces) or None,
-                labels_from_folders=labels_from_folders,
-                unlabeled_names=unlabeled_names or DEFAULT_UNLABELED,
-                metadata_csv=metadata_csv,
-                weights=weights,
-                device=device,
-                batch_size=batch_size,
-                workers=workers,
-                progress=not as_json,
-            ).to_dict()
-        except VecstoreError as exc:
-            raise click.ClickException(str(exc)) from exc
+        rep = store.ingest(
+            directory,
+            list(spaces) or None,
+            labels_from_folders=labels_from_folders,
+            unlabeled_names=unlabeled_names or DEFAULT_UNLABELED,
+            metadata_csv=metadata_csv,
+            weights=weights,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            progress=not as_json,
+        ).to_dict()
     if as_json:
         click.echo(json.dumps(rep, ensure_ascii=False))
     else:
@@ -189,11 +186,8 @@ def embed(obj: Ctx, spaces, weights, device, batch_size, workers) -> None:
       vecstore embed --space resnet18-layer3
     """
     with obj.open(write=True) as store:
-        try:
-            stats = store.embed(list(spaces), weights=weights, device=device,
-                                batch_size=batch_size, workers=workers, progress=True)
-        except VecstoreError as exc:
-            raise click.ClickException(str(exc)) from exc
+        stats = store.embed(list(spaces), weights=weights, device=device,
+                            batch_size=batch_size, workers=workers, progress=True)
     for s in stats:
         _print_embed({"space": s.space, "embedded": s.embedded, "failed": s.failed,
                       "seconds": s.seconds, "images_per_s": s.per_second, "device": s.device,
@@ -222,10 +216,7 @@ def query(obj: Ctx, target, image_id, k, space, device, fmt) -> None:
     if (target is None) == (image_id is None):
         raise click.UsageError("give an image file or --id N (exactly one)")
     with obj.open() as store:
-        try:
-            res = store.query(path=target, image_id=image_id, space=space, k=k, device=device)
-        except VecstoreError as exc:
-            raise click.ClickException(str(exc)) from exc
+        res = store.query(path=target, image_id=image_id, space=space, k=k, device=device)
     rows = [
         {"rank": h.rank, "id": h.id, "path": h.path, "similarity": round(h.similarity, 6),
          "label": h.label, "space": res.space, "weights_random": res.weights_random}
@@ -291,10 +282,7 @@ def check(obj: Ctx) -> None:
 def reindex(obj: Ctx, spaces) -> None:
     """Rebuild the FAISS indexes from the vectors in the database."""
     with obj.open(write=True) as store:
-        try:
-            done = store.reindex(list(spaces) or None)
-        except VecstoreError as exc:
-            raise click.ClickException(str(exc)) from exc
+        done = store.reindex(list(spaces) or None)
     for name, n in done:
         click.echo(f"space {name}: index rebuilt with {n} vectors")
 
@@ -336,7 +324,7 @@ def labels_import(obj: Ctx, csv_file: Path, replace: bool, new_class: bool) -> N
     All rows or none: an unknown image, an empty label, the same image with two labels, an
     unknown class (a typo?) stops the import with the list of bad rows.
     """
-    with obj.open(write=True) as store, _errors():
+    with obj.open(write=True) as store:
         counts = store.import_labels(csv_file, replace=replace, new_class=new_class)
     click.echo(f"imported {csv_file}: {counts['added']} added, {counts['replaced']} replaced, "
                f"{counts['unchanged']} unchanged")
@@ -350,7 +338,7 @@ def labels_import(obj: Ctx, csv_file: Path, replace: bool, new_class: bool) -> N
 @click.pass_obj
 def labels_set(obj: Ctx, target: str, label: str, replace: bool, new_class: bool) -> None:
     """Set the expert label of TARGET (an image path, sha256 or id)."""
-    with obj.open(write=True) as store, _errors():
+    with obj.open(write=True) as store:
         iid, prev = store.set_label(target, label, replace=replace, new_class=new_class)
     click.echo(f"image {iid}: {label}" + (f" (was {prev})" if prev and prev != label else ""))
 
@@ -360,20 +348,12 @@ def labels_set(obj: Ctx, target: str, label: str, replace: bool, new_class: bool
 @click.pass_obj
 def labels_remove(obj: Ctx, target: str) -> None:
     """Remove the expert label of TARGET (an image path, sha256 or id)."""
-    with obj.open(write=True) as store, _errors():
+    with obj.open(write=True) as store:
         iid, old = store.remove_label(target)
     click.echo(f"image {iid}: label {old} removed")
 
 
 # ---- clustering, propagation, evaluation, export -------------------------------------------------
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except VecstoreError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 def _k_range(_ctx, _param, value: str | None):
@@ -423,7 +403,7 @@ def cluster(obj: Ctx, space, k, k_range, method, neighbors, n_init, seed, truth,
     """
     if k is not None and k_range is not None:
         raise click.BadParameter("give -k or --k-range, not both", param_hint="-k")
-    with obj.open(write=True) as store, _errors():
+    with obj.open(write=True) as store:
         t = _truth(store, truth)
         names = [s.name for s in store.spaces()] if compare else [space]
         results = [store.cluster(n, k=k, k_range=k_range, method=method, n_neighbors=neighbors,
@@ -461,7 +441,7 @@ def propagate(obj: Ctx, space, neighbors, alpha, as_json) -> None:
     Example:
       vecstore propagate --space pixels -k 5
     """
-    with obj.open(write=True) as store, _errors():
+    with obj.open(write=True) as store:
         r = store.propagate(space, n_neighbors=neighbors, alpha=alpha)
     if as_json:
         click.echo(json.dumps(r))
@@ -556,7 +536,7 @@ def evaluate(obj: Ctx, space, truth, run_id, positive, target_recall, target_acc
         except ValueError:
             raise click.BadParameter("a comma-separated list of label counts, e.g. 10,20,50",
                                      param_hint="--sizes") from None
-        with obj.open(write=True) as store, _errors():
+        with obj.open(write=True) as store:
             t = _truth(store, truth)
             r = store.learning_curve(space, truth=t, sizes=size_list, repeats=repeats, seed=seed,
                                      positive=positive)
@@ -573,7 +553,7 @@ def evaluate(obj: Ctx, space, truth, run_id, positive, target_recall, target_acc
                        f"run {r['run_id']} is what `vecstore plan` extrapolates")
         _random_weights_note(r["space"], r["weights_random"])
         return
-    with obj.open(write=True) as store, _errors():
+    with obj.open(write=True) as store:
         t = _truth(store, truth)
         names = [s.name for s in store.spaces()] if compare else [space]
         results = [store.evaluate(n, truth=t, run_id=run_id, positive=positive, target_recall=target_recall,
@@ -613,7 +593,7 @@ def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_
     Example:
       vecstore export -o pseudo_labels.csv --only-unlabeled
     """
-    with obj.open() as store, _errors():
+    with obj.open() as store:
         r = store.export(out, space=space, run_id=run_id, only_unlabeled=only_unlabeled,
                          min_confidence=min_confidence, review_below=review_below)
     click.echo(f"wrote {r['rows']} rows to {r['path']} (propagation run {r['run_id']}, space {r['space']}; "
@@ -641,7 +621,7 @@ def report(obj: Ctx, out: Path, space, run_id, projection, seed) -> None:
     """
     from vecstore.report import write_report
 
-    with obj.open() as store, _errors():
+    with obj.open() as store:
         r = write_report(store, out, space=space, run_id=run_id, projection=projection, seed=seed)
     click.echo(f"wrote {r['path']} ({r['bytes'] / 2**20:.1f} MiB, {r['points']} of {r['images']} images "
                f"on the map, space {r['space']}) in {r['seconds']:.1f} s")
@@ -669,7 +649,7 @@ def suggest(obj: Ctx, n: int, out: Path, space, seed: int) -> None:
     """
     import pandas as pd
 
-    with obj.open() as store, _errors():
+    with obj.open() as store:
         rows = store.suggest(n, space, seed=seed)
     cols = ["path", "label", "reason", "pseudo_label", "confidence", "margin", "cluster", "image_id", "space"]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -721,7 +701,7 @@ def plan(obj: Ctx, images, budget_eur, eur_per_label, space, gpu_eur_per_hour, g
     """
     from vecstore.plan import make_plan
 
-    with obj.open() as store, _errors():
+    with obj.open() as store:
         p = make_plan(store, images=images, budget_eur=budget_eur, eur_per_label=eur_per_label, space=space,
                       gpu_eur_per_hour=gpu_eur_per_hour, gpu_images_per_s=gpu_images_per_s,
                       cpu_eur_per_hour=cpu_eur_per_hour, target_accuracy=target_accuracy,
@@ -796,7 +776,7 @@ def demo(obj: Ctx, out: Path, spaces, k: int) -> None:
     counts = write_digits(out, labeled_per_class=2)
     click.echo(f"wrote {counts['images']} digit images to {out}/: {counts['labeled']} labeled in "
                "labeled/<digit>/, the rest in unlabeled/, their true digits in truth.csv")
-    with obj.open(write=True, create=True) as store, _errors():
+    with obj.open(write=True, create=True) as store:
         rep = store.ingest(out, list(spaces), labels_from_folders=True, progress=True).to_dict()
         _print_ingest_report(rep, verbose=False)
         truth_paths = read_truth(out / "truth.csv")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import make_image
+from .conftest import make_binary_scans
 from .test_labeling import digits  # noqa: F401  (fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -74,12 +74,7 @@ def _browser():
 @pytest.mark.slow
 def test_report_in_a_real_browser(tmp_path, cli):
     sync_api = _browser()
-    root = tmp_path / "scans"
-    for i in range(15):
-        make_image(root / "labeled" / "normal" / f"n{i}.png", seed=i)
-        make_image(root / "labeled" / "cancer" / f"c{i}.png", seed=1000 + i, size=32)
-    for i in range(60):
-        make_image(root / "unlabeled" / f"u{i}.png", seed=2000 + i)
+    root = make_binary_scans(tmp_path / "scans", 15, 60)
     _pipeline(cli, root, tmp_path, positive=True)
     out = tmp_path / "report.html"
     assert cli("report", "-o", out).exit_code == 0

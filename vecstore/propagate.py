@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import cg
 
-from .graph import knn_graph, knn_search, normalized_affinity
+from .graph import knn_graph, normalized_affinity
 from .index import normalize
 
 
@@ -108,4 +108,4 @@ class LabelPropagation:
         return (wts[:, :, None] * zr[nbrs]).sum(axis=1)
 
 
-__all__ = ["LabelPropagation", "entropy_confidence", "knn_search"]
+__all__ = ["LabelPropagation", "entropy_confidence"]

@@ -855,18 +855,11 @@ class Store(LabelingMixin):
         Returns (ids, neighbour ids, similarities), the last two of shape (n, k); -1 pads
         when the space has k images or fewer.
         """
-        sp = self.get_space(space)
-        ids, vecs = self.vectors(sp)
-        idx = self._load_index(sp)
-        sims, nn = idx.search(vecs, k + 1)
-        out_nn = np.full((len(ids), k), -1, dtype=np.int64)
-        out_sim = np.zeros((len(ids), k), dtype=np.float32)
-        for row, (own, cand, sim) in enumerate(zip(ids, nn, sims)):
-            keep = cand != own  # exact duplicates of content are one image, so self is unique
-            c, v = cand[keep][:k], sim[keep][:k]
-            out_nn[row, : len(c)] = c
-            out_sim[row, : len(v)] = v
-        return ids, out_nn, out_sim
+        from .graph import knn_search
+
+        ids, vecs = self.vectors(self.get_space(space))
+        sims, rows = knn_search(vecs, k)
+        return ids, np.where(rows >= 0, ids[rows], -1), sims
 
     # ---- queries ------------------------------------------------------------------------------
     def image_by_path(self, path: str) -> Image | None:
