@@ -247,9 +247,9 @@ def info(obj: Ctx, show_failed: bool, as_json: bool) -> None:
     click.echo(f"images: {data['images']}  paths: {data['paths']}  failed: {data['failed']}")
     if data["spaces"]:
         click.echo("\nspaces:")
-        rows = [{**s, "weights": s["weights"] + (" (RANDOM)" if s["weights_random"] else "")}
-                for s in data["spaces"]]
-        click.echo(table(rows, ["name", "model", "layer", "dim", "vectors", "weights", "index_type"]))
+        rows = [{**s, "weights": s["weights"] + (" (RANDOM)" if s["weights_random"] else ""),
+                 "index": _index_cell(s)} for s in data["spaces"]]
+        click.echo(table(rows, ["name", "model", "layer", "dim", "vectors", "weights", "index"]))
     if data["labels"]:
         click.echo("\nlabels:")
         click.echo(table(data["labels"], ["label", "source", "count"]))
@@ -257,6 +257,19 @@ def info(obj: Ctx, show_failed: bool, as_json: bool) -> None:
         click.echo("\nfailed files:")
         for p, r in failures:
             click.echo(f"  {p}: {r}")
+
+
+def _index_cell(sp: dict) -> str:
+    """'IVF4096,SQ8 (auto) nprobe=128, recall@10 0.984 on 1000 queries'"""
+    if not sp.get("index_type"):
+        return "not built yet"
+    cell = f"{sp['index_type']} ({sp['index_setting']})"
+    params = ", ".join(f"{k}={v}" for k, v in (sp.get("index_params") or {}).items())
+    if sp.get("index_recall_sample"):
+        cell += f" {params}, recall@10 {sp['index_recall_at_10']:.3f} on {sp['index_recall_sample']} queries"
+    elif sp.get("index_recall_at_10") is not None:
+        cell += ", exact"
+    return cell
 
 
 @main.command()
@@ -276,15 +289,100 @@ def check(obj: Ctx) -> None:
     click.echo("store is consistent")
 
 
+def _memory_budget(_ctx, _param, value: str | None) -> int | None:
+    from vecstore.index import parse_size
+
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+index_options = [
+    click.option("--index", "index_factory", metavar="FACTORY",
+                 help="FAISS index factory string for the space (e.g. Flat, HNSW32, IVF4096,SQ8, "
+                      "IVF1024,PQ64); 'auto' goes back to choosing by size and memory budget."),
+    click.option("--memory-budget", callback=_memory_budget, metavar="SIZE",
+                 help="Memory the index may take (e.g. 4G, 512M); default half the RAM."),
+]
+
+
+def with_index_options(f):
+    for opt in reversed(index_options):
+        f = opt(f)
+    return f
+
+
 @main.command()
 @click.option("--space", "spaces", multiple=True, help="Only these spaces (default: all).")
+@with_index_options
 @click.pass_obj
-def reindex(obj: Ctx, spaces) -> None:
-    """Rebuild the FAISS indexes from the vectors in the database."""
+def reindex(obj: Ctx, spaces, index_factory, memory_budget) -> None:
+    """Rebuild the FAISS indexes from the vectors in the database.
+
+    The index type follows the number of vectors, their dimension and the memory budget
+    (exact Flat while small, then IVF with 8-bit, 4-bit or PQ codes), unless --index names
+    one. Search parameters are tuned to reach recall@10 >= 0.95 against exact search on 1000
+    sampled vectors; `vecstore info` shows what was built and the recall measured.
+
+    \b
+    Examples:
+      vecstore reindex
+      vecstore reindex --space resnet18 --index HNSW32
+      vecstore reindex --memory-budget 2G
+    """
     with obj.open(write=True) as store:
-        done = store.reindex(list(spaces) or None)
-    for name, n in done:
-        click.echo(f"space {name}: index rebuilt with {n} vectors")
+        done = store.reindex(list(spaces) or None, index=index_factory, memory_budget=memory_budget,
+                             progress=True)
+    for d in done:
+        click.echo(f"space {d['space']}: {d['factory']} rebuilt with {d['vectors']} vectors"
+                   + ("" if d["exact"] else f", {_params(d)}, recall@10 {d['recall']:.3f} on {d['sample']} queries"))
+
+
+def _params(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (d.get("params") or {}).items()) or "default parameters"
+
+
+@main.command("import-vectors")
+@click.argument("vector_file", type=click.Path(path_type=Path))
+@click.option("--space", required=True, help="Name of the space the vectors become (e.g. clip-vit-b32).")
+@click.option("--paths", "paths_file", type=click.Path(path_type=Path),
+              help="With a .npy file: a text file with one image path per line, in the rows' order.")
+@click.option("--path-column", default="path", show_default=True, help="Parquet column with the image paths.")
+@click.option("--vector-column", default="vector", show_default=True, help="Parquet column with the vectors.")
+@click.option("--base", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that relative paths are relative to (default: the current folder).")
+@format_option
+@click.pass_obj
+def import_vectors(obj: Ctx, vector_file, space, paths_file, path_column, vector_column, base, fmt) -> None:
+    """Import precomputed embeddings (computed on a GPU cluster, say) as a space.
+
+    VECTOR_FILE is a .npy array (one row per image) with --paths, or a .parquet file with a
+    path column and a vector column. The file is checked whole before anything is written;
+    rows already imported are skipped, so an interrupted import can simply be run again. The
+    space's index is built (and tuned) at the end.
+
+    \b
+    Examples:
+      vecstore import-vectors emb.npy --paths paths.txt --space clip-vit-b32
+      vecstore import-vectors emb.parquet --space clip-vit-b32 --base /data/scans
+    """
+    from vecstore.importer import VectorFile
+
+    vf = VectorFile(vector_file, paths_file, path_column, vector_column, base)
+    with obj.open(write=True, create=True) as store:
+        rep = store.import_vectors(vf, space, progress=fmt == "table")
+    if fmt != "table":
+        row = {k: v for k, v in rep.items() if k != "index"} | {"index": (rep["index"] or {}).get("factory"),
+                                                               "recall_at_10": (rep["index"] or {}).get("recall")}
+        emit_rows([row], list(row), fmt)
+        return
+    idx = rep["index"] or {}
+    click.echo(f"space {rep['space']} ({rep['dim']}-d): {rep['rows']} rows read, {rep['new_images']} new images, "
+               f"{rep['existing_images']} already known, {rep['skipped_already_imported']} already imported "
+               f"({rep['seconds']:.1f} s)")
+    click.echo(f"index: {idx.get('factory')}" + ("" if idx.get("exact") else
+               f", {_params(idx)}, recall@10 {idx.get('recall', 0):.3f} on {idx.get('sample')} queries"))
 
 
 # ---- labels ---------------------------------------------------------------------------------
@@ -442,7 +540,7 @@ def propagate(obj: Ctx, space, neighbors, alpha, as_json) -> None:
       vecstore propagate --space pixels -k 5
     """
     with obj.open(write=True) as store:
-        r = store.propagate(space, n_neighbors=neighbors, alpha=alpha)
+        r = store.propagate(space, n_neighbors=neighbors, alpha=alpha, progress=not as_json)
     if as_json:
         click.echo(json.dumps(r))
         return

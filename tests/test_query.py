@@ -100,7 +100,7 @@ def test_info_reports_spaces_labels_and_schema(image_dir, cli):
     assert all(s["index_file"] for s in info["spaces"])
     assert {(lab["label"], lab["count"]) for lab in info["labels"]} == {("cancer", 3), ("normal", 3)}
     text = cli("info").output
-    assert "IDMap2,Flat" in text and "cancer" in text and f"schema {head_revision()}" in text
+    assert "Flat (auto), exact" in text and "cancer" in text and f"schema {head_revision()}" in text
 
 
 def test_check_passes_then_finds_missing_files_and_foreign_index_ids(image_dir, cli, store_path):
@@ -117,7 +117,7 @@ def test_check_passes_then_finds_missing_files_and_foreign_index_ids(image_dir, 
     assert r.exit_code == 1 and "ids the database does not have" in r.output
     # reindex rebuilds it from the database
     r = cli("reindex")
-    assert r.exit_code == 0 and "index rebuilt with 10 vectors" in r.output
+    assert r.exit_code == 0 and "Flat rebuilt with 10 vectors" in r.output
     assert cli("check").exit_code == 0
     os.remove(image_dir / "unlabeled" / "u2.png")
     r = cli("check")

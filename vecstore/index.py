@@ -13,11 +13,18 @@ import faiss
 import numpy as np
 
 
-def normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+def normalize(x: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero). A float32 array whose rows are
+    already unit (or zero) comes back as it is, not copied: at a million rows a copy is GBs."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0).astype(np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]  # no (n, d) temporary
+    if np.all((np.abs(norms - 1) < 1e-5) | (norms == 0)):
+        return x
+    scale = np.where(norms > 0, norms, 1.0).astype(np.float32)
+    if inplace:
+        x /= scale
+        return x
+    return x / scale
 
 
 @dataclass
@@ -28,20 +35,96 @@ class IndexState:
     dim_ok: bool
 
 
-class SpaceIndex:
-    FACTORY = "IDMap2,Flat (inner product)"
+class RebuildNeeded(Exception):
+    """The index cannot remove vectors (HNSW): build it again from the database."""
 
-    def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
+
+EXACT_MAX_BYTES = 32 * 2**20  # a Flat scan of 32 MiB answers a query in a few ms
+# search parameter ladders tried in order at build time (about x1.4 a step)
+NPROBE_LADDER = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+EFSEARCH_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+def default_memory_budget() -> int:
+    """Half of this machine's RAM."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError):
+        return 8 * 2**30
+
+
+def parse_size(text: str) -> int:
+    """'8G', '512M', '2.5GiB' or a number of bytes -> bytes."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if mult > 1 else t)
+    except ValueError:
+        raise ValueError(f"cannot read {text!r} as a size: write e.g. 8G, 512M or 1000000") from None
+    if value <= 0:
+        raise ValueError(f"a memory budget must be positive, not {text!r}")
+    return int(value * mult)
+
+
+def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def _hnsw(index: faiss.Index):
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    return inner if hasattr(inner, "hnsw") else None
+
+
+class SpaceIndex:
+    """The index of one space. Ids are image ids: an IVF index keeps them itself (and can
+    remove them); any other index (Flat, HNSW, PQ...) is wrapped in IndexIDMap2."""
+
+    def __init__(self, dim: int, index: faiss.Index | None = None, factory: str = "Flat") -> None:
         self.dim = dim
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.factory = factory
         self.dirty = index is None  # differs from the file on disk (or there is no file)
+
+    @classmethod
+    def empty(cls, dim: int, factory: str) -> SpaceIndex:
+        """An untrained index of the given faiss factory string, inner-product metric."""
+        try:
+            inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise ValueError(f"FAISS cannot build index {factory!r}: {str(exc).splitlines()[0]}") from None
+        if _ivf(inner) is None:
+            inner = faiss.IndexIDMap2(inner)
+        idx = cls(dim, inner, factory)
+        idx.dirty = True
+        return idx
+
+    @property
+    def exact(self) -> bool:
+        inner = self.index.index if isinstance(self.index, faiss.IndexIDMap2) else self.index
+        return isinstance(faiss.downcast_index(inner), faiss.IndexFlat)
 
     # --- contents -------------------------------------------------------------------------
     def ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        ivf = _ivf(self.index)
+        if ivf is None:
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        inv = ivf.invlists
+        parts = [faiss.rev_swig_ptr(inv.get_ids(lst), inv.list_size(lst)).copy()
+                 for lst in range(ivf.nlist) if inv.list_size(lst)]
+        return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
+
+    def train(self, sample: np.ndarray) -> None:
+        if not self.index.is_trained:
+            ivf = _ivf(self.index)
+            if ivf is not None:
+                ivf.cp.niter = 10  # enough for a coarse quantizer; the default 25 is 2.5x the time
+            self.index.train(normalize(sample))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
@@ -52,17 +135,58 @@ class SpaceIndex:
         if not len(ids):
             return 0
         self.dirty = True
-        return int(self.index.remove_ids(np.asarray(ids, dtype=np.int64)))
+        try:
+            return int(self.index.remove_ids(np.asarray(ids, dtype=np.int64)))
+        except RuntimeError as exc:  # HNSW has no removal
+            raise RebuildNeeded(str(exc)) from None
+
+    def set_params(self, params: dict) -> None:
+        if "nprobe" in params and (ivf := _ivf(self.index)) is not None:
+            ivf.nprobe = int(params["nprobe"])
+        if "efSearch" in params and (h := _hnsw(self.index)) is not None:
+            h.hnsw.efSearch = int(params["efSearch"])
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, len(self))
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        ivf = _ivf(self.index)
+        if ivf is not None:  # one query: spread its probes over the threads, else the queries
+            ivf.parallel_mode = 1 if len(queries) < faiss.omp_get_max_threads() else 0
         return self.index.search(normalize(queries), k)
+
+    def tune(self, x: np.ndarray, ids: np.ndarray, *, target: float = 0.95, k: int = 10,
+             sample: int = 1000, seed: int = 0) -> dict:
+        """Smallest search parameter (nprobe / efSearch) whose recall@k against exact search
+        reaches ``target`` on ``sample`` rows of x used as queries. Returns what was chosen and
+        measured: {"params", "recall_at_10", "sample", "target"}."""
+        n = len(x)
+        k = min(k, n)
+        out = {"target": target, "k": k, "params": {}}
+        if self.exact or n == 0:
+            return {**out, "recall": 1.0, "sample": 0}
+        rng = np.random.default_rng(seed)
+        q = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+        xq = normalize(x[q])
+        truth = ids[faiss.knn(xq, normalize(x), k, metric=faiss.METRIC_INNER_PRODUCT)[1]]
+        name, ladder = ("nprobe", [p for p in NPROBE_LADDER if p <= _ivf(self.index).nlist]) \
+            if _ivf(self.index) is not None else ("efSearch", list(EFSEARCH_LADDER)) \
+            if _hnsw(self.index) is not None else (None, [None])
+        recall = 0.0
+        for value in ladder:
+            if name:
+                self.set_params({name: value})
+            _, got = self.search(xq, k)
+            recall = float(np.mean([len(np.intersect1d(a, b)) for a, b in zip(got, truth)]) / k)
+            out["params"] = {name: value} if name else {}
+            if recall >= target:
+                break
+        return {**out, "recall": round(recall, 4), "sample": len(q)}
 
     def sync(self, db_ids: np.ndarray, fetch) -> tuple[int, int]:
         """Catch up with the database: add what is missing (``fetch(ids) -> vectors``), remove
-        what the database no longer has. Returns (added, removed)."""
+        what the database no longer has. Returns (added, removed); raises RebuildNeeded when
+        the index cannot remove."""
         have = self.ids()
         missing = np.setdiff1d(db_ids, have, assume_unique=True)
         orphans = np.setdiff1d(have, db_ids, assume_unique=True)
@@ -97,7 +221,7 @@ class SpaceIndex:
         meta_path = path.with_suffix(".json")
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=meta_path.name, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
-            json.dump({**meta, "dim": self.dim, "ntotal": len(self), "factory": self.FACTORY}, f)
+            json.dump({**meta, "dim": self.dim, "ntotal": len(self), "factory": self.factory}, f)
         os.replace(tmp, meta_path)
 
     @classmethod
@@ -107,11 +231,12 @@ class SpaceIndex:
             return None
         try:
             index = faiss.read_index(str(path))
+            factory = json.loads(path.with_suffix(".json").read_text()).get("factory", "Flat")
         except Exception:
             return None
-        if index.d != dim or not isinstance(index, faiss.IndexIDMap2):
+        if index.d != dim or not (isinstance(index, faiss.IndexIDMap2) or _ivf(index) is not None):
             return None
-        return cls(dim, index)
+        return cls(dim, index, factory)
 
 
 @dataclass
@@ -124,25 +249,30 @@ class IndexPlan:
 
 def choose_index(n: int, dim: int, memory_budget: int | None = None) -> IndexPlan:
     """The index a space of n vectors of dim dimensions gets, following the FAISS guidelines
-    (github.com/facebookresearch/faiss/wiki/Guidelines-to-choose-an-index), as autofaiss does:
-    exact search while it is cheap, then IVF with a number of lists ~ 4 sqrt(n) to 16 sqrt(n);
-    vectors stored whole (Flat) while they fit the memory budget, else compressed (SQ8 at 1
-    byte a dimension, then PQ at dim/4 bytes)."""
+    (github.com/facebookresearch/faiss/wiki/Guidelines-to-choose-an-index) as autofaiss does:
+    exact search while a scan of all vectors is a few milliseconds, then IVF with ~4 sqrt(n)
+    lists. The lists hold 8-bit scalar-quantised vectors (SQ8) while they fit the memory
+    budget: a single query is bound by memory bandwidth, and at 1M x 512 SQ8 answers in half
+    the time of full vectors at the same recall (bench/BENCHMARKS.md); past the budget,
+    4-bit (SQ4), then product quantisation (PQ, dim/8 bytes a vector)."""
+    ids = n * 16  # ids + the inverted-list overhead
     flat = n * dim * 4
-    ids = n * 8
-    if n <= 100_000:
-        return IndexPlan("IDMap2,Flat", flat + ids, True, f"{n:,} vectors: exact search is fast enough")
+    if flat <= EXACT_MAX_BYTES:
+        return IndexPlan("Flat", flat + n * 8, True,
+                         f"{n:,} vectors x {dim} ({flat / 2**20:.0f} MiB): exact search is fast enough")
+    budget = memory_budget if memory_budget is not None else default_memory_budget()
     nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))
-    budget = memory_budget if memory_budget is not None else 8 * 2**30
-    if flat + ids <= budget:
-        return IndexPlan(f"IVF{nlist},Flat", flat + ids + nlist * dim * 4, False,
-                         f"{n:,} vectors: IVF with {nlist} lists, full vectors fit {budget / 2**30:.1f} GiB")
-    sq8 = n * dim
-    if sq8 + ids <= budget:
-        return IndexPlan(f"IVF{nlist},SQ8", sq8 + ids + nlist * dim * 4, False,
-                         f"{n:,} vectors: full vectors ({flat / 2**30:.1f} GiB) exceed the budget, 8-bit scalar quantisation")
-    m = max(8, dim // 16)
+    nlist = max(16, min(nlist, n // 39))  # FAISS wants >= 39 training points per list
+    quant = nlist * dim * 4
+    for factory, per in ((f"IVF{nlist},SQ8", dim), (f"IVF{nlist},SQ4", dim // 2)):
+        if n * per + ids + quant <= budget:
+            return IndexPlan(factory, n * per + ids + quant, False,
+                             f"{n:,} vectors x {dim}: IVF with {nlist} lists, {per} bytes a vector "
+                             f"within the {budget / 2**30:.1f} GiB budget")
+    m = max(8, dim // 8)
     while dim % m:
         m -= 1
-    return IndexPlan(f"IVF{nlist},PQ{m}", n * m + ids + nlist * dim * 4, False,
-                     f"{n:,} vectors: 8-bit vectors ({sq8 / 2**30:.1f} GiB) exceed the budget, product quantisation PQ{m}")
+    return IndexPlan(f"IVF{nlist},PQ{m}", n * m + ids + quant, False,
+                     f"{n:,} vectors x {dim}: 4-bit vectors ({n * dim / 2 / 2**30:.1f} GiB) exceed the "
+                     f"{budget / 2**30:.1f} GiB budget: product quantisation, {m} bytes a vector "
+                     "(recall may stay under the target)")

@@ -245,7 +245,7 @@ class LabelingMixin:
         ids, x = self.vectors(sp)
         if len(ids) == 0:
             raise BadInput(f"space {sp.name!r} has no vectors yet")
-        return sp, ids, normalize(x)
+        return sp, ids, normalize(x, inplace=True)
 
     def _latest_run(self: Store, kind: str, space: str | None) -> Run | None:
         with self.session() as s:
@@ -316,7 +316,7 @@ class LabelingMixin:
 
     # ---- propagation -----------------------------------------------------------------------------
     def _propagate_arrays(self: Store, x: np.ndarray, ids: np.ndarray, seeds: dict[int, str],
-                          n_neighbors: int, alpha: float, gamma: float):
+                          n_neighbors: int, alpha: float, gamma: float, progress: bool = False):
         from .propagate import LabelPropagation
 
         # only seeds with a vector in this space count: the distributions have one column per
@@ -331,11 +331,11 @@ class LabelingMixin:
                            "needs at least two")
         code = {c: j for j, c in enumerate(classes)}
         y = np.array([code[seeds[int(i)]] if int(i) in seeds else -1 for i in ids])
-        lp = LabelPropagation(n_neighbors=n_neighbors, alpha=alpha, gamma=gamma).fit(x, y)
+        lp = LabelPropagation(n_neighbors=n_neighbors, alpha=alpha, gamma=gamma, progress=progress).fit(x, y)
         return classes, lp
 
     def propagate(self: Store, space: str | None = None, *, n_neighbors: int = 5, alpha: float = 0.99,
-                  gamma: float = 3.0) -> dict[str, Any]:
+                  gamma: float = 3.0, progress: bool = False) -> dict[str, Any]:
         """Spread the expert labels over the k-NN graph of a space; store the pseudo-labels."""
         self._require_write()
         if not 0 < alpha < 1:
@@ -346,36 +346,43 @@ class LabelingMixin:
         seeds = {i: lab for i, lab in self.expert_labels().items()}
         in_space = set(map(int, ids))
         n_seeds = sum(1 for i in seeds if i in in_space)
-        params = {"n_neighbors": n_neighbors, "alpha": alpha, "gamma": gamma, "graph": "exact kNN (FAISS Flat, cosine)",
+        params = {"n_neighbors": n_neighbors, "alpha": alpha, "gamma": gamma,
+                  "graph": "kNN, cosine: exact (FAISS) up to 20,000 vectors, else IVF self-join at recall >= 0.95",
                   "class_balanced": True, "solver": "conjugate gradient"}
         run_id = self._start_run("propagate", sp.name, params)
         try:
-            classes, lp = self._propagate_arrays(x, ids, seeds, n_neighbors, alpha, gamma)
+            classes, lp = self._propagate_arrays(x, ids, seeds, n_neighbors, alpha, gamma, progress)
             p = lp.label_distributions_
-            order = np.argsort(-p, axis=1)
-            best, second = order[:, 0], order[:, 1] if len(classes) > 1 else order[:, 0]
-            rows_p = np.arange(len(ids))
-            margin = p[rows_p, best] - (p[rows_p, second] if len(classes) > 1 else 0)
             has = p.sum(axis=1) > 0
-            recs = [
-                {"run_id": run_id, "image_id": int(i),
-                 "label": classes[best[r]] if has[r] else None,
-                 "confidence": float(lp.confidence_[r]),
-                 "second_label": classes[second[r]] if has[r] and len(classes) > 1 else None,
-                 "margin": float(margin[r]) if has[r] else 0.0,
-                 "reached": bool(lp.reached_[r]),
-                 "distribution": p[r].astype(np.float32).tobytes()}
-                for r, i in enumerate(ids)
-            ]
-            with self.session() as s:
-                for start in range(0, len(recs), 5000):
-                    s.execute(insert(Prediction), recs[start : start + 5000])
-                s.commit()
+            counts: Counter = Counter()
             unlabeled = np.array([int(i) not in seeds for i in ids])
+            with self.session() as s:
+                for start in range(0, len(ids), 20000):  # rows built per chunk: bounded memory
+                    part = p[start : start + 20000]
+                    order = np.argsort(-part, axis=1)[:, :2]
+                    rr = np.arange(len(part))
+                    best = order[:, 0]
+                    second = order[:, 1] if len(classes) > 1 else best
+                    margin = part[rr, best] - (part[rr, second] if len(classes) > 1 else 0)
+                    recs = []
+                    for r in range(len(part)):
+                        g = start + r
+                        ok = bool(has[g])
+                        recs.append({"run_id": run_id, "image_id": int(ids[g]),
+                                     "label": classes[best[r]] if ok else None,
+                                     "confidence": float(lp.confidence_[g]),
+                                     "second_label": classes[second[r]] if ok and len(classes) > 1 else None,
+                                     "margin": float(margin[r]) if ok else 0.0,
+                                     "reached": bool(lp.reached_[g]),
+                                     "distribution": part[r].astype(np.float32).tobytes()})
+                        if unlabeled[g]:
+                            counts[recs[-1]["label"]] += 1
+                    s.execute(insert(Prediction), recs)
+                s.commit()
             result = {
                 "run_id": run_id, "space": sp.name, "n": len(ids), "classes": classes,
                 "seeds": n_seeds, "propagated": int(unlabeled.sum()),
-                "counts": dict(Counter(r["label"] for r, u in zip(recs, unlabeled) if u)),
+                "counts": dict(counts), "graph": lp.graph_.to_dict(),
                 "unreached": int((~lp.reached_).sum()), "no_label": int((~has).sum()),
                 "mean_confidence": float(lp.confidence_[unlabeled].mean()) if unlabeled.any() else None,
                 "cg_iterations": lp.n_iter_, "weights_random": sp.weights_random,

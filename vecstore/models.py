@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -82,7 +83,12 @@ class Space(Base):
     weights: Mapped[str] = mapped_column(Text)  # human-readable description, e.g. IMAGENET1K_V1
     weights_random: Mapped[bool] = mapped_column(Boolean, default=False)
     weights_sha256: Mapped[str | None] = mapped_column(String(64))
-    index_type: Mapped[str | None] = mapped_column(String(128))
+    index_type: Mapped[str | None] = mapped_column(String(128))  # the factory of the built index
+    # user's choices (NULL: automatic, see vecstore.index.choose_index)
+    index_factory: Mapped[str | None] = mapped_column(String(128))
+    memory_budget: Mapped[int | None] = mapped_column(BigInteger)
+    # what the last build made: factory, search parameters, recall@10 measured on a sample...
+    index_stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -17,15 +17,20 @@ from .graph import knn_graph, normalized_affinity
 from .index import normalize
 
 
-def entropy_confidence(p: np.ndarray) -> np.ndarray:
-    """1 - H(p)/log(C) per row: 1 for a one-hot row, 0 for a uniform (or empty) one."""
+def entropy_confidence(p: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """1 - H(p)/log(C) per row: 1 for a one-hot row, 0 for a uniform (or empty) one.
+    Computed in row chunks: at 1M rows x 100 classes a whole-array temporary is 800 MB."""
     c = p.shape[1]
     if c < 2:
         return (p.sum(axis=1) > 0).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
-    conf = 1.0 - h / np.log(c)
-    conf[p.sum(axis=1) <= 0] = 0.0
+    conf = np.empty(len(p))
+    for start in range(0, len(p), chunk):
+        q = p[start : start + chunk].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = -np.where(q > 0, q * np.log(q), 0.0).sum(axis=1)
+        cf = 1.0 - h / np.log(c)
+        cf[q.sum(axis=1) <= 0] = 0.0
+        conf[start : start + chunk] = cf
     return np.clip(conf, 0.0, 1.0)
 
 
@@ -48,6 +53,7 @@ class LabelPropagation:
         tol: float = 1e-6,
         max_iter: int = 100,
         class_balanced: bool = True,
+        progress: bool = False,
     ) -> None:
         self.n_neighbors = n_neighbors
         self.alpha = alpha
@@ -55,6 +61,7 @@ class LabelPropagation:
         self.tol = tol
         self.max_iter = max_iter
         self.class_balanced = class_balanced
+        self.progress = progress
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LabelPropagation:
         y = np.asarray(y)
@@ -66,9 +73,10 @@ class LabelPropagation:
         if len(self.classes_) == 0:
             raise ValueError("no labeled rows (every y is -1)")
         n, c = len(X), len(self.classes_)
-        w = knn_graph(X, self.n_neighbors, self.gamma)
+        w, self.graph_ = knn_graph(X, self.n_neighbors, self.gamma, return_stats=True, progress=self.progress)
         a = sp.identity(n, format="csr") - self.alpha * normalized_affinity(w)
-        z = np.zeros((n, c))
+        del w
+        z = np.zeros((n, c), np.float32)  # float32 after each solve: 400 MB at 1M x 100
         self.n_iter_ = []
         for j, cls in enumerate(self.classes_):
             seeds = np.flatnonzero(y == cls)
@@ -81,13 +89,13 @@ class LabelPropagation:
 
             z[:, j], _ = cg(a, rhs, rtol=self.tol, maxiter=self.max_iter, callback=count)
             self.n_iter_.append(iters[0])
-        z = np.clip(z, 0.0, None)  # CG round-off can leave tiny negatives
+        np.clip(z, 0.0, None, out=z)  # CG round-off can leave tiny negatives
         mass = z.sum(axis=1)
         self.reached_ = mass > 0
         if not self.reached_.all() and self.reached_.any():
             z[~self.reached_] = self._vote(X, z, self.reached_)
             mass = z.sum(axis=1)
-        p = np.divide(z, mass[:, None], out=np.zeros_like(z), where=mass[:, None] > 0)
+        p = np.divide(z, mass[:, None], out=z, where=mass[:, None] > 0)  # in place
         self.label_distributions_ = p
         self.transduction_ = np.where(mass > 0, self.classes_[p.argmax(axis=1)], -1)
         self.confidence_ = entropy_confidence(p)

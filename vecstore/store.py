@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import multiprocessing
 import os
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -46,7 +47,8 @@ from .errors import (
     UnknownSpace,
     VecstoreError,
 )
-from .index import SpaceIndex
+from .importer import VectorFile
+from .index import RebuildNeeded, SpaceIndex, choose_index, normalize
 from .labeling import LabelingMixin
 from .models import Image, ImagePath, Label, Run, Space, Vector, utcnow
 from .scan import DEFAULT_UNLABELED, Found, folder_label, sha256_bytes, walk_images
@@ -290,6 +292,9 @@ class Store(LabelingMixin):
         self.write = write
         self._lock_fd: int | None = None
         self._indexes: dict[str, SpaceIndex] = {}
+        self._index_versions: dict[str, int] = {}  # data_version each cached index was synced at
+        self._watch: sqlite3.Connection | None = None
+        self._spaces_cache: tuple[int, list[Space]] | None = None
         self.engine = None
         self.Session = None
 
@@ -353,6 +358,9 @@ class Store(LabelingMixin):
             self._lock_fd = None
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self.engine is not None:
             self.engine.dispose()
         self._release_lock()
@@ -373,8 +381,12 @@ class Store(LabelingMixin):
 
     # ---- spaces -------------------------------------------------------------------------------
     def spaces(self) -> list[Space]:
-        with self.session() as s:
-            return list(s.scalars(select(Space).order_by(Space.id)))
+        # cached until the database changes (PRAGMA data_version): a query is a few ms
+        version = self._data_version()
+        if self._spaces_cache is None or self._spaces_cache[0] != version:
+            with self.session() as s:
+                self._spaces_cache = (version, list(s.scalars(select(Space).order_by(Space.id))))
+        return list(self._spaces_cache[1])
 
     def get_space(self, name: str | None) -> Space:
         """The named space, or the store's first space when ``name`` is None."""
@@ -440,7 +452,6 @@ class Store(LabelingMixin):
                 weights=info.weights,
                 weights_random=info.weights_random,
                 weights_sha256=info.weights_sha256,
-                index_type=SpaceIndex.FACTORY,
             )
             s.add(sp)
             s.flush()
@@ -604,6 +615,22 @@ class Store(LabelingMixin):
                 s.execute(update(Image).where(Image.id == k.image_id).values(error=error))
                 continue
             hit = by_sha.get(sha) if sha else None
+            if hit is None and error is None and k is not None and k.sha256 is None and k.status == "ok":
+                # an image known from import-vectors, read for the first time: same image id
+                # (its imported vectors stay), now with its content hash and descriptors
+                s.execute(update(Image).where(Image.id == k.image_id).values(
+                    sha256=sha, size=res.get("size", f.size), width=res.get("width"),
+                    height=res.get("height"), mode=res.get("mode")))
+                by_sha[sha] = _Row(k.image_id, sha, "ok", f.path)
+                path_to_image[f.path] = k.image_id
+                path_updates.append({"b_id": k.path_id, "b_image_id": k.image_id, "b_size": f.size,
+                                     "b_mtime": f.mtime_ns})
+                report.added += 1
+                for name, v in res["features"].items():
+                    new_vectors.append({"image_id": k.image_id, "space_id": space_ids[name],
+                                        "vector": np.asarray(v, np.float32).tobytes()})
+                    report.scan_vectors[name] = report.scan_vectors.get(name, 0) + 1
+                continue
             if hit is not None:
                 iid = hit.id
                 if error is None and hit.status == "ok" and (k is None or k.image_id != iid):
@@ -763,7 +790,8 @@ class Store(LabelingMixin):
                 (iid, path)
                 for iid, path in s.execute(
                     select(Image.id, Image.path)
-                    .where(Image.status == "ok", Image.id.not_in(done))
+                    # sha256 NULL: imported vectors, the file never read here (maybe not on this machine)
+                    .where(Image.status == "ok", Image.sha256.is_not(None), Image.id.not_in(done))
                     .order_by(Image.id)
                 )
             ]
@@ -795,58 +823,259 @@ class Store(LabelingMixin):
         self._save_index(space, index)
         return stats
 
+    # ---- precomputed vectors --------------------------------------------------------------------
+    def import_vectors(self, vector_file: VectorFile, space: str, *, progress: bool = False) -> dict[str, Any]:
+        """Make precomputed embeddings a space: each path becomes an image (or finds the one
+        it already is), each row its vector in ``space``. The file is validated whole first;
+        rows are then written in chunks, each in one transaction, so an interrupted import
+        resumes where it stopped when run again (images that have a vector are skipped)."""
+        self._require_write()
+        t0 = time.perf_counter()
+        rows, dim = vector_file.validate()
+        with self.session() as s:
+            sp = s.scalar(select(Space).where(Space.name == space))
+            if sp is None:
+                if space in NAMES:
+                    raise BadInput(f"{space!r} is a built-in space computed by vecstore; name the imported "
+                                   "vectors after their model, e.g. --space clip-vit-b32")
+                sp = Space(name=space, model="imported", layer=None, dim=dim,
+                           preprocessing=f"precomputed, imported from {vector_file.path.name}",
+                           weights="unknown (precomputed vectors)", weights_random=False)
+                s.add(sp)
+                s.commit()
+            elif sp.model != "imported":
+                raise BadInput(f"space {space!r} is computed by vecstore ({sp.model}); import into another space")
+            elif sp.dim != dim:
+                raise BadInput(f"space {space!r} has dimension {sp.dim}; {vector_file.path} has {dim}")
+            space_id = sp.id
+            next_id = (s.scalar(select(func.max(Image.id))) or 0) + 1
+        added = reused = skipped = 0
+        bar = _progress(rows, f"import {space}", progress)
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            for _, paths, x in vector_file.chunks(dim):
+                resolved = [vector_file._resolve(p) for p in paths]
+                known: dict[str, int] = {}
+                for start in range(0, len(resolved), 30000):
+                    part = resolved[start : start + 30000]
+                    marks = ",".join("?" * len(part))
+                    known.update(raw.execute(
+                        f"SELECT path, image_id FROM image_paths WHERE path IN ({marks})", part).fetchall())
+                have = set()
+                if known:
+                    ids_known = list(known.values())
+                    for start in range(0, len(ids_known), 30000):
+                        part = ids_known[start : start + 30000]
+                        have.update(r[0] for r in raw.execute(
+                            f"SELECT image_id FROM vectors WHERE space_id = ? AND image_id IN "
+                            f"({','.join('?' * len(part))})", [space_id, *part]))
+                now = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DATETIME format
+                images, path_rows, vec_rows = [], [], []
+                for p, v in zip(resolved, x):
+                    iid = known.get(p)
+                    if iid is None:
+                        iid, next_id = next_id, next_id + 1
+                        images.append((iid, p, now, "ok"))
+                        path_rows.append((iid, p, now))
+                        added += 1
+                    elif iid in have:
+                        skipped += 1
+                        continue
+                    else:
+                        reused += 1
+                    vec_rows.append((space_id, iid, v.tobytes()))
+                raw.execute("BEGIN")
+                try:
+                    raw.executemany("INSERT INTO images (id, path, added_at, status) VALUES (?, ?, ?, ?)", images)
+                    raw.executemany("INSERT INTO image_paths (image_id, path, added_at) VALUES (?, ?, ?)", path_rows)
+                    raw.executemany("INSERT INTO vectors (space_id, image_id, vector) VALUES (?, ?, ?)", vec_rows)
+                    raw.execute("COMMIT")
+                except BaseException:
+                    raw.execute("ROLLBACK")
+                    raise
+                bar.update(len(paths))
+        bar.close()
+        seconds_rows = time.perf_counter() - t0
+        sp = self.get_space(space)
+        idx = self._load_index(sp, progress=progress)
+        self._save_index(sp, idx)
+        sp = self.get_space(space)
+        return {"space": space, "dim": dim, "rows": rows, "new_images": added, "existing_images": reused,
+                "skipped_already_imported": skipped, "seconds_rows": round(seconds_rows, 2),
+                "seconds": round(time.perf_counter() - t0, 2), "index": sp.index_stats}
+
     # ---- vectors and indexes -------------------------------------------------------------------
     def vector_ids(self, space: Space) -> np.ndarray:
-        with self.session() as s:
-            ids = s.scalars(
-                select(Vector.image_id).where(Vector.space_id == space.id).order_by(Vector.image_id)
-            ).all()
-        return np.asarray(ids, dtype=np.int64)
+        with self.engine.connect() as conn:
+            cur = conn.connection.driver_connection.execute(
+                "SELECT image_id FROM vectors WHERE space_id = ? ORDER BY image_id", (space.id,))
+            return np.fromiter((r[0] for r in cur), dtype=np.int64)
 
     def vectors(self, space: Space, ids: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of a space, all of them or the given ids, in id order."""
-        with self.session() as s:
-            q = select(Vector.image_id, Vector.vector).where(Vector.space_id == space.id)
-            if ids is not None:
+        if ids is not None:
+            with self.session() as s:
+                q = select(Vector.image_id, Vector.vector).where(Vector.space_id == space.id)
                 wanted = [int(i) for i in ids]
                 rows = []
                 for start in range(0, len(wanted), 30000):  # SQLite's bound-parameter limit
                     chunk = wanted[start : start + 30000]
                     rows.extend(s.execute(q.where(Vector.image_id.in_(chunk))).all())
                 rows.sort()
-            else:
-                rows = s.execute(q.order_by(Vector.image_id)).all()
-        out_ids = np.asarray([r[0] for r in rows], dtype=np.int64)
-        return out_ids, _vectors_from_blobs([r[1] for r in rows], space.dim)
+            out_ids = np.asarray([r[0] for r in rows], dtype=np.int64)
+            return out_ids, _vectors_from_blobs([r[1] for r in rows], space.dim)
+        return self._all_vectors(space)
+
+    def _all_vectors(self, space: Space) -> tuple[np.ndarray, np.ndarray]:
+        """All vectors of a space, straight from the DB-API cursor into one preallocated array
+        (no ORM rows, no list of blobs: 1M x 512 loads in seconds with one copy in memory)."""
+        dim, width = space.dim, space.dim * 4
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            n = raw.execute("SELECT count(*) FROM vectors WHERE space_id = ?", (space.id,)).fetchone()[0]
+            ids = np.empty(n, np.int64)
+            x = np.empty((n, dim), np.float32)
+            filled = 0
+            cur = raw.execute("SELECT image_id, vector FROM vectors WHERE space_id = ? ORDER BY image_id",
+                              (space.id,))
+            while rows := cur.fetchmany(8192):
+                if filled + len(rows) > len(ids):  # a writer added rows since the count
+                    grow = max(len(rows), len(ids) // 4)
+                    ids = np.resize(ids, len(ids) + grow)
+                    x = np.resize(x, (len(x) + grow, dim))
+                blob = b"".join(r[1] for r in rows)
+                if len(blob) != width * len(rows):
+                    raise VecstoreError(f"space {space.name!r} holds vectors of the wrong length "
+                                        f"(expected {dim} float32); run `vecstore check`")
+                ids[filled : filled + len(rows)] = [r[0] for r in rows]
+                x[filled : filled + len(rows)] = np.frombuffer(blob, np.float32).reshape(len(rows), dim)
+                filled += len(rows)
+        return ids[:filled], x[:filled]
 
     def _index_path(self, space: Space) -> Path:
         return self.index_dir / f"{space.name}.faiss"
 
-    def _load_index(self, space: Space) -> SpaceIndex:
+    def _data_version(self) -> int:
+        """SQLite's PRAGMA data_version on a connection of our own: it changes whenever any
+        other connection commits, so a cached index is trusted without listing its ids."""
+        if self._watch is None:
+            self._watch = sqlite3.connect(self.db_path, check_same_thread=False)
+        return self._watch.execute("PRAGMA data_version").fetchone()[0]
+
+    def _raw_read(self, sql: str, params: Sequence[Any]) -> list[tuple]:
+        """A read on the watch connection, no ORM: the hot path of a single query."""
+        self._data_version()
+        return self._watch.execute(sql, params).fetchall()
+
+    def _index_plan(self, space: Space, n: int) -> tuple[str, str]:
+        if space.index_factory:
+            return space.index_factory, "chosen with --index"
+        plan = choose_index(n, space.dim, space.memory_budget)
+        return plan.factory, plan.why
+
+    def _wants_rebuild(self, space: Space, idx: SpaceIndex, n: int) -> bool:
+        """The built index no longer fits the space: another factory was asked for, or the
+        automatic choice changed family (exact <-> IVF), or its IVF lists were trained for a
+        size 4x away from the present one."""
+        factory, _ = self._index_plan(space, n)
+        if factory == idx.factory:
+            return False
+        if space.index_factory:
+            return True
+        if idx.exact and choose_index(n, space.dim, space.memory_budget).exact:
+            return False
+        built_n = (space.index_stats or {}).get("n") or 0
+        return idx.exact != choose_index(n, space.dim, space.memory_budget).exact or not (
+            built_n / 4 <= n <= built_n * 4)
+
+    def build_index(self, space: Space, *, progress: bool = False) -> SpaceIndex:
+        """Build the space's index from the database (the factory from ``_index_plan``), tune
+        its search parameters to recall@10 >= 0.95 on a sample, record what was built."""
+        t0 = time.perf_counter()
+        ids, x = self.vectors(space)
+        normalize(x, inplace=True)
+        factory, why = self._index_plan(space, len(ids))
+        try:
+            idx = SpaceIndex.empty(space.dim, factory)
+        except ValueError as exc:
+            raise BadInput(f"{exc}; see https://github.com/facebookresearch/faiss/wiki/The-index-factory") from None
+        if not idx.index.is_trained:
+            ivf_lists = getattr(idx.index, "nlist", 0)
+            if len(ids) < max(ivf_lists, 256):
+                raise BadInput(f"index {factory} needs at least {max(ivf_lists, 256)} vectors to train; "
+                               f"space {space.name!r} has {len(ids)}. Use `--index Flat` or fewer lists")
+            rng = np.random.default_rng(0)
+            sample = x[np.sort(rng.choice(len(x), size=min(len(x), max(40 * ivf_lists, 20000)), replace=False))]
+            idx.train(sample)
+            del sample
+        bar = _progress(len(ids), f"index {space.name}", progress)
+        for start in range(0, len(ids), 65536):
+            idx.add(ids[start : start + 65536], x[start : start + 65536])
+            bar.update(min(65536, len(ids) - start))
+        bar.close()
+        tuned = idx.tune(x, ids)
+        stats = {"factory": factory, "why": why, "exact": idx.exact, "n": len(ids), **tuned,
+                 "seconds": round(time.perf_counter() - t0, 2), "built_at": utcnow().isoformat()}
+        if self.write:
+            with self.session() as s:
+                row = s.get(Space, space.id)
+                row.index_type, row.index_stats = factory, stats
+                s.commit()
+        space.index_type, space.index_stats = factory, stats
+        self._indexes[space.name] = idx
+        return idx
+
+    def _load_index(self, space: Space, *, progress: bool = False) -> SpaceIndex:
         """The space's index, caught up with the database (the file is only a cache)."""
+        version = self._data_version()
         idx = self._indexes.get(space.name)
+        if idx is not None and self._index_versions.get(space.name) == version:
+            return idx
         if idx is None:
-            idx = SpaceIndex.load(self._index_path(space), space.dim) or SpaceIndex(space.dim)
-            self._indexes[space.name] = idx
-        idx.sync(self.vector_ids(space), lambda ids: self.vectors(space, ids)[1])
+            idx = SpaceIndex.load(self._index_path(space), space.dim)
+            if idx is not None and space.index_stats:
+                idx.set_params(space.index_stats.get("params") or {})
+        db_ids = self.vector_ids(space)
+        if idx is None or self._wants_rebuild(space, idx, len(db_ids)):
+            idx = self.build_index(space, progress=progress)
+        else:
+            try:
+                idx.sync(db_ids, lambda ids: self.vectors(space, ids)[1])
+            except RebuildNeeded:
+                idx = self.build_index(space, progress=progress)
+        self._indexes[space.name] = idx
+        self._index_versions[space.name] = version
         return idx
 
     def _save_index(self, space: Space, idx: SpaceIndex) -> None:
-        if self.write and (idx.dirty or not self._index_path(space).exists()):
+        if not self.write:
+            return
+        if self._wants_rebuild(space, idx, len(idx)):  # e.g. a first ingest made it large
+            idx = self.build_index(space)
+        if idx.dirty or not self._index_path(space).exists():
             idx.save(self._index_path(space), {"space": space.name, "saved_at": utcnow().isoformat()})
 
-    def reindex(self, spaces: Sequence[str] | None = None) -> list[tuple[str, int]]:
-        """Rebuild the FAISS index of each space from the database."""
+    def reindex(self, spaces: Sequence[str] | None = None, *, index: str | None = None,
+                memory_budget: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
+        """Rebuild the FAISS index of each space from the database. ``index`` (a FAISS factory
+        string, "auto" to go back to the automatic choice) and ``memory_budget`` (bytes) are
+        kept for the space's later builds."""
         self._require_write()
         targets = [self.get_space(n) for n in spaces] if spaces else self.spaces()
         out = []
         for sp in targets:
-            idx = SpaceIndex(sp.dim)
-            ids, vecs = self.vectors(sp)
-            idx.add(ids, vecs)
-            self._indexes[sp.name] = idx
+            if index is not None or memory_budget is not None:
+                with self.session() as s:
+                    row = s.get(Space, sp.id)
+                    if index is not None:
+                        row.index_factory = None if index == "auto" else index
+                    if memory_budget is not None:
+                        row.memory_budget = memory_budget
+                    s.commit()
+                    sp = row
+            idx = self.build_index(sp, progress=progress)
             self._save_index(sp, idx)
-            out.append((sp.name, len(idx)))
+            out.append({"space": sp.name, "vectors": len(idx), **(sp.index_stats or {})})
         return out
 
     def neighbours(self, space: str | None, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -858,7 +1087,7 @@ class Store(LabelingMixin):
         from .graph import knn_search
 
         ids, vecs = self.vectors(self.get_space(space))
-        sims, rows = knn_search(vecs, k)
+        sims, rows = knn_search(normalize(vecs, inplace=True), k)
         return ids, np.where(rows >= 0, ids[rows], -1), sims
 
     # ---- queries ------------------------------------------------------------------------------
@@ -884,9 +1113,8 @@ class Store(LabelingMixin):
         sp = self.get_space(space)
         query_id: int | None = None
         if image_id is not None:
-            with self.session() as s:
-                if s.get(Image, image_id) is None:
-                    raise UnknownImage(f"no image with id {image_id} in this store (see `vecstore info`)")
+            if self._raw_read("SELECT 1 FROM images WHERE id = ?", (image_id,)) == []:
+                raise UnknownImage(f"no image with id {image_id} in this store (see `vecstore info`)")
             query_id = image_id
             desc = f"id {image_id}"
         else:
@@ -906,12 +1134,13 @@ class Store(LabelingMixin):
                 query_id = img_row.id
             desc = os.path.abspath(path)
         if query_id is not None:
-            _, qv = self.vectors(sp, [query_id])
-            if len(qv) == 0:
+            blob = self._raw_read("SELECT vector FROM vectors WHERE space_id = ? AND image_id = ?", (sp.id, query_id))
+            if not blob:
                 raise UnknownImage(
                     f"image {query_id} has no vector in space {sp.name!r} "
                     f"(failed or not embedded yet: `vecstore embed --space {sp.name}`)"
                 )
+            qv = _vectors_from_blobs([blob[0][0]], sp.dim)
         else:
             emb = self._embedder_for(sp.name, None, device, None, 0)
             try:
@@ -921,9 +1150,11 @@ class Store(LabelingMixin):
         idx = self._load_index(sp)
         sims, ids = idx.search(qv, k + (1 if query_id is not None else 0))
         hits_raw = [(int(i), float(d)) for i, d in zip(ids[0], sims[0]) if i >= 0 and i != query_id][:k]
-        with self.session() as s:
-            paths = dict(s.execute(select(Image.id, Image.path).where(Image.id.in_([h[0] for h in hits_raw]))).all())
-            labels = dict(s.execute(select(Label.image_id, Label.label).where(Label.image_id.in_([h[0] for h in hits_raw]))).all())
+        found = {i: (p, lab) for i, p, lab in self._raw_read(
+            "SELECT i.id, i.path, l.label FROM images i LEFT JOIN labels l ON l.image_id = i.id "
+            f"WHERE i.id IN ({','.join('?' * len(hits_raw))})", [h[0] for h in hits_raw])}
+        paths = {i: v[0] for i, v in found.items()}
+        labels = {i: v[1] for i, v in found.items() if v[1] is not None}
         hits = [
             Hit(rank=r + 1, id=i, path=paths.get(i, "?"), similarity=sim, label=labels.get(i))
             for r, (i, sim) in enumerate(hits_raw)
@@ -959,6 +1190,12 @@ class Store(LabelingMixin):
                     "weights_random": sp.weights_random,
                     "preprocessing": sp.preprocessing,
                     "index_type": sp.index_type,
+                    "index_setting": sp.index_factory or "auto",
+                    "memory_budget": sp.memory_budget,
+                    "index_params": (sp.index_stats or {}).get("params"),
+                    "index_recall_at_10": (sp.index_stats or {}).get("recall"),
+                    "index_recall_sample": (sp.index_stats or {}).get("sample"),
+                    "index_built_for": (sp.index_stats or {}).get("n"),
                     "index_file": str(idx_path) if idx_path.exists() else None,
                 }
             )
@@ -992,9 +1229,19 @@ class Store(LabelingMixin):
             fk = s.execute(text("PRAGMA foreign_key_check")).all()
             if fk:
                 rep.problems.append(f"{len(fk)} rows break foreign keys (first: {tuple(fk[0])})")
-            missing_files = [p for (p,) in s.execute(select(ImagePath.path)) if not os.path.exists(p)]
+            missing_files, missing_imported = [], 0
+            for p, sha, status in s.execute(select(ImagePath.path, Image.sha256, Image.status)
+                                            .join(Image, Image.id == ImagePath.image_id)):
+                if not os.path.exists(p):
+                    if sha is None and status == "ok":
+                        missing_imported += 1  # vectors imported from elsewhere: files need not be here
+                    else:
+                        missing_files.append(p)
             n_ok = s.scalar(select(func.count()).select_from(Image).where(Image.status == "ok"))
             n_failed = s.scalar(select(func.count()).select_from(Image).where(Image.status == "failed"))
+        if missing_imported:
+            rep.notes.append(f"{missing_imported} images known only by their imported vectors are not on "
+                             "this machine (queries by id work; thumbnails and re-embedding need the files)")
         if missing_files:
             shown = ", ".join(missing_files[:5]) + (" ..." if len(missing_files) > 5 else "")
             rep.problems.append(f"{len(missing_files)} files missing on disk: {shown}")
