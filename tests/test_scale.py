@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,7 +84,8 @@ def test_reindex_with_a_factory_tunes_and_records_recall(tmp_path, cli, db):
     assert db("SELECT index_factory FROM spaces") == [("IVF32,Flat",)]
     # the index answers queries and agrees with the database
     r = cli("query", "--id", "5", "--space", "emb", "-k", "3", "--json")
-    assert r.exit_code == 0, r.output and len(r.output.strip().splitlines()) == 3
+    assert r.exit_code == 0, r.output
+    assert len(r.output.strip().splitlines()) == 3
     assert "index and database agree on 3000 ids" in cli("check").output
     # HNSW: tuned by efSearch
     assert cli("reindex", "--index", "HNSW16").exit_code == 0
@@ -202,4 +202,3 @@ def test_propagation_on_a_large_space_uses_the_approximate_graph(tmp_path, cli, 
     pred = dict(db("SELECT i.path, p.label FROM predictions p JOIN images i ON i.id = p.image_id"))
     right = np.mean([pred[str(Path.cwd() / f"img/{i:05d}.png")] == f"c{y[i]}" for i in range(len(x))])
     assert right >= 0.9
-    assert faiss.omp_get_max_threads() >= 1

@@ -64,7 +64,7 @@ class VectorFile:
         raise BadInput(f"{self.path}: expected a .npy file (with --paths) or a .parquet file")
 
     # ---- chunks -----------------------------------------------------------------------------
-    def _resolve(self, p: str) -> str:
+    def resolve(self, p: str) -> str:
         p = os.path.expanduser(p)
         if not os.path.isabs(p) and self.base is not None:
             p = os.path.join(self.base, p)
@@ -114,7 +114,7 @@ class VectorFile:
             for j, p in enumerate(paths):
                 if not p:
                     raise BadInput(f"{self.paths_file or self.path}: line {start + j + 1} has an empty path")
-                a = self._resolve(p)
+                a = self.resolve(p)
                 if a in seen:
                     raise BadInput(f"{self.paths_file or self.path}: line {start + j + 1} repeats the path "
                                    f"of line {seen[a]} ({p}); each image once")

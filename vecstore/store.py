@@ -854,7 +854,7 @@ class Store(LabelingMixin):
         with self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             for _, paths, x in vector_file.chunks(dim):
-                resolved = [vector_file._resolve(p) for p in paths]
+                resolved = [vector_file.resolve(p) for p in paths]
                 known: dict[str, int] = {}
                 for start in range(0, len(resolved), 30000):
                     part = resolved[start : start + 30000]
@@ -897,9 +897,7 @@ class Store(LabelingMixin):
         bar.close()
         seconds_rows = time.perf_counter() - t0
         sp = self.get_space(space)
-        idx = self._load_index(sp, progress=progress)
-        self._save_index(sp, idx)
-        sp = self.get_space(space)
+        self._save_index(sp, self._load_index(sp, progress=progress))  # builds set sp.index_stats
         return {"space": space, "dim": dim, "rows": rows, "new_images": added, "existing_images": reused,
                 "skipped_already_imported": skipped, "seconds_rows": round(seconds_rows, 2),
                 "seconds": round(time.perf_counter() - t0, 2), "index": sp.index_stats}
@@ -955,17 +953,20 @@ class Store(LabelingMixin):
     def _index_path(self, space: Space) -> Path:
         return self.index_dir / f"{space.name}.faiss"
 
-    def _data_version(self) -> int:
-        """SQLite's PRAGMA data_version on a connection of our own: it changes whenever any
-        other connection commits, so a cached index is trusted without listing its ids."""
+    def _watch_conn(self) -> sqlite3.Connection:
+        """A plain sqlite3 connection of our own, for PRAGMA data_version and hot-path reads."""
         if self._watch is None:
             self._watch = sqlite3.connect(self.db_path, check_same_thread=False)
-        return self._watch.execute("PRAGMA data_version").fetchone()[0]
+        return self._watch
+
+    def _data_version(self) -> int:
+        """SQLite's PRAGMA data_version on the watch connection: it changes whenever any
+        other connection commits, so a cached index is trusted without listing its ids."""
+        return self._watch_conn().execute("PRAGMA data_version").fetchone()[0]
 
     def _raw_read(self, sql: str, params: Sequence[Any]) -> list[tuple]:
         """A read on the watch connection, no ORM: the hot path of a single query."""
-        self._data_version()
-        return self._watch.execute(sql, params).fetchall()
+        return self._watch_conn().execute(sql, params).fetchall()
 
     def _index_plan(self, space: Space, n: int) -> tuple[str, str]:
         if space.index_factory:
@@ -977,16 +978,13 @@ class Store(LabelingMixin):
         """The built index no longer fits the space: another factory was asked for, or the
         automatic choice changed family (exact <-> IVF), or its IVF lists were trained for a
         size 4x away from the present one."""
-        factory, _ = self._index_plan(space, n)
-        if factory == idx.factory:
-            return False
         if space.index_factory:
-            return True
-        if idx.exact and choose_index(n, space.dim, space.memory_budget).exact:
+            return space.index_factory != idx.factory
+        plan = choose_index(n, space.dim, space.memory_budget)
+        if plan.factory == idx.factory or (idx.exact and plan.exact):
             return False
         built_n = (space.index_stats or {}).get("n") or 0
-        return idx.exact != choose_index(n, space.dim, space.memory_budget).exact or not (
-            built_n / 4 <= n <= built_n * 4)
+        return idx.exact != plan.exact or not (built_n / 4 <= n <= built_n * 4)
 
     def build_index(self, space: Space, *, progress: bool = False) -> SpaceIndex:
         """Build the space's index from the database (the factory from ``_index_plan``), tune
