@@ -99,7 +99,7 @@ def test_plan_arithmetic(planned_store, cli):
     assert q["expected_accuracy"] == 0.95  # beyond the measured range: the last measured value
     assert q["fitted_accuracy"] == pytest.approx(1 - 0.5 * 3331 ** -0.3)
     assert p["storage"]["vectors_bytes"] == 4_000_000 * 256 * 4
-    assert p["storage"]["index"] == "IVF8192,SQ8"  # 4 sqrt(4M) = 8000 -> 2^13 lists, 1 GB of 8-bit codes
+    assert p["storage"]["index"] == "IVF4096,SQ8"  # 2 sqrt(4M) = 4000 -> 2^12 lists, 1 GB of 8-bit codes
     assert p["feasible"] and p["problems"] == []
     assert any("vecstore suggest" in c for c in p["conditions"])
     assert any("given by --gpu-images-per-s, not measured" in a for a in p["assumptions"])

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vecstore.graph import knn_search
+from vecstore.graph import exact_knn, knn_search
 from vecstore.index import choose_index, parse_size
 from vecstore.store import Store
 
@@ -41,10 +41,10 @@ def test_choose_index_follows_size_dimension_and_budget():
     small = choose_index(1500, 2048)
     assert small.exact and small.factory == "Flat"
     big = choose_index(1_000_000, 512, 8 * 2**30)
-    assert big.factory == "IVF4096,SQ8" and not big.exact
-    assert choose_index(4_000_000, 2048, 6 * 2**30).factory == "IVF8192,SQ4"  # 8 GB of SQ8 > 6 GiB
+    assert big.factory == "IVF2048,SQ8" and not big.exact  # 2 sqrt(1M) lists
+    assert choose_index(4_000_000, 2048, 6 * 2**30).factory == "IVF4096,SQ4"  # 8 GB of SQ8 > 6 GiB
     pq = choose_index(4_000_000, 2048, 2 * 2**30)
-    assert pq.factory == "IVF8192,PQ256" and pq.bytes <= 2 * 2**30 and "product quantisation" in pq.why
+    assert pq.factory == "IVF4096,PQ256" and pq.bytes <= 2 * 2**30 and "product quantisation" in pq.why
 
 
 def test_parse_size():
@@ -55,6 +55,22 @@ def test_parse_size():
 
 
 # ---- k-NN graph ----------------------------------------------------------------------------
+def test_exact_knn_matches_brute_force_and_leaves_out_excluded_rows():
+    rng = np.random.default_rng(3)
+    db = rng.standard_normal((300, 16)).astype(np.float32)
+    q = db[:40]
+    sims, idx = exact_knn(q, db, 5, exclude=np.arange(40))
+    scores = q @ db.T
+    scores[np.arange(40), np.arange(40)] = -np.inf
+    want = np.argsort(-scores, axis=1)[:, :5]
+    assert (idx == want).all()
+    assert np.allclose(sims, np.take_along_axis(scores, want, axis=1), atol=1e-5)
+    # more neighbours asked than there are rows: the missing ones are -1 / 0
+    s2, i2 = exact_knn(db[:2], db[:3], 5, exclude=np.array([0, 1]))
+    assert i2.shape == (2, 3) and (i2[:, 2] == -1).all() and (s2[:, 2] == 0).all()
+    assert set(i2[0, :2]) == {1, 2} and set(i2[1, :2]) == {0, 2}
+
+
 def test_ivf_self_join_reaches_its_recall_target_and_reports_it():
     x, _ = mixture(6000)
     sims, nbrs, stats = knn_search(x, 10, exact_max=1000, return_stats=True)

@@ -2,18 +2,20 @@
 weights s^gamma, symmetrised W + W^T, as a scipy sparse matrix.
 
 Small sets get exact neighbours. Past ``exact_max`` rows the graph is an IVF self-join: the
-rows are partitioned by k-means (the IVF coarse quantizer), and the rows of each cell are
-searched exactly against the rows of the ``nprobe`` cells nearest to it. Searching a whole
-cell at once turns the scan into dense matrix products (BLAS), where searching the rows one
-by one through an IVF index is bound by memory bandwidth: on 1M x 512 vectors the self-join
-is an order of magnitude faster than ``index.search`` over every row at the same recall.
-``nprobe`` is chosen on a sample of rows so that the graph reaches ``target_recall`` of the
-exact k nearest neighbours; memory stays bounded by one cell's candidates at a time.
+rows are partitioned by k-means (the IVF coarse quantizer), each row probes the ``nprobe``
+cells whose centroids are nearest to it, as an IVF search does, but the search runs list by
+list: every row probing a cell is scored against that cell's members in one dense matrix
+product (BLAS), instead of each row scanning its lists one by one, which is bound by memory
+bandwidth. On 1M x 512 vectors that is an order of magnitude faster than ``index.search``
+over every row at the same recall (bench/BENCHMARKS.md). ``nprobe`` is chosen on a sample of
+rows so that the graph holds ``target_recall`` of the exact k nearest neighbours; memory stays
+bounded by one block of scores at a time.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
@@ -23,7 +25,7 @@ import scipy.sparse as sp
 from .index import normalize
 
 EXACT_MAX = 20_000  # rows; n^2 d multiply-adds stay around 0.2 TFLOP at 512-d
-NPROBES = (2, 4, 8, 16, 32, 64, 128)
+NPROBES = (1, 2, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128)
 
 
 @dataclass
@@ -42,66 +44,121 @@ class GraphStats:
         return dict(self.__dict__)
 
 
-def _drop_self(rows: np.ndarray, d: np.ndarray, i: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first k neighbours of each row that are not the row itself (ties can put a duplicate
-    vector before it); -1 / 0 pad when fewer are left."""
-    keep = i != rows[:, None]
-    keep &= i >= 0
-    # stable order of the kept entries: rank the kept ones first, then cut at k
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    ii = np.take_along_axis(i, order, axis=1)
-    dd = np.take_along_axis(d, order, axis=1)
+class TopK:
+    """Running k best (largest) scores and their ids for each of m rows, merged block by block."""
+
+    def __init__(self, m: int, k: int) -> None:
+        self.k = k
+        self.sims = np.full((m, k), -np.inf, np.float32)
+        self.ids = np.full((m, k), -1, np.int64)
+
+    def push(self, rows: np.ndarray | slice, scores: np.ndarray, ids: np.ndarray) -> None:
+        """Merge ``scores`` (len(rows), c) whose columns are ``ids`` (c,) or (len(rows), c)."""
+        k = self.k
+        if scores.shape[1] > k:  # keep the block's own k best first: a cheap partial sort
+            part = np.argpartition(scores, -k, axis=1)[:, -k:]
+            scores = np.take_along_axis(scores, part, axis=1)
+            ids = ids[part] if ids.ndim == 1 else np.take_along_axis(ids, part, axis=1)
+        elif ids.ndim == 1:
+            ids = np.broadcast_to(ids, scores.shape)
+        s = np.concatenate([self.sims[rows], scores], axis=1)
+        i = np.concatenate([self.ids[rows], ids], axis=1)
+        best = np.argpartition(s, -k, axis=1)[:, -k:]
+        self.sims[rows] = np.take_along_axis(s, best, axis=1)
+        self.ids[rows] = np.take_along_axis(i, best, axis=1)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sims, ids) sorted by decreasing similarity; -1 / 0 where fewer than k were seen."""
+        order = np.argsort(-self.sims, axis=1, kind="stable")
+        s = np.take_along_axis(self.sims, order, axis=1)
+        i = np.take_along_axis(self.ids, order, axis=1)
+        empty = (i < 0) | ~np.isfinite(s)
+        return np.where(empty, 0, s).astype(np.float32), np.where(empty, -1, i)
+
+
+@contextmanager
+def _blas():
+    """Let faiss.knn compute its scores with BLAS matrix products for any number of queries.
+
+    faiss takes a scalar loop below ``distance_compute_blas_threshold`` queries (128,000 in
+    faiss 1.15): on the few-hundred to few-thousand-row blocks of the self-join that loop is
+    3-8x slower than BLAS here (bench/BENCHMARKS.md). The setting is process-wide, so it is
+    restored on exit; it changes speed only, never results."""
+    cv = faiss.cvar
+    old = cv.distance_compute_blas_threshold, cv.distance_compute_blas_database_bs
+    cv.distance_compute_blas_threshold, cv.distance_compute_blas_database_bs = 1, 4096
+    try:
+        yield
+    finally:
+        cv.distance_compute_blas_threshold, cv.distance_compute_blas_database_bs = old
+
+
+def exact_knn(q: np.ndarray, db: np.ndarray, k: int, *, exclude: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k inner products of the rows of q among the rows of db: (sims, indices),
+    each (len(q), min(k, len(db))), best first, -1 / 0 where fewer are left. ``exclude[r]``
+    is a db row that query r must not get (its own row)."""
+    k = min(k, len(db))
+    if k <= 0 or not len(q):
+        return np.zeros((len(q), max(k, 0)), np.float32), np.full((len(q), max(k, 0)), -1, np.int64)
+    with _blas():
+        d, i = faiss.knn(q, db, min(k + (exclude is not None), len(db)), metric=faiss.METRIC_INNER_PRODUCT)
+    if exclude is None:
+        return d, i
+    keep = (i != np.asarray(exclude)[:, None]) & (i >= 0)
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept entries first, in order
     ok = np.take_along_axis(keep, order, axis=1)
-    pad = k - ii.shape[1]
-    ii, dd, ok = (np.pad(a, ((0, 0), (0, max(pad, 0))), constant_values=v) for a, v in ((ii, -1), (dd, 0), (ok, False)))
-    return np.where(ok, dd, 0).astype(np.float32), np.where(ok, ii, -1).astype(np.int64)
+    return (np.where(ok, np.take_along_axis(d, order, axis=1), 0).astype(np.float32),
+            np.where(ok, np.take_along_axis(i, order, axis=1), -1))
 
 
-def _exact(x: np.ndarray, k: int, batch: int, bar) -> tuple[np.ndarray, np.ndarray]:
+def _exact(x: np.ndarray, k: int, bar, step: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     n = len(x)
-    sims = np.zeros((n, k), np.float32)
-    nbrs = np.full((n, k), -1, np.int64)
-    kk = min(k + 1, n)
-    for start in range(0, n, batch):
-        stop = min(start + batch, n)
-        d, i = faiss.knn(x[start:stop], x, kk, metric=faiss.METRIC_INNER_PRODUCT)
-        sims[start:stop], nbrs[start:stop] = _drop_self(np.arange(start, stop), d, i, k)
+    sims, nbrs = np.zeros((n, k), np.float32), np.full((n, k), -1, np.int64)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        s, i = exact_knn(x[start:stop], x, k + 1, exclude=np.arange(start, stop))
+        m = min(k, s.shape[1])
+        sims[start:stop, :m], nbrs[start:stop, :m] = s[:, :m], i[:, :m]
         if bar is not None:
             bar.update(stop - start)
     return sims, nbrs
 
 
-def _partition(x: np.ndarray, nlist: int, seed: int, bar) -> tuple[np.ndarray, np.ndarray]:
-    """k-means centroids (trained on a sample) and the cell of every row."""
+def _centroids(x: np.ndarray, nlist: int, seed: int) -> np.ndarray:
+    """Spherical k-means centroids trained on a sample of 32 rows a cell (a coarse quantizer)."""
     km = faiss.Kmeans(x.shape[1], nlist, niter=10, seed=seed, spherical=True,
                       max_points_per_centroid=32, min_points_per_centroid=1, verbose=False)
     rng = np.random.default_rng(seed)
-    sample = x[np.sort(rng.choice(len(x), size=min(len(x), 32 * nlist), replace=False))]
-    km.train(sample)
-    cent = km.centroids
-    cell = np.empty(len(x), np.int64)
-    for start in range(0, len(x), 65536):
-        stop = min(start + 65536, len(x))
-        cell[start:stop] = faiss.knn(x[start:stop], cent, 1, metric=faiss.METRIC_INNER_PRODUCT)[1][:, 0]
-    return cent, cell
+    km.train(x[np.sort(rng.choice(len(x), size=min(len(x), 32 * nlist), replace=False))])
+    return km.centroids
 
 
-def _choose_nprobe(x: np.ndarray, k: int, cell: np.ndarray, near_cells: np.ndarray,
-                   target: float, sample: int, seed: int) -> tuple[int, float, int]:
-    """Smallest nprobe whose candidate cells hold >= target of the exact k-NN of sampled rows.
+def _nearest_cells(x: np.ndarray, cent: np.ndarray, p: int) -> np.ndarray:
+    """The p cells nearest to each row, nearest first, int32 (n, p)."""
+    out = np.empty((len(x), p), np.int32)
+    step = 65536
+    for start in range(0, len(x), step):
+        out[start : start + step] = exact_knn(x[start : start + step], cent, p)[1]
+    return out
 
-    Within its candidates a row's search is exact, so the recall of the join is the share of
-    true neighbours that live in the probed cells: measured directly, no trial joins."""
+
+def _choose_nprobe(x: np.ndarray, k: int, cent: np.ndarray, target: float, sample: int,
+                   seed: int) -> tuple[int, float, int]:
+    """Smallest nprobe at which sampled rows' probed cells hold >= target of their exact k-NN.
+
+    A row's search is exact within the cells it probes, so the recall of the join is the
+    share of true neighbours living in those cells: measured directly, no trial joins."""
     rng = np.random.default_rng(seed + 1)
     q = np.sort(rng.choice(len(x), size=min(sample, len(x)), replace=False))
-    d, i = faiss.knn(x[q], x, min(k + 1, len(x)), metric=faiss.METRIC_INNER_PRODUCT)
-    _, truth = _drop_self(q, d, i, k)
+    _, truth = exact_knn(x[q], x, min(k, len(x) - 1), exclude=q)
     valid = truth >= 0
-    true_cells = cell[np.where(valid, truth, 0)]
-    best = (near_cells.shape[1], 1.0)
-    for p in [p for p in NPROBES if p < near_cells.shape[1]] + [near_cells.shape[1]]:
-        probed = near_cells[cell[q], :p]  # (sample, p)
-        hit = (true_cells[:, :, None] == probed[:, None, :]).any(axis=2) & valid
+    home = _nearest_cells(x[np.where(valid, truth, 0).ravel()], cent, 1).reshape(truth.shape)
+    ladder = [p for p in NPROBES if p < len(cent)] + ([len(cent)] if len(cent) <= max(NPROBES) else [])
+    probes = _nearest_cells(x[q], cent, ladder[-1])
+    best = (ladder[-1], 1.0)
+    for p in ladder:
+        hit = (home[:, :, None] == probes[:, None, :p]).any(axis=2) & valid
         recall = float(hit.sum() / max(valid.sum(), 1))
         if recall >= target:
             return p, recall, len(q)
@@ -111,7 +168,7 @@ def _choose_nprobe(x: np.ndarray, k: int, cell: np.ndarray, near_cells: np.ndarr
 
 def knn_search(x: np.ndarray, k: int, *, exact_max: int = EXACT_MAX, target_recall: float = 0.95,
                nlist: int | None = None, progress: bool = False, seed: int = 0,
-               batch: int = 16384, return_stats: bool = False):
+               return_stats: bool = False):
     """k nearest neighbours (cosine) of every row among the rows, itself left out.
 
     Returns (similarities, indices), each (n, k), -1 / 0 padding where a row has fewer than k
@@ -125,7 +182,7 @@ def knn_search(x: np.ndarray, k: int, *, exact_max: int = EXACT_MAX, target_reca
     bar = tqdm(total=n, desc=f"{k}-NN graph", unit="img", disable=not progress, leave=False)
     try:
         if n <= exact_max:
-            sims, nbrs = _exact(x, k, batch, bar)
+            sims, nbrs = _exact(x, k, bar)
             stats = GraphStats("exact", n, k)
         else:
             sims, nbrs, stats = _ivf_join(x, k, nlist, target_recall, seed, bar)
@@ -137,32 +194,47 @@ def knn_search(x: np.ndarray, k: int, *, exact_max: int = EXACT_MAX, target_reca
 def _ivf_join(x: np.ndarray, k: int, nlist: int | None, target: float, seed: int, bar):
     n = len(x)
     # ~2 sqrt(n) cells of ~sqrt(n)/2 rows: the join costs n * nprobe * n/nlist * d, the
-    # partition n * nlist * d; this balances them at nprobe ~ 16-32
+    # partition n * nlist * d; this balances them at nprobe ~ 16-64
     nlist = nlist or int(2 ** round(math.log2(2 * math.sqrt(n))))
     nlist = max(2, min(nlist, n // 8))
-    cent, cell = _partition(x, nlist, seed, bar)
-    max_probe = min(nlist, max(NPROBES))
-    near_cells = faiss.knn(cent, cent, max_probe, metric=faiss.METRIC_INNER_PRODUCT)[1]
-    nprobe, recall, sampled = _choose_nprobe(x, k, cell, near_cells, target, 1000, seed)
-    order = np.argsort(cell, kind="stable")
-    bounds = np.searchsorted(cell[order], np.arange(nlist + 1))
-    members = [order[bounds[c] : bounds[c + 1]] for c in range(nlist)]
-    sims = np.zeros((n, k), np.float32)
-    nbrs = np.full((n, k), -1, np.int64)
+    cent = _centroids(x, nlist, seed)
+    nprobe, recall, sampled = _choose_nprobe(x, k, cent, target, 1000, seed)
+    probes = _nearest_cells(x, cent, nprobe)  # (n, nprobe); the first is the row's own cell
     bar.set_postfix_str(f"nprobe {nprobe}")
+    members = _lists(probes[:, 0], nlist)
+    prober = _lists(probes.ravel(), nlist, stride=nprobe)  # rows probing each cell
+    del probes
+    top = TopK(n, k + 1)  # +1: a row meets itself in its own cell
+    done = 0
     for c in range(nlist):
-        rows = members[c]
-        if not len(rows):
+        mem, qs = members[c], prober[c]
+        if not len(mem) or not len(qs):
             continue
-        cand = np.concatenate([members[j] for j in near_cells[c, :nprobe]])
-        kk = min(k + 1, len(cand))
-        d, i = faiss.knn(x[rows], x[cand], kk, metric=faiss.METRIC_INNER_PRODUCT)
-        i = np.where(i >= 0, cand[np.clip(i, 0, None)], -1)
-        sims[rows], nbrs[rows] = _drop_self(rows, d, i, k)
-        bar.update(len(rows))
+        xm = x[mem]
+        step = 16384  # rows gathered and scored at once (32 MiB of 512-d queries)
+        for start in range(0, len(qs), step):
+            rows = qs[start : start + step]
+            d, i = exact_knn(x[rows], xm, k + 1)
+            top.push(rows, d, np.where(i >= 0, mem[np.clip(i, 0, None)], -1))
+        done += len(mem)
+        bar.update(len(mem))
+    sims, nbrs = top.result()
+    own = nbrs == np.arange(n)[:, None]
+    # drop the row itself (or, if it was crowded out by duplicates, the last entry)
+    keep = ~own
+    keep[~own.any(axis=1), k] = False
+    sims = sims[keep].reshape(n, k)
+    nbrs = nbrs[keep].reshape(n, k)
     return sims, nbrs, GraphStats("ivf-self-join", n, k, nlist, nprobe, round(recall, 4), sampled)
 
 
+def _lists(cells: np.ndarray, nlist: int, stride: int = 1) -> list[np.ndarray]:
+    """Row numbers grouped by cell: entry j of ``cells`` belongs to row j // stride."""
+    order = np.argsort(cells, kind="stable")
+    bounds = np.searchsorted(cells[order], np.arange(nlist + 1))
+    if stride > 1:
+        order //= stride
+    return [order[bounds[c] : bounds[c + 1]] for c in range(nlist)]
 def knn_graph(x: np.ndarray, k: int, gamma: float = 3.0, *, return_stats: bool = False, **search_kw):
     """Symmetric sparse affinity W = A + A^T with A_ij = max(s_ij, 0)^gamma for j in kNN(i).
 

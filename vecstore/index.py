@@ -165,10 +165,12 @@ class SpaceIndex:
         out = {"target": target, "k": k, "params": {}}
         if self.exact or n == 0:
             return {**out, "recall": 1.0, "sample": 0}
+        from .graph import exact_knn
+
         rng = np.random.default_rng(seed)
         q = np.sort(rng.choice(n, size=min(sample, n), replace=False))
         xq = normalize(x[q])
-        truth = ids[faiss.knn(xq, normalize(x), k, metric=faiss.METRIC_INNER_PRODUCT)[1]]
+        truth = ids[exact_knn(xq, normalize(x), k)[1]]
         name, ladder = ("nprobe", [p for p in NPROBE_LADDER if p <= _ivf(self.index).nlist]) \
             if _ivf(self.index) is not None else ("efSearch", list(EFSEARCH_LADDER)) \
             if _hnsw(self.index) is not None else (None, [None])
@@ -248,20 +250,23 @@ class IndexPlan:
 
 
 def choose_index(n: int, dim: int, memory_budget: int | None = None) -> IndexPlan:
-    """The index a space of n vectors of dim dimensions gets, following the FAISS guidelines
-    (github.com/facebookresearch/faiss/wiki/Guidelines-to-choose-an-index) as autofaiss does:
-    exact search while a scan of all vectors is a few milliseconds, then IVF with ~4 sqrt(n)
-    lists. The lists hold 8-bit scalar-quantised vectors (SQ8) while they fit the memory
-    budget: a single query is bound by memory bandwidth, and at 1M x 512 SQ8 answers in half
-    the time of full vectors at the same recall (bench/BENCHMARKS.md); past the budget,
-    4-bit (SQ4), then product quantisation (PQ, dim/8 bytes a vector)."""
+    """The index a space of n vectors of dim dimensions gets, after the FAISS guidelines
+    (github.com/facebookresearch/faiss/wiki/Guidelines-to-choose-an-index) and autofaiss:
+    exact search while a scan of all vectors takes a few milliseconds, then IVF. The lists
+    hold 8-bit scalar-quantised vectors (SQ8) while they fit the memory budget: a single query
+    is bound by memory bandwidth, and SQ8 answers in half the time of full vectors at the same
+    recall; past the budget, 4-bit (SQ4), then product quantisation (PQ, dim/8 bytes a vector).
+
+    ~2 sqrt(n) lists, under the guidelines' 4-16 sqrt(n): on 1M x 512 here IVF2048,SQ8 trains
+    and fills in half the time of IVF4096,SQ8 and answers a query faster at the same recall@10
+    once nprobe is tuned (bench/BENCHMARKS.md, "IVF lists")."""
     ids = n * 16  # ids + the inverted-list overhead
     flat = n * dim * 4
     if flat <= EXACT_MAX_BYTES:
         return IndexPlan("Flat", flat + n * 8, True,
                          f"{n:,} vectors x {dim} ({flat / 2**20:.0f} MiB): exact search is fast enough")
     budget = memory_budget if memory_budget is not None else default_memory_budget()
-    nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))
+    nlist = int(2 ** round(np.log2(2 * np.sqrt(n))))
     nlist = max(16, min(nlist, n // 39))  # FAISS wants >= 39 training points per list
     quant = nlist * dim * 4
     for factory, per in ((f"IVF{nlist},SQ8", dim), (f"IVF{nlist},SQ4", dim // 2)):
