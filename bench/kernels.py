@@ -5,14 +5,14 @@
    (40 vectors a list), filled, then tuned by ``SpaceIndex.tune`` to recall@10 >= 0.95:
    seconds for each step, the tuned nprobe and recall, and the p50 / p95 latency of 300
    single queries (``SpaceIndex.search``).
-2. Exact top-k blocks of the IVF self-join (``vecstore.graph``): ``faiss.knn`` on its default
-   path, ``faiss.knn`` inside ``graph._blas()`` (BLAS for any number of queries), and numpy
-   (matrix product + argpartition), on the block shapes the join and the exact graph meet.
+2. Exact top-k blocks (the IVF self-join's, the exact graph's, an IVF quantizer's assignment of
+   a chunk of vectors to their list, the recall sample's): ``faiss.knn`` as it is, ``faiss.knn``
+   forced onto BLAS for any number of queries, and numpy (matrix product + argpartition).
 3. Conjugate gradient on the k-NN graph of ``--graph-n`` rows (``LabelPropagation``'s
    I - 0.99 S): a sparse matrix-vector product and scipy's cg per class, with the rows in
    database order and renumbered by reverse Cuthill-McKee.
 
-    .venv/bin/python bench/kernels.py --record           # about 6 minutes here
+    .venv/bin/python bench/kernels.py --record           # about 12 minutes here
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 import shlex
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchutil import machine_line, markdown_table, record  # noqa: E402
 from synth import Mixture  # noqa: E402
 
-from vecstore.graph import _blas, knn_graph, normalized_affinity  # noqa: E402
+from vecstore.graph import knn_graph, normalized_affinity  # noqa: E402
 from vecstore.index import SpaceIndex, normalize  # noqa: E402
 
 
@@ -77,6 +78,19 @@ def ivf_lists(x: np.ndarray) -> tuple[str, list]:
                               "1 query p50 / p95 ms"], rows, [":--", "--:", "--:", "--:", "--:", ":--", "--:", "--:"]))
 
 
+@contextmanager
+def blas_always():
+    """faiss.knn through BLAS for any number of queries (faiss's scalar loop is taken below
+    distance_compute_blas_threshold = 128,000 queries): the alternative measured here."""
+    cv = faiss.cvar
+    old = cv.distance_compute_blas_threshold, cv.distance_compute_blas_database_bs
+    cv.distance_compute_blas_threshold, cv.distance_compute_blas_database_bs = 1, 4096
+    try:
+        yield
+    finally:
+        cv.distance_compute_blas_threshold, cv.distance_compute_blas_database_bs = old
+
+
 def knn_blocks(x: np.ndarray) -> str:
     def numpy_topk(q, db, k):
         s = q @ db.T
@@ -87,25 +101,27 @@ def knn_blocks(x: np.ndarray) -> str:
         return faiss.knn(q, db, k, metric=faiss.METRIC_INNER_PRODUCT)
 
     def faiss_blas(q, db, k):
-        with _blas():
+        with blas_always():
             return faiss.knn(q, db, k, metric=faiss.METRIC_INNER_PRODUCT)
 
     rows = []
     for what, nq, nb in (("join block: rows probing a cell x its members", 16384, 490),
+                         ("old cell-by-cell join block: a cell x its probed cells", 200, 12500),
                          ("join block, small cell", 2048, 200),
                          ("exact graph block (20k rows)", 4096, 20000),
+                         ("IVF add: a chunk x 2048 centroids", 65536, 2048),
                          ("recall sample x all rows", 1000, len(x))):
         q, db = x[:nq].copy(), x[-nb:].copy()
         gf = 2 * nq * nb * x.shape[1] / 1e9
         rep = max(1, int(20 / gf))
         cells = []
         for f in (faiss_knn, faiss_blas, numpy_topk):
-            s, _ = timed(lambda f=f: f(q, db, 6), rep)
+            s, _ = timed(lambda f=f, q=q, db=db: f(q, db, 6), rep)
             cells.append(f"{1000 * s:.1f} ms ({gf / s:.0f} GFLOPS)")
         rows.append([what, f"{nq:,} x {nb:,}", *cells])
         print(rows[-1], flush=True)
     return ("Exact top-6 inner products, 512-d, one block:\n\n"
-            + markdown_table(["block", "queries x rows", "faiss.knn (default)", "faiss.knn in graph._blas()",
+            + markdown_table(["block", "queries x rows", "faiss.knn (default)", "faiss.knn, BLAS forced",
                               "numpy matmul + argpartition"], rows, [":--", "--:", "--:", "--:", "--:"]))
 
 

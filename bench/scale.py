@@ -17,15 +17,15 @@ Baselines, in the same run:
 
 - scikit-learn ``LabelSpreading(kernel="knn")`` (its defaults: 7 neighbours, 30 iterations)
   on the 100k vectors and labels, against ``vecstore.propagate.LabelPropagation`` at its
-  defaults on the same arrays: time ratio and accuracies. At 1M it runs in a child process
-  with a memory cap (``--sklearn-memory``) and a time limit (``--sklearn-timeout``): what it
-  did is reported (finished, killed at the limit, or out of memory).
+  defaults on the same arrays, each in a fresh process: time ratio and accuracies. At 1M
+  scikit-learn runs with a memory cap (``--sklearn-memory``) and a time limit
+  (``--sklearn-timeout``): what it did is reported (finished, killed, or out of memory).
 - scikit-learn ``KMeans(k=100, init="k-means++", n_init=1, max_iter=25, tol=0)`` against
   ``FaissKMeans(100, n_init=1, max_iter=25)`` on all of the first 200k vectors (L2-normalised,
   same objective): time ratio and inertia ratio; the inertia of ``vecstore cluster``'s own
   settings (10 restarts, trained on a 512-per-cluster sample) is reported too.
 
-Run from the repository root (about 25 minutes on a 2-core machine)::
+Run from the repository root (about 35 minutes on a 2-core machine)::
 
     .venv/bin/python bench/scale.py --record
     .venv/bin/python bench/scale.py --sizes 10000,100000     # quicker
@@ -150,17 +150,20 @@ def vecstore_spreading(x: np.ndarray, y: np.ndarray, labeled: np.ndarray) -> tup
     return seconds, float((pred[~labeled] == y[~labeled]).mean()), lp.graph_.to_dict()
 
 
-def sklearn_child(folder: str, n: int, timeout: int, memory: int) -> str:
-    """LabelSpreading on n vectors in a child process capped at `memory` bytes and `timeout` s."""
+def spreading_child(which: str, folder: str, n: int, timeout: int, memory: int) -> dict | str:
+    """``sklearn_spreading`` or ``vecstore_spreading`` on the first n vectors, in a fresh child
+    process capped at ``memory`` bytes and ``timeout`` seconds: its result as a dict, or what
+    stopped it. A child of its own for each: scikit-learn's OpenMP runtime and faiss's, loaded
+    in one process, slowed scikit-learn's neighbour search 2.4x in a first run here."""
     code = (
-        "import sys, time, numpy as np, resource\n"
+        "import sys, json, numpy as np, resource\n"
         f"resource.setrlimit(resource.RLIMIT_AS, ({memory}, {memory}))\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from scale import sklearn_spreading\n"
+        f"from scale import {which}_spreading as run\n"
         f"x = np.load({folder!r} + '/x.npy', mmap_mode='r')[:{n}].astype(np.float32)\n"
         "x /= np.linalg.norm(x, axis=1, keepdims=True)\n"
         f"y = np.load({folder!r} + '/y.npy')[:{n}]; lab = np.load({folder!r} + '/labeled.npy')[:{n}]\n"
-        "t, a = sklearn_spreading(x, y, lab); print(f'finished in {t:.0f} s, accuracy {a:.3f}')\n"
+        "r = run(x, y, lab); print(json.dumps({'seconds': r[0], 'accuracy': r[1], 'graph': (r[2:] or [None])[0]}))\n"
     )
     t0 = time.perf_counter()
     try:
@@ -170,7 +173,7 @@ def sklearn_child(folder: str, n: int, timeout: int, memory: int) -> str:
     if p.returncode:
         last = (p.stderr.strip().splitlines() or ["?"])[-1]
         return f"failed after {time.perf_counter() - t0:.0f} s: {last[:200]}"
-    return p.stdout.strip()
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def kmeans_compare(x: np.ndarray) -> dict:
@@ -222,19 +225,18 @@ def main() -> None:
         r["cluster"] = run_rss([*vs, "cluster", "--space", "synth", "-k", "100", "--json"])
         q = query_latency(store)
         acc = accuracy_of_run(store, prop["run_id"], y, labeled)
-        sample_x = np.load(folder / "x.npy", mmap_mode="r")[: min(n, 100000)]
-        purity = neighbour_purity(np.asarray(sample_x), y[: len(sample_x)])
+        purity = neighbour_purity(np.load(folder / "x.npy"), y)
         steps[n] = {"import_rows_s": imp["seconds_rows"], **{k: v[:2] for k, v in r.items()}, "query": q,
                     "accuracy": acc, "graph": prop["graph"], "purity": purity, "labels": int(labeled.sum())}
         print(n, json.dumps({k: v for k, v in steps[n].items()}, default=str), flush=True)
         if n == 100000:
-            x = np.load(folder / "x.npy").astype(np.float32)
-            x /= np.linalg.norm(x, axis=1, keepdims=True)
-            sk_s, sk_acc = sklearn_spreading(x, y, labeled)
-            vs_s, vs_acc, g = vecstore_spreading(x, y, labeled)
-            extra.append(("LabelSpreading 100k", sk_s, sk_acc, vs_s, vs_acc, g))
+            cap = int(float(a.sklearn_memory) * 2**30)
+            sk = spreading_child("sklearn", str(folder), n, 3600, cap)
+            vs = spreading_child("vecstore", str(folder), n, 3600, cap)
+            if isinstance(sk, str) or isinstance(vs, str):
+                raise SystemExit(f"label spreading at 100k: scikit-learn {sk}; vecstore {vs}")
+            extra.append(("LabelSpreading 100k", sk["seconds"], sk["accuracy"], vs["seconds"], vs["accuracy"], vs["graph"]))
             print(extra[-1], flush=True)
-            del x
         if n >= 200000:
             x = np.load(folder / "x.npy", mmap_mode="r")[:200000].astype(np.float32)
             x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -243,7 +245,9 @@ def main() -> None:
             print(km, flush=True)
             del x
         if n >= 1000000:
-            res = sklearn_child(str(folder), n, a.sklearn_timeout, int(float(a.sklearn_memory) * 2**30))
+            res = spreading_child("sklearn", str(folder), n, a.sklearn_timeout, int(float(a.sklearn_memory) * 2**30))
+            if isinstance(res, dict):
+                res = f"finished in {res['seconds']:.0f} s, accuracy {res['accuracy']:.3f}"
             extra.append(("LabelSpreading 1M", res))
             print(res, flush=True)
 

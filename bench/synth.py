@@ -89,14 +89,13 @@ class Mixture:
 
 def neighbour_purity(x: np.ndarray, y: np.ndarray, k: int = 10, queries: int = 2000, seed: int = 0) -> float:
     """Mean share of the exact k nearest neighbours (cosine) of sampled rows from their own cluster."""
-    import faiss
+    from vecstore.graph import exact_knn
+    from vecstore.index import normalize
 
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(xn)
-    q = np.random.default_rng(seed).choice(len(x), size=min(queries, len(x)), replace=False)
-    _, nb = index.search(xn[q], k + 1)
-    return float((y[nb[:, 1:]] == y[q][:, None]).mean())
+    xn = normalize(x)
+    q = np.sort(np.random.default_rng(seed).choice(len(x), size=min(queries, len(x)), replace=False))
+    _, nb = exact_knn(xn[q], xn, k, exclude=q)
+    return float((y[nb] == y[q][:, None]).mean())
 
 
 if __name__ == "__main__":

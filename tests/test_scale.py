@@ -215,6 +215,7 @@ def test_propagation_on_a_large_space_uses_the_approximate_graph(tmp_path, cli, 
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["graph"]["method"] == "ivf-self-join" and out["graph"]["recall"] >= 0.95
+    assert set(out["seconds"]) == {"load", "graph", "solve", "write"} and out["seconds"]["graph"] > 0
     pred = dict(db("SELECT i.path, p.label FROM predictions p JOIN images i ON i.id = p.image_id"))
     right = np.mean([pred[str(Path.cwd() / f"img/{i:05d}.png")] == f"c{y[i]}" for i in range(len(x))])
     assert right >= 0.9

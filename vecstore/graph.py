@@ -4,18 +4,16 @@ weights s^gamma, symmetrised W + W^T, as a scipy sparse matrix.
 Small sets get exact neighbours. Past ``exact_max`` rows the graph is an IVF self-join: the
 rows are partitioned by k-means (the IVF coarse quantizer), each row probes the ``nprobe``
 cells whose centroids are nearest to it, as an IVF search does, but the search runs list by
-list: every row probing a cell is scored against that cell's members in one dense matrix
-product (BLAS), instead of each row scanning its lists one by one, which is bound by memory
-bandwidth. On 1M x 512 vectors that is an order of magnitude faster than ``index.search``
-over every row at the same recall (bench/BENCHMARKS.md). ``nprobe`` is chosen on a sample of
-rows so that the graph holds ``target_recall`` of the exact k nearest neighbours; memory stays
-bounded by one block of scores at a time.
+list: all the rows probing a cell are scored against that cell's members in one exact
+``faiss.knn`` call, which reads each member once for thousands of rows, instead of each row
+scanning its lists one by one, which is bound by memory bandwidth. ``nprobe`` is chosen on a
+sample of rows so that the graph holds ``target_recall`` of the exact k nearest neighbours;
+memory stays bounded by one block of rows at a time.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
@@ -26,6 +24,7 @@ from .index import normalize
 
 EXACT_MAX = 20_000  # rows; n^2 d multiply-adds stay around 0.2 TFLOP at 512-d
 NPROBES = (1, 2, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128)
+JOIN_ROWS = 16384  # rows probing a cell gathered and scored at once: 32 MiB at 512-d
 
 
 @dataclass
@@ -52,18 +51,11 @@ class TopK:
         self.sims = np.full((m, k), -np.inf, np.float32)
         self.ids = np.full((m, k), -1, np.int64)
 
-    def push(self, rows: np.ndarray | slice, scores: np.ndarray, ids: np.ndarray) -> None:
-        """Merge ``scores`` (len(rows), c) whose columns are ``ids`` (c,) or (len(rows), c)."""
-        k = self.k
-        if scores.shape[1] > k:  # keep the block's own k best first: a cheap partial sort
-            part = np.argpartition(scores, -k, axis=1)[:, -k:]
-            scores = np.take_along_axis(scores, part, axis=1)
-            ids = ids[part] if ids.ndim == 1 else np.take_along_axis(ids, part, axis=1)
-        elif ids.ndim == 1:
-            ids = np.broadcast_to(ids, scores.shape)
+    def push(self, rows: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> None:
+        """Merge a block's candidates for ``rows``: ``scores`` and their ``ids``, (len(rows), c)."""
         s = np.concatenate([self.sims[rows], scores], axis=1)
         i = np.concatenate([self.ids[rows], ids], axis=1)
-        best = np.argpartition(s, -k, axis=1)[:, -k:]
+        best = np.argpartition(s, -self.k, axis=1)[:, -self.k :]
         self.sims[rows] = np.take_along_axis(s, best, axis=1)
         self.ids[rows] = np.take_along_axis(i, best, axis=1)
 
@@ -76,23 +68,6 @@ class TopK:
         return np.where(empty, 0, s).astype(np.float32), np.where(empty, -1, i)
 
 
-@contextmanager
-def _blas():
-    """Let faiss.knn compute its scores with BLAS matrix products for any number of queries.
-
-    faiss takes a scalar loop below ``distance_compute_blas_threshold`` queries (128,000 in
-    faiss 1.15): on the few-hundred to few-thousand-row blocks of the self-join that loop is
-    3-8x slower than BLAS here (bench/BENCHMARKS.md). The setting is process-wide, so it is
-    restored on exit; it changes speed only, never results."""
-    cv = faiss.cvar
-    old = cv.distance_compute_blas_threshold, cv.distance_compute_blas_database_bs
-    cv.distance_compute_blas_threshold, cv.distance_compute_blas_database_bs = 1, 4096
-    try:
-        yield
-    finally:
-        cv.distance_compute_blas_threshold, cv.distance_compute_blas_database_bs = old
-
-
 def exact_knn(q: np.ndarray, db: np.ndarray, k: int, *, exclude: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k inner products of the rows of q among the rows of db: (sims, indices),
@@ -101,8 +76,7 @@ def exact_knn(q: np.ndarray, db: np.ndarray, k: int, *, exclude: np.ndarray | No
     k = min(k, len(db))
     if k <= 0 or not len(q):
         return np.zeros((len(q), max(k, 0)), np.float32), np.full((len(q), max(k, 0)), -1, np.int64)
-    with _blas():
-        d, i = faiss.knn(q, db, min(k + (exclude is not None), len(db)), metric=faiss.METRIC_INNER_PRODUCT)
+    d, i = faiss.knn(q, db, min(k + (exclude is not None), len(db)), metric=faiss.METRIC_INNER_PRODUCT)
     if exclude is None:
         return d, i
     keep = (i != np.asarray(exclude)[:, None]) & (i >= 0)
@@ -117,7 +91,7 @@ def _exact(x: np.ndarray, k: int, bar, step: int = 4096) -> tuple[np.ndarray, np
     sims, nbrs = np.zeros((n, k), np.float32), np.full((n, k), -1, np.int64)
     for start in range(0, n, step):
         stop = min(start + step, n)
-        s, i = exact_knn(x[start:stop], x, k + 1, exclude=np.arange(start, stop))
+        s, i = exact_knn(x[start:stop], x, k, exclude=np.arange(start, stop))
         m = min(k, s.shape[1])
         sims[start:stop, :m], nbrs[start:stop, :m] = s[:, :m], i[:, :m]
         if bar is not None:
@@ -205,18 +179,15 @@ def _ivf_join(x: np.ndarray, k: int, nlist: int | None, target: float, seed: int
     prober = _lists(probes.ravel(), nlist, stride=nprobe)  # rows probing each cell
     del probes
     top = TopK(n, k + 1)  # +1: a row meets itself in its own cell
-    done = 0
     for c in range(nlist):
         mem, qs = members[c], prober[c]
         if not len(mem) or not len(qs):
             continue
         xm = x[mem]
-        step = 16384  # rows gathered and scored at once (32 MiB of 512-d queries)
-        for start in range(0, len(qs), step):
-            rows = qs[start : start + step]
+        for start in range(0, len(qs), JOIN_ROWS):
+            rows = qs[start : start + JOIN_ROWS]
             d, i = exact_knn(x[rows], xm, k + 1)
-            top.push(rows, d, np.where(i >= 0, mem[np.clip(i, 0, None)], -1))
-        done += len(mem)
+            top.push(rows, d, mem[i])
         bar.update(len(mem))
     sims, nbrs = top.result()
     own = nbrs == np.arange(n)[:, None]
@@ -235,6 +206,8 @@ def _lists(cells: np.ndarray, nlist: int, stride: int = 1) -> list[np.ndarray]:
     if stride > 1:
         order //= stride
     return [order[bounds[c] : bounds[c + 1]] for c in range(nlist)]
+
+
 def knn_graph(x: np.ndarray, k: int, gamma: float = 3.0, *, return_stats: bool = False, **search_kw):
     """Symmetric sparse affinity W = A + A^T with A_ij = max(s_ij, 0)^gamma for j in kNN(i).
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -342,7 +343,9 @@ class LabelingMixin:
             raise BadInput(f"--alpha must be between 0 and 1 (exclusive), not {alpha}")
         if n_neighbors < 1:
             raise BadInput("-k must be at least 1")
+        t0 = time.perf_counter()
         sp, ids, x = self.matrix(space)
+        load_s = time.perf_counter() - t0
         seeds = {i: lab for i, lab in self.expert_labels().items()}
         in_space = set(map(int, ids))
         n_seeds = sum(1 for i in seeds if i in in_space)
@@ -352,6 +355,7 @@ class LabelingMixin:
         run_id = self._start_run("propagate", sp.name, params)
         try:
             classes, lp = self._propagate_arrays(x, ids, seeds, n_neighbors, alpha, gamma, progress)
+            t0 = time.perf_counter()
             p = lp.label_distributions_
             has = p.sum(axis=1) > 0
             counts: Counter = Counter()
@@ -386,6 +390,7 @@ class LabelingMixin:
                 "unreached": int((~lp.reached_).sum()), "no_label": int((~has).sum()),
                 "mean_confidence": float(lp.confidence_[unlabeled].mean()) if unlabeled.any() else None,
                 "cg_iterations": lp.n_iter_, "weights_random": sp.weights_random,
+                "seconds": {"load": round(load_s, 2), **lp.seconds_, "write": round(time.perf_counter() - t0, 2)},
             }
             result["counts"] = {str(k): v for k, v in result["counts"].items()}
         except BaseException as exc:

@@ -13,6 +13,8 @@ solves, so that neighbours sit close in memory: at 1M rows a sparse matrix-vecto
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import reverse_cuthill_mckee
@@ -45,7 +47,8 @@ class LabelPropagation:
     ``fit(X, y)`` with y = class index per row, -1 for unlabeled rows. Sets ``classes_``,
     ``label_distributions_`` (n, C, rows sum to 1), ``transduction_`` (argmax),
     ``confidence_``, ``reached_`` (False for rows no seed reaches through the graph: their
-    distribution is the similarity-weighted vote of their nearest reached rows) and ``n_iter_``.
+    distribution is the similarity-weighted vote of their nearest reached rows), ``n_iter_``,
+    ``graph_`` (how the k-NN graph was searched) and ``seconds_`` ({"graph", "solve"}).
 
     >>> lp = LabelPropagation(n_neighbors=5).fit(X, y)     # doctest: +SKIP
     """
@@ -78,7 +81,10 @@ class LabelPropagation:
         if len(self.classes_) == 0:
             raise ValueError("no labeled rows (every y is -1)")
         n, c = len(X), len(self.classes_)
+        t0 = time.perf_counter()
         w, self.graph_ = knn_graph(X, self.n_neighbors, self.gamma, return_stats=True, progress=self.progress)
+        self.seconds_ = {"graph": round(time.perf_counter() - t0, 2)}
+        t0 = time.perf_counter()
         perm = reverse_cuthill_mckee(w, symmetric_mode=True)  # neighbours close in memory
         w = w[perm][:, perm]
         a = sp.identity(n, format="csr") - self.alpha * normalized_affinity(w)
@@ -107,6 +113,7 @@ class LabelPropagation:
         self.label_distributions_ = p
         self.transduction_ = np.where(mass > 0, self.classes_[p.argmax(axis=1)], -1)
         self.confidence_ = entropy_confidence(p)
+        self.seconds_["solve"] = round(time.perf_counter() - t0, 2)
         return self
 
     def _vote(self, X: np.ndarray, z: np.ndarray, reached: np.ndarray) -> np.ndarray:
