@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -43,3 +45,17 @@ def record(name: str, notes: list[str], command: str, body: str) -> Path:
 def markdown_table(header: list[str], rows: list[list[str]], aligns: list[str] | None = None) -> str:
     aligns = aligns or ["--:"] * len(header)
     return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, aligns, *rows])
+
+
+def out_folder(stack: contextlib.ExitStack, out: Path | None, prefix: str, entries: tuple[str, ...]) -> Path:
+    """Where a bench run writes: a temporary folder removed when ``stack`` closes, or ``out``
+    with the ``entries`` a previous run left there (files or folders) removed first."""
+    if out is None:
+        return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    out = out.resolve()
+    for entry in entries:
+        if (out / entry).is_dir():
+            shutil.rmtree(out / entry)
+        else:
+            (out / entry).unlink(missing_ok=True)
+    return out

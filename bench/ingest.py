@@ -30,17 +30,15 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from benchutil import BENCHMARKS_MD, machine_line, record
+from benchutil import BENCHMARKS_MD, machine_line, out_folder, record
 
 RESNET_SCALE = 64  # 8x8 digits -> 512x512 pixels
 QUICK_N = 32
@@ -393,12 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n if args.n is not None else (QUICK_N if args.quick else FULL_N)
     command = shlex.join(["python", "bench/ingest.py", *sys.argv[1:]])
     with contextlib.ExitStack() as stack:
-        if args.out is None:
-            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vecstore-bench-")))
-        else:
-            out = args.out.resolve()
-            for sub in OUT_FOLDERS:
-                shutil.rmtree(out / sub, ignore_errors=True)
+        out = out_folder(stack, args.out, "vecstore-bench-", OUT_FOLDERS)
         for sub in ("weights", "results"):
             (out / sub).mkdir(parents=True)
         print(f"writing {n} ResNet images and the HOG digits under {out}", file=sys.stderr)

@@ -41,16 +41,14 @@ import inspect
 import os
 import platform
 import shlex
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from benchutil import BENCHMARKS_MD, machine_line, record
+from benchutil import BENCHMARKS_MD, machine_line, out_folder, record
 
 SPACES = ("pixels", "hog", "histogram")
 PROPAGATION_SPACE = "pixels"
@@ -392,15 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "bench/quality.py", *sys.argv[1:]])
     defaults = check_propagation_defaults()
     with contextlib.ExitStack() as stack:
-        if args.out is None:
-            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vecstore-quality-")))
-        else:
-            out = args.out.resolve()
-            for entry in OUT_ENTRIES:
-                if (out / entry).is_dir():
-                    shutil.rmtree(out / entry)
-                else:
-                    (out / entry).unlink(missing_ok=True)
+        out = out_folder(stack, args.out, "vecstore-quality-", OUT_ENTRIES)
         log(f"writing the digits under {out}")
         write_digits(out)
         (out / "exports").mkdir()

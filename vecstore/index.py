@@ -159,7 +159,7 @@ class SpaceIndex:
              sample: int = 1000, seed: int = 0) -> dict:
         """Smallest search parameter (nprobe / efSearch) whose recall@k against exact search
         reaches ``target`` on ``sample`` rows of x used as queries. Returns what was chosen and
-        measured: {"params", "recall_at_10", "sample", "target"}."""
+        measured: {"target", "k", "params", "recall", "sample"}."""
         n = len(x)
         k = min(k, n)
         out = {"target": target, "k": k, "params": {}}
@@ -171,9 +171,13 @@ class SpaceIndex:
         q = np.sort(rng.choice(n, size=min(sample, n), replace=False))
         xq = normalize(x[q])
         truth = ids[exact_knn(xq, normalize(x), k)[1]]
-        name, ladder = ("nprobe", [p for p in NPROBE_LADDER if p <= _ivf(self.index).nlist]) \
-            if _ivf(self.index) is not None else ("efSearch", list(EFSEARCH_LADDER)) \
-            if _hnsw(self.index) is not None else (None, [None])
+        ivf = _ivf(self.index)
+        if ivf is not None:
+            name, ladder = "nprobe", [p for p in NPROBE_LADDER if p <= ivf.nlist]
+        elif _hnsw(self.index) is not None:
+            name, ladder = "efSearch", list(EFSEARCH_LADDER)
+        else:  # nothing to tune (PQ without IVF, ...): measure the recall once
+            name, ladder = None, [None]
         recall = 0.0
         for value in ladder:
             if name:

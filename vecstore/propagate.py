@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 from scipy.sparse.linalg import cg
 
-from .graph import knn_graph, normalized_affinity
+from .graph import exact_knn, knn_graph, normalized_affinity
 from .index import normalize
 
 
@@ -118,13 +118,8 @@ class LabelPropagation:
 
     def _vote(self, X: np.ndarray, z: np.ndarray, reached: np.ndarray) -> np.ndarray:
         """Distribution of unreached rows: weighted vote of their k nearest reached rows."""
-        import faiss
-
         reached_idx = np.flatnonzero(reached)
-        k = min(self.n_neighbors, len(reached_idx))
-        index = faiss.IndexFlatIP(X.shape[1])
-        index.add(normalize(X[reached_idx]))
-        sims, nbrs = index.search(normalize(X[~reached]), k)
+        sims, nbrs = exact_knn(normalize(X[~reached]), normalize(X[reached_idx]), self.n_neighbors)
         wts = np.clip(sims, 0, None).astype(np.float64) ** self.gamma
         zr = z[reached_idx]
         zr = zr / zr.sum(axis=1, keepdims=True)
