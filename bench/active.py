@@ -26,7 +26,7 @@ from benchutil import machine_line, markdown_table, record
 
 
 def accuracy(x: np.ndarray, y: np.ndarray, labeled: list[int]) -> float:
-    from vecstore.propagate import LabelPropagation
+    from vecstore.learn.propagation import LabelPropagation
 
     seeds = np.full(len(y), -1)
     seeds[labeled] = y[labeled]
@@ -71,7 +71,7 @@ def main() -> int:
                     rng = np.random.default_rng(1000 + seed)
                     for rnd in range(args.rounds):
                         if strategy == "suggest":
-                            picks = [row_of[s["image_id"]] for s in store.suggest(args.per_round, "pixels", seed=rnd)]
+                            picks = [row_of[s.image_id] for s in store.suggest(args.per_round, "pixels", seed=rnd)]
                         else:
                             pool = np.setdiff1d(np.arange(len(ids)), labeled)
                             picks = [int(v) for v in rng.choice(pool, args.per_round, replace=False)]

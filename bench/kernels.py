@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchutil import machine_line, markdown_table, record  # noqa: E402
 from synth import Mixture  # noqa: E402
 
-from vecstore.graph import knn_graph, normalized_affinity  # noqa: E402
-from vecstore.index import SpaceIndex, normalize  # noqa: E402
+from vecstore.learn.graph import knn_graph, normalized_affinity  # noqa: E402
+from vecstore.learn.knn import normalize  # noqa: E402
+from vecstore.search.index import SpaceIndex  # noqa: E402
 
 
 def timed(f, repeat: int = 1):

@@ -11,8 +11,8 @@ What it measures, on scikit-learn's digits (1,797 images written by
 2. Propagation on ``pixels``: for each of ``--draws`` draws (seeds 0, 1, ...) 1, 3 and 10
    expert labels per digit are picked at random (``numpy.random.default_rng(seed)``: a
    permutation of each digit's images, its first n kept, so a draw's 3 labels include its 1),
-   spread with ``vecstore.propagate.LabelPropagation`` at its defaults (those of
-   ``vecstore propagate`` and ``Store.propagate``: the script checks that they agree) and
+   spread with ``vecstore.learn.propagation.LabelPropagation`` at its defaults (declared once
+   in ``vecstore.params.PropagationParams``: those of ``vecstore propagate`` too) and
    scored on all the other images. The same vectors and labels go to scikit-learn's
    ``LabelSpreading(kernel="knn")``, at its default n_neighbors (7) and at the best of
    {3, 5, 7, 10} by its own mean accuracy (a generous baseline). Targets: vecstore >= 0.90 at
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import os
 import platform
 import shlex
@@ -116,29 +115,17 @@ def verdict(misses: list[str]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def check_propagation_defaults() -> dict[str, float]:
-    """LabelPropagation's defaults, after checking that Store.propagate and the CLI's
-    `vecstore propagate` use the same ones."""
-    from vecstore.cli import propagate as cli_propagate
-    from vecstore.propagate import LabelPropagation
-    from vecstore.store import Store
+def propagation_defaults() -> dict[str, float]:
+    """The propagation defaults, declared once in vecstore.params.PropagationParams (the
+    defaults of LabelPropagation, Store.propagate and `vecstore propagate` alike)."""
+    from vecstore.params import PropagationParams
 
-    lib = inspect.signature(LabelPropagation.__init__).parameters
-    store = inspect.signature(Store.propagate).parameters
-    cli = {p.name: p.default for p in cli_propagate.params}
-    defaults = {name: lib[name].default for name in ("n_neighbors", "alpha", "gamma")}
-    found = {
-        "LabelPropagation": defaults,
-        "Store.propagate": {n: store[n].default for n in defaults},
-        "vecstore propagate": {"n_neighbors": cli["neighbors"], "alpha": cli["alpha"],
-                               "gamma": defaults["gamma"]},  # the CLI has no --gamma
-    }
-    if any(v != defaults for v in found.values()):
-        raise SystemExit(f"the propagation defaults disagree: {found}")
-    return defaults
+    return PropagationParams().to_dict()
 
 
 def cluster_table(store, truth: dict[int, str]) -> Table:
+    from vecstore.params import ClusterParams
+
     table = Table(
         f"Clustering: Store.cluster(space, k={K}, method), scored against the true digits",
         ["space", "method", "AMI", "ARI", "V-measure", "s", "target", "result"],
@@ -146,11 +133,11 @@ def cluster_table(store, truth: dict[int, str]) -> Table:
     for space, method, target in CLUSTERINGS:
         log(f"cluster {space} {method}")
         t0 = time.perf_counter()
-        r = store.cluster(space, k=K, method=method, truth=truth)
+        r = store.cluster(space, ClusterParams(k=K, method=method), truth=truth)
         seconds = time.perf_counter() - t0
-        m = r["metrics"]
-        if r["n_scored"] != len(truth):
-            raise SystemExit(f"Store.cluster scored {r['n_scored']} images, not {len(truth)}")
+        m = r.metrics
+        if r.n_scored != len(truth):
+            raise SystemExit(f"Store.cluster scored {r.n_scored} images, not {len(truth)}")
         table.rows.append([
             space, method, f"{m['ami']:.3f}", f"{m['ari']:.3f}", f"{m['v_measure']:.3f}",
             f"{seconds:.2f}",
@@ -194,7 +181,7 @@ def propagation(x: np.ndarray, y: np.ndarray, draws: int, defaults: dict[str, fl
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.semi_supervised import LabelSpreading
 
-    from vecstore.propagate import LabelPropagation
+    from vecstore.learn.propagation import LabelPropagation
 
     ours = {n: Scores() for n in PER_DIGIT}
     theirs = {n: {k: Scores() for k in LS_KS} for n in PER_DIGIT}
@@ -275,7 +262,8 @@ def review(store, truth: dict[int, str], ids: np.ndarray, y: np.ndarray, draws: 
     ``library_pred``: LabelPropagation's predictions (digits, rows as ``ids``) per seed."""
     import pandas as pd
 
-    from vecstore.labeling import DEFAULT_REVIEW_BELOW
+    from vecstore.labeling.export import DEFAULT_REVIEW_BELOW
+    from vecstore.params import ExportOptions
 
     if any(r.kind == "evaluate" for r in store.runs()):
         raise SystemExit("the store has an evaluate run: the review threshold would not be the default")
@@ -294,12 +282,12 @@ def review(store, truth: dict[int, str], ids: np.ndarray, y: np.ndarray, draws: 
         if sorted(store.expert_labels()) != sorted(previous):
             raise SystemExit(f"draw {seed}: the store's expert labels are not the draw's")
         run = store.propagate(PROPAGATION_SPACE)
-        exported = store.export(exports / f"draw-{seed}.csv", run_id=run["run_id"],
-                                only_unlabeled=True)
-        if exported["review_below_from"] != "default" or exported["review_below"] != DEFAULT_REVIEW_BELOW:
+        exported = store.export(exports / f"draw-{seed}.csv",
+                                ExportOptions(run_id=run.run_id, only_unlabeled=True))
+        if exported.review_below_from != "default" or exported.review_below != DEFAULT_REVIEW_BELOW:
             raise SystemExit(f"draw {seed}: export used the review threshold "
-                             f"{exported['review_below']} ({exported['review_below_from']})")
-        df = pd.read_csv(exported["path"], dtype={"label": str, "second_label": str})
+                             f"{exported.review_below} ({exported.review_below_from})")
+        df = pd.read_csv(exported.path, dtype={"label": str, "second_label": str})
         if df["needs_review"].dtype != bool:
             raise SystemExit(f"needs_review reads as {df['needs_review'].dtype}, not bool")
         if len(df) != len(ids) - len(previous) or (df["source"] != "propagated").any():
@@ -315,7 +303,7 @@ def review(store, truth: dict[int, str], ids: np.ndarray, y: np.ndarray, draws: 
             flagged=int((~ok).sum()),
             unlabeled=len(df),
             accuracy_all=float(correct.mean()),
-            threshold=float(exported["review_below"]),
+            threshold=float(exported.review_below),
             differ=differ,
         ))
     return results
@@ -388,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load = os.getloadavg()[0]
     command = shlex.join(["python", "bench/quality.py", *sys.argv[1:]])
-    defaults = check_propagation_defaults()
+    defaults = propagation_defaults()
     with contextlib.ExitStack() as stack:
         out = out_folder(stack, args.out, "vecstore-quality-", OUT_ENTRIES)
         log(f"writing the digits under {out}")

@@ -75,7 +75,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=N)
     ap.add_argument("--record", action="store_true", help="append to BENCHMARKS.md and write bench/report.png")
     args = ap.parse_args()
-    from vecstore.report import write_report
+    from vecstore.params import ClusterParams
     from vecstore.store import Store
 
     load = os.getloadavg()[0]
@@ -88,19 +88,19 @@ def main() -> int:
             store.ingest(root, ["pixels", "hog"], labels_from_folders=True)
             truth = store.read_truth(truth_csv)
             for space in ("hog", "pixels"):
-                store.cluster(space, k=10, method="spectral", truth=truth)
+                store.cluster(space, ClusterParams(k=10, method="spectral"), truth=truth)
             store.propagate("pixels")
             store.evaluate("pixels", truth=truth)
             print("report", file=sys.stderr)
             t0 = time.perf_counter()
-            r = write_report(store, Path(tmp) / "report.html", space="pixels")
+            r = store.report(Path(tmp) / "report.html", space="pixels")
             seconds = time.perf_counter() - t0
-        size = r["bytes"]
+        size = r.bytes
         if args.record:
-            screenshot(Path(r["path"]), SCREENSHOT)
+            screenshot(Path(r.path), SCREENSHOT)
     ok_t, ok_s = seconds <= TARGET_SECONDS, size < TARGET_BYTES
-    rows = [("images in the store", f"{r['images']}", "", ""),
-            ("points on the map", f"{r['points']}", "", ""),
+    rows = [("images in the store", f"{r.images}", "", ""),
+            ("points on the map", f"{r.points}", "", ""),
             ("report time (s)", f"{seconds:.1f}", f"<= {TARGET_SECONDS:.0f}", "PASS" if ok_t else "FAIL"),
             ("report size (MiB)", f"{size / 2**20:.1f}", "< 30", "PASS" if ok_s else "FAIL")]
     command = shlex.join(["python", "bench/report.py", *sys.argv[1:]])

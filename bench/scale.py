@@ -16,7 +16,7 @@ random (class names c0..c99):
 Baselines, in the same run:
 
 - scikit-learn ``LabelSpreading(kernel="knn")`` (its defaults: 7 neighbours, 30 iterations)
-  on the 100k vectors and labels, against ``vecstore.propagate.LabelPropagation`` at its
+  on the 100k vectors and labels, against ``vecstore.learn.propagation.LabelPropagation`` at its
   defaults on the same arrays, each in a fresh process: time ratio and accuracies. At 1M
   scikit-learn runs with a memory cap (``--sklearn-memory``) and a time limit
   (``--sklearn-timeout``): what it did is reported (finished, killed, or out of memory).
@@ -100,8 +100,7 @@ def accuracy_of_run(store_path: Path, run_id: int, y: np.ndarray, labeled: np.nd
 
 
 def query_latency(store_path: Path, n_queries: int = 200) -> dict:
-    from vecstore.graph import exact_knn
-    from vecstore.index import normalize
+    from vecstore.learn.knn import exact_knn, normalize
     from vecstore.store import Store
 
     with Store.open(store_path) as st:
@@ -121,10 +120,10 @@ def query_latency(store_path: Path, n_queries: int = 200) -> dict:
             hits.append([h.id for h in res.hits])
         _, exact = exact_knn(x[qrows], x, 10, exclude=qrows)
         recall = np.mean([len(set(h) & set(ids[e].tolist())) / 10 for h, e in zip(hits, exact)])
-        info = next(s for s in st.info()["spaces"] if s["name"] == "synth")
+        info = next(s for s in st.info().spaces if s.name == "synth")
     return {"load_s": load_s, "p50_ms": 1000 * np.median(times), "p95_ms": 1000 * np.percentile(times, 95),
-            "recall": float(recall), "index": info["index_type"], "params": info["index_params"],
-            "tuned_recall": info["index_recall_at_10"]}
+            "recall": float(recall), "index": info.index_type, "params": info.index_params,
+            "tuned_recall": info.index_recall_at_10}
 
 
 def sklearn_spreading(x: np.ndarray, y: np.ndarray, labeled: np.ndarray) -> tuple[float, float]:
@@ -137,7 +136,7 @@ def sklearn_spreading(x: np.ndarray, y: np.ndarray, labeled: np.ndarray) -> tupl
 
 
 def vecstore_spreading(x: np.ndarray, y: np.ndarray, labeled: np.ndarray) -> tuple[float, float, dict]:
-    from vecstore.propagate import LabelPropagation
+    from vecstore.learn.propagation import LabelPropagation
 
     classes = np.unique(y[labeled])
     code = np.full(y.max() + 1, -1)
@@ -179,7 +178,7 @@ def spreading_child(which: str, folder: str, n: int, timeout: int, memory: int) 
 def kmeans_compare(x: np.ndarray) -> dict:
     from sklearn.cluster import KMeans
 
-    from vecstore.cluster import FaissKMeans
+    from vecstore.learn.cluster import FaissKMeans
 
     t0 = time.perf_counter()
     sk = KMeans(100, init="k-means++", n_init=1, max_iter=25, tol=0, random_state=0).fit(x)

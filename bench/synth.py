@@ -89,8 +89,7 @@ class Mixture:
 
 def neighbour_purity(x: np.ndarray, y: np.ndarray, k: int = 10, queries: int = 2000, seed: int = 0) -> float:
     """Mean share of the exact k nearest neighbours (cosine) of sampled rows from their own cluster."""
-    from vecstore.graph import exact_knn
-    from vecstore.index import normalize
+    from vecstore.learn.knn import exact_knn, normalize
 
     xn = normalize(x)
     q = np.sort(np.random.default_rng(seed).choice(len(x), size=min(queries, len(x)), replace=False))

@@ -1,27 +1,33 @@
-"""Output formats shared by commands: a table on a terminal, --json lines, --csv."""
+"""Printing results: a readable table on a terminal, --json (one object per line), --csv."""
 
 from __future__ import annotations
 
 import csv
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import click
 
 
 def emit_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> None:
+    """Rows as a table, JSON lines or CSV, with these columns."""
     if fmt == "json":
-        for r in rows:
-            click.echo(json.dumps({c: r.get(c) for c in columns}, ensure_ascii=False))
+        emit_json({c: r.get(c) for c in columns} for r in rows)
     elif fmt == "csv":
-        w = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        w = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore",
+                           lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
     else:
         click.echo(table(rows, columns))
+
+
+def emit_json(objects: Iterable[dict[str, Any]]) -> None:
+    for obj in objects:
+        click.echo(json.dumps(obj, ensure_ascii=False))
 
 
 def _cell(v: Any) -> str:
@@ -42,9 +48,11 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def format_option(f):
-    """--json / --csv flags, stored as the `fmt` parameter ("table" by default)."""
-    f = click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row.")(f)
-    f = click.option("--json", "fmt", flag_value="json", help="One JSON object per line.")(f)
-    f = click.option("--table", "fmt", flag_value="table", default=True, hidden=True)(f)
-    return f
+def random_weights_note(space: str, random: bool) -> None:
+    """Say on stderr when a space's vectors come from an untrained network."""
+    if random:
+        click.echo(
+            f"note: space {space} uses RANDOM (untrained) weights: these similarities come from "
+            "an untrained network and carry no meaning beyond tests.",
+            err=True,
+        )

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vecstore.store import Store
+from vecstore.db import Database
 
 from .test_labeling import digits  # noqa: F401  (fixture)
 
@@ -69,15 +69,16 @@ def planned_store(image_dir, store_path, cli):
     curve of 0.80 / 0.90 / 0.95 at 10 / 100 / 1,000 labels, fitted 1 - 0.5 m^-0.3."""
     r = cli("ingest", image_dir, "--space", "resnet18-layer3", "--weights", "random", "--labels-from-folders")
     assert r.exit_code == 0, r.output
-    with Store.open(store_path, write=True) as store:
-        run = store._start_run("embed", "resnet18-layer3", {})
-        store._finish_run(run, {"embedded": 5000, "images_per_s": 100.0, "device": "cpu", "failed": 0, "seconds": 50})
-        run = store._start_run("learning_curve", "resnet18-layer3", {})
-        store._finish_run(run, {
+    db = Database(store_path / "vecstore.db")
+    with db.runs.record("embed", "resnet18-layer3", {}) as run:
+        run.stats = {"embedded": 5000, "images_per_s": 100.0, "device": "cpu", "failed": 0, "seconds": 50}
+    with db.runs.record("learning_curve", "resnet18-layer3", {}) as run:
+        run.stats = {
             "points": [{"labels": 10, "accuracy": 0.80}, {"labels": 100, "accuracy": 0.90},
                        {"labels": 1000, "accuracy": 0.95}],
             "fit": {"a": 1.0, "b": 0.5, "c": 0.3, "rmse": 0.0}, "classes": ["cancer", "normal"],
-            "known": 2000, "store_images": 2000, "positive": None})
+            "known": 2000, "store_images": 2000, "positive": None}
+    db.close()
     return store_path
 
 

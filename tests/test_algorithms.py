@@ -7,19 +7,21 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import adjusted_mutual_info_score
 
-from vecstore.cluster import FaissKMeans, SpectralFaissClustering, choose_k
-from vecstore.evaluate import (
+from vecstore.learn.cluster import FaissKMeans, SpectralFaissClustering, choose_k
+from vecstore.learn.graph import knn_graph, normalized_affinity
+from vecstore.learn.metrics import (
+    RecallThreshold,
     classification_metrics,
     cluster_entropy,
     clustering_metrics,
     coverage_curve,
     purity,
     recommend_review_threshold,
-    stratified_holdout,
     threshold_for_recall,
 )
-from vecstore.graph import knn_graph, normalized_affinity
-from vecstore.propagate import LabelPropagation, entropy_confidence
+from vecstore.learn.propagation import LabelPropagation, entropy_confidence
+from vecstore.learn.splits import stratified_holdout
+from vecstore.params import ClusterParams
 
 
 def blobs(n_per: int, centers: list[list[float]], spread: float, seed: int = 0):
@@ -46,7 +48,7 @@ def test_kmeans_recovers_separated_groups_and_is_deterministic():
 
 def test_choose_k_by_silhouette():
     x, _ = blobs(40, DIRECTIONS, 0.05)
-    k, scores = choose_k(x, range(2, 7))
+    k, scores = choose_k(x, ClusterParams(k_range=(2, 6)))
     assert k == 3 and set(scores) == {2, 3, 4, 5, 6}
 
 
@@ -136,26 +138,26 @@ def test_threshold_for_target_recall_and_positive_metrics():
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
     score = np.array([0.9, 0.8, 0.4, 0.2, 0.7, 0.3, 0.1, 0.05])
     thr = threshold_for_recall(y, score, 0.75)
-    assert thr == {"threshold": 0.4, "recall": 0.75, "precision": 0.75}
-    assert threshold_for_recall(y, score, 1.0)["threshold"] == 0.2
+    assert thr == RecallThreshold(threshold=0.4, recall=0.75, precision=0.75)
+    assert threshold_for_recall(y, score, 1.0).threshold == 0.2
     truth = ["c", "c", "c", "n", "n", "n"]
     pred = ["c", "n", "n", "n", "n", "c"]
     proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8], [0.1, 0.9], [0.6, 0.4]])
     r = classification_metrics(truth, pred, classes=["c", "n"], proba=proba, positive="c", target_recall=1.0)
-    assert r["positive"]["recall"] == pytest.approx(1 / 3) and r["positive"]["missed"] == 2
-    assert r["positive"]["precision"] == pytest.approx(1 / 2)
+    assert r.positive.recall == pytest.approx(1 / 3) and r.positive.missed == 2
+    assert r.positive.precision == pytest.approx(1 / 2)
     f2 = 5 * (0.5 * (1 / 3)) / (4 * 0.5 + 1 / 3)
-    assert r["positive"]["f2"] == pytest.approx(f2)
-    assert r["positive"]["threshold_for_target_recall"]["threshold"] == pytest.approx(0.3)
-    assert r["confusion"]["matrix"] == [[1, 2], [1, 2]]
-    assert classification_metrics(["a", "b"], ["a", None], classes=["a", "b"])["accuracy"] == 0.5
+    assert r.positive.f2 == pytest.approx(f2)
+    assert r.positive.threshold_for_target_recall.threshold == pytest.approx(0.3)
+    assert r.confusion == [[1, 2], [1, 2]]
+    assert classification_metrics(["a", "b"], ["a", None], classes=["a", "b"]).accuracy == 0.5
 
 
 def test_coverage_curve_and_recommended_threshold():
     correct = np.array([True, True, True, False, True, False])
     conf = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
     curve = coverage_curve(correct, conf, np.array([0.0, 0.5, 0.65, 0.75]))
-    assert [round(c["coverage"], 3) for c in curve] == [1.0, round(5 / 6, 3), 0.5, round(2 / 6, 3)]
+    assert [round(c.coverage, 3) for c in curve] == [1.0, round(5 / 6, 3), 0.5, round(2 / 6, 3)]
     assert recommend_review_threshold(curve, 0.99) == 0.65
     assert recommend_review_threshold(curve, 0.5) == 0.0
 

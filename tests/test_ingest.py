@@ -147,7 +147,7 @@ def test_bad_metadata_csv_is_refused_before_anything_is_ingested(image_dir, tmp_
     assert result.exit_code == 1
     assert message in result.output
     with Store.open(store_path) as store:
-        assert store.info()["images"] == 0
+        assert store.info().images == 0
 
 
 def test_store_from_environment_variable(image_dir, tmp_path, monkeypatch):

@@ -8,17 +8,19 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from vecstore.db import head_revision
+from vecstore.db import Database, head_revision
+from vecstore.db.models import Base
 from vecstore.errors import StoreNotFound, StoreVersionError
-from vecstore.models import Base
 from vecstore.store import Store
 
 
 def test_migrated_empty_store_matches_models(store_path):
-    with Store.open(store_path, create=True) as store:
-        with store.engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-            diff = compare_metadata(ctx, Base.metadata)
+    Store.open(store_path, create=True).close()
+    db = Database(store_path / "vecstore.db")
+    with db.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, Base.metadata)
+    db.close()
     assert diff == [], f"migrations and models differ: {diff}"
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vecstore.graph import exact_knn, knn_search
-from vecstore.index import choose_index, parse_size
+from vecstore.learn.graph import knn_search
+from vecstore.learn.knn import exact_knn
+from vecstore.search.choice import choose_index, parse_size
 from vecstore.store import Store
 
 from .conftest import make_image

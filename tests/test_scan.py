@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from vecstore.scan import folder_label, walk_images
+from vecstore.ingest.scan import folder_label, walk_images
 
 from .conftest import make_image
 

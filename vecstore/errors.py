@@ -46,3 +46,7 @@ class EmbedError(VecstoreError):
 
 class BadInput(VecstoreError):
     """A user-supplied file (CSV, folder) is not usable as given."""
+
+
+class NoRun(VecstoreError):
+    """A command needs a run (a propagation, say) that the store does not have."""

@@ -12,17 +12,20 @@ import html
 import io
 import json
 import os
-import tempfile
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import BadInput
+from .files import write_atomically
+from .labeling.data import space_matrix
+from .labeling.export import export_rows, review_rules
+from .results import ReportFile
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .store import Store
+    from .db import Database
+    from .db.models import Run
 
 MAX_POINTS = 5000  # points on the map (a sample beyond that; expert-labeled images always kept)
 MAX_THUMBS = 1500  # thumbnails embedded for hovering (a sample of the points)
@@ -75,33 +78,53 @@ def _fmt(v: Any) -> Any:
     return v
 
 
-def collect(store: Store, space: str | None, run_id: int | None, projection: str, seed: int) -> dict[str, Any]:
+def collect(db: Database, space: str | None, run_id: int | None, projection: str,
+            seed: int) -> dict[str, Any]:
     """Everything the page shows, as plain JSON-able data."""
     rng = np.random.default_rng(seed)
-    sp, ids, x = store.matrix(space)
-    prop = store.get_run(run_id, "propagate") if run_id else store._latest_run("propagate", sp.name)
+    sp, ids, x = space_matrix(db, space)
+    prop = db.runs.get(run_id, "propagate") if run_id else db.runs.latest("propagate", sp.name)
     if prop is not None and prop.space != sp.name:
-        sp, ids, x = store.matrix(prop.space)
-    cluster_run = store._latest_run("cluster", sp.name)
-    evaluation = store._latest_run("evaluate", sp.name)
-    experts = store.expert_labels()
-    with store.session() as s:
-        from sqlalchemy import select
+        sp, ids, x = space_matrix(db, prop.space)
+    cluster_run = db.runs.latest("cluster", sp.name)
+    evaluation = db.runs.latest("evaluate", sp.name)
+    experts = db.labels.all()
+    path_of = db.images.paths()
+    clusters = db.outputs.clusters(cluster_run.id) if cluster_run else {}
+    rows = {}
+    if prop is not None:
+        table = export_rows(db, prop, review_rules(db, prop, None), cluster_run)
+        rows = {r["image_id"]: r for r in table}
+    chosen = _map_sample(ids, experts, rng)
+    return {
+        "title": f"vecstore report: space {sp.name}",
+        "space": {"name": sp.name, "dim": sp.dim, "model": sp.model, "weights": sp.weights,
+                  "random": sp.weights_random, "n": int(len(ids))},
+        "projection": projection, "shown": len(chosen),
+        "propagation": {"run": prop.id, "params": prop.params,
+                        "classes": prop.stats.get("classes")} if prop else None,
+        "cluster_run": {"run": cluster_run.id, "params": cluster_run.params} if cluster_run else None,
+        "points": _points(ids, x, chosen, projection, seed, rows, experts, clusters, path_of, rng),
+        "grids": _grids(clusters, path_of, rng),
+        "review": _review(rows),
+        "review_total": sum(1 for r in rows.values() if r["needs_review"]),
+        "compare": _compare(db),
+        "evaluation": _evaluation(evaluation),
+    }
 
-        from .models import ClusterAssignment, Image
 
-        path_of = dict(s.execute(select(Image.id, Image.path)).all())
-        clusters = dict(s.execute(select(ClusterAssignment.image_id, ClusterAssignment.cluster)
-                                  .where(ClusterAssignment.run_id == cluster_run.id)).all()) if cluster_run else {}
-    rows = {r["image_id"]: r for r in store._export_rows(prop, None, cluster_run)} if prop else {}
-
-    # the map: a sample of the points, expert-labeled images always in it
+def _map_sample(ids: np.ndarray, experts: dict[int, str], rng: np.random.Generator) -> np.ndarray:
+    """The rows on the map: all of them, or a sample of MAX_POINTS with every expert label."""
     n = len(ids)
-    chosen = np.arange(n)
-    if n > MAX_POINTS:
-        must = np.flatnonzero([int(i) in experts for i in ids])
-        rest = np.setdiff1d(np.arange(n), must)
-        chosen = np.sort(np.concatenate([must, rng.choice(rest, MAX_POINTS - min(len(must), MAX_POINTS), replace=False)]))[:MAX_POINTS]
+    if n <= MAX_POINTS:
+        return np.arange(n)
+    must = np.flatnonzero([int(i) in experts for i in ids])
+    rest = np.setdiff1d(np.arange(n), must)
+    extra = rng.choice(rest, MAX_POINTS - min(len(must), MAX_POINTS), replace=False)
+    return np.sort(np.concatenate([must, extra]))[:MAX_POINTS]
+
+
+def _points(ids, x, chosen, projection, seed, rows, experts, clusters, path_of, rng) -> list[dict]:
     coords = project(x[chosen], projection, seed)
     thumbs_for = set(rng.choice(len(chosen), min(MAX_THUMBS, len(chosen)), replace=False).tolist())
     points = []
@@ -115,67 +138,72 @@ def collect(store: Store, space: str | None, run_id: int | None, projection: str
             "confidence": row.get("confidence"), "review": bool(row.get("needs_review", False)),
             "thumb": thumbnail(path_of[iid]) if j in thumbs_for and iid in path_of else None,
         })
+    return points
 
-    grids: dict[str, list[dict[str, Any]]] = {}
-    if clusters:
-        by_cluster: dict[int, list[int]] = {}
-        for iid, c in clusters.items():
-            by_cluster.setdefault(int(c), []).append(iid)
-        for c, members in sorted(by_cluster.items()):
-            pick = rng.choice(members, min(CLUSTER_GRID, len(members)), replace=False)
-            grids[str(c)] = [{"id": int(i), "path": path_of.get(int(i), "?"), "thumb": thumbnail(path_of[int(i)])}
-                             for i in pick if int(i) in path_of]
 
-    review = sorted((r for r in rows.values() if r["needs_review"]), key=lambda r: r["confidence"])[:REVIEW_ROWS]
-    review_rows = [{"id": r["image_id"], "path": r["path"], "label": r["label"], "confidence": r["confidence"],
-                    "second": r["second_label"], "margin": _fmt(r["margin"]), "reason": r["review_reason"],
-                    "thumb": thumbnail(r["path"])} for r in review]
+def _grids(clusters: dict[int, int], path_of: dict[int, str],
+           rng: np.random.Generator) -> dict[str, list[dict[str, Any]]]:
+    """A sample of thumbnails per cluster, shown when a cluster is highlighted."""
+    by_cluster: dict[int, list[int]] = {}
+    for iid, c in clusters.items():
+        by_cluster.setdefault(int(c), []).append(iid)
+    grids = {}
+    for c, members in sorted(by_cluster.items()):
+        pick = rng.choice(members, min(CLUSTER_GRID, len(members)), replace=False)
+        grids[str(c)] = [{"id": int(i), "path": path_of.get(int(i), "?"),
+                          "thumb": thumbnail(path_of[int(i)])}
+                         for i in pick if int(i) in path_of]
+    return grids
 
-    compare = []
-    for other in store.spaces():
-        run = store._latest_run("cluster", other.name)
+
+def _review(rows: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The flagged pseudo-labels, lowest confidence first (REVIEW_ROWS of them)."""
+    flagged = sorted((r for r in rows.values() if r["needs_review"]), key=lambda r: r["confidence"])
+    return [{"id": r["image_id"], "path": r["path"], "label": r["label"],
+             "confidence": r["confidence"], "second": r["second_label"], "margin": _fmt(r["margin"]),
+             "reason": r["review_reason"], "thumb": thumbnail(r["path"])}
+            for r in flagged[:REVIEW_ROWS]]
+
+
+def _compare(db: Database) -> list[dict[str, Any]]:
+    """The latest clustering of each space, scored."""
+    out = []
+    for other in db.spaces.all():
+        run = db.runs.latest("cluster", other.name)
         if run is not None:
             m = run.stats.get("metrics", {})
-            compare.append({"space": other.name, "method": run.params.get("method"), "k": run.params.get("k"),
-                            "run": run.id, "scored": run.stats.get("scored_against"),
-                            **{k: _fmt(m.get(k)) for k in ("ami", "ari", "v_measure")}})
-    ev = evaluation.stats if evaluation is not None else None
-    return {
-        "title": f"vecstore report: space {sp.name}",
-        "space": {"name": sp.name, "dim": sp.dim, "model": sp.model, "weights": sp.weights,
-                  "random": sp.weights_random, "n": int(n)},
-        "projection": projection, "shown": len(points),
-        "propagation": {"run": prop.id, "params": prop.params, "classes": prop.stats.get("classes")} if prop else None,
-        "cluster_run": {"run": cluster_run.id, "params": cluster_run.params} if cluster_run else None,
-        "points": points, "grids": grids, "review": review_rows,
-        "review_total": sum(1 for r in rows.values() if r["needs_review"]),
-        "compare": compare,
-        "evaluation": None if ev is None else {
-            "run": evaluation.id, "mode": ev.get("mode"), "accuracy": ev.get("accuracy"),
-            "confusion": ev.get("confusion"), "coverage_curve": [{k: _fmt(v) for k, v in c.items()} for c in ev.get("coverage_curve", [])],
-            "review_below": ev.get("review_below"), "positive": ev.get("positive")},
-    }
+            out.append({"space": other.name, "method": run.params.get("method"),
+                        "k": run.params.get("k"), "run": run.id,
+                        "scored": run.stats.get("scored_against"),
+                        **{k: _fmt(m.get(k)) for k in ("ami", "ari", "v_measure")}})
+    return out
 
 
-def write_report(store: Store, out: str | os.PathLike[str], *, space: str | None = None,
-                 run_id: int | None = None, projection: str = "pca", seed: int = 0) -> dict[str, Any]:
+def _evaluation(evaluation: Run | None) -> dict[str, Any] | None:
+    if evaluation is None:
+        return None
+    ev = evaluation.stats
+    curve = [{k: _fmt(v) for k, v in c.items()} for c in ev.get("coverage_curve", [])]
+    return {"run": evaluation.id, "mode": ev.get("mode"), "accuracy": ev.get("accuracy"),
+            "confusion": ev.get("confusion"), "coverage_curve": curve,
+            "review_below": ev.get("review_below"), "positive": ev.get("positive")}
+
+
+def write_report(db: Database, out: str | os.PathLike[str], *, space: str | None = None,
+                 run_id: int | None = None, projection: str = "pca", seed: int = 0) -> ReportFile:
     """Build the report and write it atomically; returns its path, size and timings."""
     from plotly.offline import get_plotlyjs
 
     t0 = time.perf_counter()
-    data = collect(store, space, run_id, projection, seed)
+    data = collect(db, space, run_id, projection, seed)
     page = TEMPLATE.replace("%%TITLE%%", html.escape(data["title"]))
     page = page.replace("%%PLOTLY%%", get_plotlyjs())
     # </script> inside the JSON would end the script element early
     page = page.replace("%%DATA%%", json.dumps(data).replace("</", "<\\/"))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, out)
-    return {"path": str(out), "bytes": out.stat().st_size, "points": data["shown"], "images": data["space"]["n"],
-            "seconds": time.perf_counter() - t0, "space": data["space"]["name"]}
+    path = write_atomically(out, lambda f: f.write(page))
+    return ReportFile(path=str(path), bytes=path.stat().st_size, points=data["shown"],
+                      images=data["space"]["n"], seconds=time.perf_counter() - t0,
+                      space=data["space"]["name"])
 
 
 TEMPLATE = r"""<!DOCTYPE html>

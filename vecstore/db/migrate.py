@@ -1,35 +1,13 @@
-"""Engine, sessions, SQLite pragmas and automatic Alembic migrations."""
+"""Schema migrations: Alembic configured in code (no alembic.ini, so it works from a wheel),
+the schema revision of a database, and the upgrade to head applied when a store is opened."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, text
 
-from .errors import StoreVersionError
-
-
-def make_engine(db_path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{db_path}", future=True)
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
-        cur = dbapi_conn.cursor()
-        # WAL: readers keep working while one writer writes; NORMAL sync is durable at
-        # checkpoints and never corrupts the file on a crash (only the last commit may be lost).
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
-
-    return engine
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+from ..errors import StoreVersionError
 
 
 def alembic_config(engine: Engine | None = None):

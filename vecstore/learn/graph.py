@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 import scipy.sparse as sp
 
-from .index import normalize
+from .knn import TopK, exact_knn, normalize
 
 EXACT_MAX = 20_000  # rows; n^2 d multiply-adds stay around 0.2 TFLOP at 512-d
 NPROBES = (1, 2, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128)
@@ -41,49 +41,6 @@ class GraphStats:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-class TopK:
-    """Running k best (largest) scores and their ids for each of m rows, merged block by block."""
-
-    def __init__(self, m: int, k: int) -> None:
-        self.k = k
-        self.sims = np.full((m, k), -np.inf, np.float32)
-        self.ids = np.full((m, k), -1, np.int64)
-
-    def push(self, rows: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> None:
-        """Merge a block's candidates for ``rows``: ``scores`` and their ``ids``, (len(rows), c)."""
-        s = np.concatenate([self.sims[rows], scores], axis=1)
-        i = np.concatenate([self.ids[rows], ids], axis=1)
-        best = np.argpartition(s, -self.k, axis=1)[:, -self.k :]
-        self.sims[rows] = np.take_along_axis(s, best, axis=1)
-        self.ids[rows] = np.take_along_axis(i, best, axis=1)
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """(sims, ids) sorted by decreasing similarity; -1 / 0 where fewer than k were seen."""
-        order = np.argsort(-self.sims, axis=1, kind="stable")
-        s = np.take_along_axis(self.sims, order, axis=1)
-        i = np.take_along_axis(self.ids, order, axis=1)
-        empty = (i < 0) | ~np.isfinite(s)
-        return np.where(empty, 0, s).astype(np.float32), np.where(empty, -1, i)
-
-
-def exact_knn(q: np.ndarray, db: np.ndarray, k: int, *, exclude: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k inner products of the rows of q among the rows of db: (sims, indices),
-    each (len(q), min(k, len(db))), best first, -1 / 0 where fewer are left. ``exclude[r]``
-    is a db row that query r must not get (its own row)."""
-    k = min(k, len(db))
-    if k <= 0 or not len(q):
-        return np.zeros((len(q), max(k, 0)), np.float32), np.full((len(q), max(k, 0)), -1, np.int64)
-    d, i = faiss.knn(q, db, min(k + (exclude is not None), len(db)), metric=faiss.METRIC_INNER_PRODUCT)
-    if exclude is None:
-        return d, i
-    keep = (i != np.asarray(exclude)[:, None]) & (i >= 0)
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept entries first, in order
-    ok = np.take_along_axis(keep, order, axis=1)
-    return (np.where(ok, np.take_along_axis(d, order, axis=1), 0).astype(np.float32),
-            np.where(ok, np.take_along_axis(i, order, axis=1), -1))
 
 
 def _exact(x: np.ndarray, k: int, bar, step: int = 4096) -> tuple[np.ndarray, np.ndarray]:

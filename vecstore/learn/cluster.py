@@ -7,8 +7,9 @@ import faiss
 import numpy as np
 from scipy.sparse.linalg import eigsh
 
+from ..params import ClusterParams
 from .graph import knn_graph, normalized_affinity
-from .index import normalize
+from .knn import normalize
 
 
 class FaissKMeans:
@@ -83,25 +84,30 @@ class SpectralFaissClustering:
         return self
 
 
-def make_clusterer(method: str, k: int, *, n_neighbors: int = 10, n_init: int = 10, seed: int = 1234):
-    if method == "kmeans":
-        return FaissKMeans(k, n_init=n_init, seed=seed)
-    if method == "spectral":
-        return SpectralFaissClustering(k, n_neighbors=n_neighbors, n_init=n_init, seed=seed)
-    raise ValueError(f"unknown clustering method {method!r} (kmeans or spectral)")
+def make_clusterer(params: ClusterParams, k: int) -> FaissKMeans | SpectralFaissClustering:
+    """The estimator ``params`` names, for k clusters."""
+    if params.method == "spectral":
+        return SpectralFaissClustering(
+            k, n_neighbors=params.n_neighbors, n_init=params.n_init, seed=params.seed
+        )
+    return FaissKMeans(k, n_init=params.n_init, seed=params.seed)
 
 
-def choose_k(X: np.ndarray, ks: range | list[int], method: str = "kmeans", *, sample_size: int = 5000,
-             seed: int = 1234, **kw) -> tuple[int, dict[int, float]]:
-    """The k with the best silhouette (cosine, on a sample for large n); returns (k, scores)."""
+def choose_k(
+    X: np.ndarray, params: ClusterParams, *, sample_size: int = 5000
+) -> tuple[int, dict[int, float]]:
+    """The k of ``params.ks()`` with the best silhouette (cosine, on a sample for large n);
+    returns (k, scores)."""
     from sklearn.metrics import silhouette_score
 
     x = normalize(X)
+    ks = params.ks()
+    seed = params.seed
     scores: dict[int, float] = {}
     for k in ks:
         if not 2 <= k < len(x):
             continue
-        labels = make_clusterer(method, k, seed=seed, **kw).fit(x).labels_
+        labels = make_clusterer(params, k).fit(x).labels_
         if len(np.unique(labels)) < 2:
             continue
         scores[k] = float(silhouette_score(x, labels, metric="cosine",

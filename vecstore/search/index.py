@@ -1,5 +1,7 @@
-"""FAISS index of one space: ids are image ids (IndexIDMap2), vectors are L2-normalised so
-inner product is cosine similarity. The file on disk is a cache of the database's vectors."""
+"""The FAISS index of one space: ids are image ids (an IVF keeps them itself, any other index
+is wrapped in IndexIDMap2), vectors are L2-normalised so inner product is cosine similarity.
+Build, tune, search, catch up with a set of ids, save and load; the file is a cache of the
+database's vectors (vecstore.search.cache decides when to trust it)."""
 
 from __future__ import annotations
 
@@ -12,19 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-
-def normalize(x: np.ndarray, *, inplace: bool = False) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero). A float32 array whose rows are
-    already unit (or zero) comes back as it is, not copied: at a million rows a copy is GBs."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]  # no (n, d) temporary
-    if np.all((np.abs(norms - 1) < 1e-5) | (norms == 0)):
-        return x
-    scale = np.where(norms > 0, norms, 1.0).astype(np.float32)
-    if inplace:
-        x /= scale
-        return x
-    return x / scale
+from ..learn.knn import exact_knn, normalize
 
 
 @dataclass
@@ -39,31 +29,9 @@ class RebuildNeeded(Exception):
     """The index cannot remove vectors (HNSW): build it again from the database."""
 
 
-EXACT_MAX_BYTES = 32 * 2**20  # a Flat scan of 32 MiB answers a query in a few ms
 # search parameter ladders tried in order at build time (about x1.4 a step)
 NPROBE_LADDER = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 EFSEARCH_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
-
-
-def default_memory_budget() -> int:
-    """Half of this machine's RAM."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-    except (ValueError, OSError):
-        return 8 * 2**30
-
-
-def parse_size(text: str) -> int:
-    """'8G', '512M', '2.5GiB' or a number of bytes -> bytes."""
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(t[-1:], 1)
-    try:
-        value = float(t[:-1] if mult > 1 else t)
-    except ValueError:
-        raise ValueError(f"cannot read {text!r} as a size: write e.g. 8G, 512M or 1000000") from None
-    if value <= 0:
-        raise ValueError(f"a memory budget must be positive, not {text!r}")
-    return int(value * mult)
 
 
 def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
@@ -165,8 +133,6 @@ class SpaceIndex:
         out = {"target": target, "k": k, "params": {}}
         if self.exact or n == 0:
             return {**out, "recall": 1.0, "sample": 0}
-        from .graph import exact_knn
-
         rng = np.random.default_rng(seed)
         q = np.sort(rng.choice(n, size=min(sample, n), replace=False))
         xq = normalize(x[q])
@@ -243,45 +209,3 @@ class SpaceIndex:
         if index.d != dim or not (isinstance(index, faiss.IndexIDMap2) or _ivf(index) is not None):
             return None
         return cls(dim, index, factory)
-
-
-@dataclass
-class IndexPlan:
-    factory: str  # faiss.index_factory string (inner product metric)
-    bytes: int  # estimated memory of the index
-    exact: bool
-    why: str
-
-
-def choose_index(n: int, dim: int, memory_budget: int | None = None) -> IndexPlan:
-    """The index a space of n vectors of dim dimensions gets, after the FAISS guidelines
-    (github.com/facebookresearch/faiss/wiki/Guidelines-to-choose-an-index) and autofaiss:
-    exact search while a scan of all vectors takes a few milliseconds, then IVF. The lists
-    hold 8-bit scalar-quantised vectors (SQ8) while they fit the memory budget: a single query
-    is bound by memory bandwidth, and SQ8 answers in half the time of full vectors at the same
-    recall; past the budget, 4-bit (SQ4), then product quantisation (PQ, dim/8 bytes a vector).
-
-    ~2 sqrt(n) lists, under the guidelines' 4-16 sqrt(n): on 1M x 512 here IVF2048,SQ8 trains
-    and fills in half the time of IVF4096,SQ8 and answers a query faster at the same recall@10
-    once nprobe is tuned (bench/BENCHMARKS.md, "IVF lists")."""
-    ids = n * 16  # ids + the inverted-list overhead
-    flat = n * dim * 4
-    if flat <= EXACT_MAX_BYTES:
-        return IndexPlan("Flat", flat + n * 8, True,
-                         f"{n:,} vectors x {dim} ({flat / 2**20:.0f} MiB): exact search is fast enough")
-    budget = memory_budget if memory_budget is not None else default_memory_budget()
-    nlist = int(2 ** round(np.log2(2 * np.sqrt(n))))
-    nlist = max(16, min(nlist, n // 39))  # FAISS wants >= 39 training points per list
-    quant = nlist * dim * 4
-    for factory, per in ((f"IVF{nlist},SQ8", dim), (f"IVF{nlist},SQ4", dim // 2)):
-        if n * per + ids + quant <= budget:
-            return IndexPlan(factory, n * per + ids + quant, False,
-                             f"{n:,} vectors x {dim}: IVF with {nlist} lists, {per} bytes a vector "
-                             f"within the {budget / 2**30:.1f} GiB budget")
-    m = max(8, dim // 8)
-    while dim % m:
-        m -= 1
-    return IndexPlan(f"IVF{nlist},PQ{m}", n * m + ids + quant, False,
-                     f"{n:,} vectors x {dim}: 4-bit vectors ({n * dim / 2 / 2**30:.1f} GiB) exceed the "
-                     f"{budget / 2**30:.1f} GiB budget: product quantisation, {m} bytes a vector "
-                     "(recall may stay under the target)")

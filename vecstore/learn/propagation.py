@@ -20,8 +20,9 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 from scipy.sparse.linalg import cg
 
-from .graph import exact_knn, knn_graph, normalized_affinity
-from .index import normalize
+from ..params import PropagationParams
+from .graph import knn_graph, normalized_affinity
+from .knn import exact_knn, normalize
 
 
 def entropy_confidence(p: np.ndarray, chunk: int = 65536) -> np.ndarray:
@@ -55,9 +56,9 @@ class LabelPropagation:
 
     def __init__(
         self,
-        n_neighbors: int = 5,
-        alpha: float = 0.99,
-        gamma: float = 3.0,
+        n_neighbors: int = PropagationParams.n_neighbors,
+        alpha: float = PropagationParams.alpha,
+        gamma: float = PropagationParams.gamma,
         tol: float = 1e-6,
         max_iter: int = 100,
         class_balanced: bool = True,
@@ -75,34 +76,20 @@ class LabelPropagation:
         y = np.asarray(y)
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        PropagationParams(self.n_neighbors, self.alpha, self.gamma)  # the checks, in one place
         self.classes_ = np.unique(y[y >= 0])
         if len(self.classes_) == 0:
             raise ValueError("no labeled rows (every y is -1)")
-        n, c = len(X), len(self.classes_)
         t0 = time.perf_counter()
-        w, self.graph_ = knn_graph(X, self.n_neighbors, self.gamma, return_stats=True, progress=self.progress)
+        w, self.graph_ = knn_graph(X, self.n_neighbors, self.gamma, return_stats=True,
+                                   progress=self.progress)
         self.seconds_ = {"graph": round(time.perf_counter() - t0, 2)}
         t0 = time.perf_counter()
         perm = reverse_cuthill_mckee(w, symmetric_mode=True)  # neighbours close in memory
         w = w[perm][:, perm]
-        a = sp.identity(n, format="csr") - self.alpha * normalized_affinity(w)
+        a = sp.identity(len(y), format="csr") - self.alpha * normalized_affinity(w)
         del w
-        yp = y[perm]
-        z = np.zeros((n, c), np.float32)  # float32 after each solve: 400 MB at 1M x 100
-        self.n_iter_ = []
-        for j, cls in enumerate(self.classes_):
-            seeds = np.flatnonzero(yp == cls)
-            rhs = np.zeros(n)
-            rhs[seeds] = 1.0 / len(seeds) if self.class_balanced else 1.0
-            iters = [0]
-
-            def count(_xk, iters=iters) -> None:
-                iters[0] += 1
-
-            z[perm, j], _ = cg(a, rhs, rtol=self.tol, maxiter=self.max_iter, callback=count)
-            self.n_iter_.append(iters[0])
+        z = self._solve(a, y[perm], perm)
         np.clip(z, 0.0, None, out=z)  # CG round-off can leave tiny negatives
         mass = z.sum(axis=1)
         self.reached_ = mass > 0
@@ -116,6 +103,25 @@ class LabelPropagation:
         self.seconds_["solve"] = round(time.perf_counter() - t0, 2)
         return self
 
+    def _solve(self, a: sp.csr_matrix, yp: np.ndarray, perm: np.ndarray) -> np.ndarray:
+        """Z with A Z[:, j] = Y[:, j] solved by CG for each class j; A and ``yp`` are in the
+        order ``perm``, Z comes back in row order."""
+        n, c = len(yp), len(self.classes_)
+        z = np.zeros((n, c), np.float32)  # float32 after each solve: 400 MB at 1M x 100
+        self.n_iter_ = []
+        for j, cls in enumerate(self.classes_):
+            seeds = np.flatnonzero(yp == cls)
+            rhs = np.zeros(n)
+            rhs[seeds] = 1.0 / len(seeds) if self.class_balanced else 1.0
+            iters = [0]
+
+            def count(_xk, iters=iters) -> None:
+                iters[0] += 1
+
+            z[perm, j], _ = cg(a, rhs, rtol=self.tol, maxiter=self.max_iter, callback=count)
+            self.n_iter_.append(iters[0])
+        return z
+
     def _vote(self, X: np.ndarray, z: np.ndarray, reached: np.ndarray) -> np.ndarray:
         """Distribution of unreached rows: weighted vote of their k nearest reached rows."""
         reached_idx = np.flatnonzero(reached)
@@ -126,4 +132,4 @@ class LabelPropagation:
         return (wts[:, :, None] * zr[nbrs]).sum(axis=1)
 
 
-__all__ = ["LabelPropagation", "entropy_confidence"]
+__all__ = ["LabelPropagation", "PropagationParams", "entropy_confidence"]

@@ -1,8 +1,7 @@
-"""Walk a folder for image files, hash their content, derive labels from folder names."""
+"""Walk a folder for image files and derive labels from folder names."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,50 +31,54 @@ def walk_images(root: str | os.PathLike[str]) -> Iterator[Found]:
     Directory symlinks are followed, but a directory already visited (by device and inode) is
     not entered twice, so a symlink loop ends the descent instead of recursing forever.
     """
-    root = os.path.abspath(root)
     seen: set[tuple[int, int]] = set()
 
     def visit(d: str) -> Iterator[Found]:
-        try:
-            st = os.stat(d)
-        except OSError:
-            return
-        key = (st.st_dev, st.st_ino)
-        if key in seen:
-            return
-        seen.add(key)
-        try:
-            with os.scandir(d) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            return
         subdirs = []
-        for e in entries:
-            try:
-                if e.is_dir():  # follows symlinks; loops are cut by `seen`
-                    subdirs.append(e.path)
-                    continue
-            except OSError:
-                pass
-            if not is_image_name(e.name):
-                continue
-            try:
-                st = os.stat(e.path)
-            except OSError as exc:
-                yield Found(e.path, error=f"cannot stat file: {exc.strerror or exc}")
-                continue
-            if not os.path.isfile(e.path):
-                yield Found(e.path, error="not a regular file")
-                continue
-            yield Found(e.path, size=st.st_size, mtime_ns=st.st_mtime_ns)
-        for s in subdirs:
-            yield from visit(s)
+        for e in _entries_once(d, seen):
+            if _is_dir(e):
+                subdirs.append(e.path)
+            elif is_image_name(e.name):
+                yield _found(e.path)
+        for sub in subdirs:
+            yield from visit(sub)
 
-    yield from visit(root)
+    yield from visit(os.path.abspath(root))
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _entries_once(d: str, seen: set[tuple[int, int]]) -> list[os.DirEntry]:
+    """The entries of folder ``d`` sorted by name; none when it was seen already or cannot
+    be read."""
+    try:
+        st = os.stat(d)
+    except OSError:
+        return []
+    key = (st.st_dev, st.st_ino)
+    if key in seen:
+        return []
+    seen.add(key)
+    try:
+        with os.scandir(d) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError:
+        return []
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks; loops are cut by `seen`
+    except OSError:
+        return False
+
+
+def _found(path: str) -> Found:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return Found(path, error=f"cannot stat file: {exc.strerror or exc}")
+    if not os.path.isfile(path):
+        return Found(path, error="not a regular file")
+    return Found(path, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
 def folder_label(path: str, root: str, unlabeled: Iterable[str] = DEFAULT_UNLABELED) -> str | None:

@@ -1,0 +1,130 @@
+"""Options shared by several commands, each declared once, with its default taken from the
+library's parameter objects (PropagationParams, ClusterParams, EvaluationParams...)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from vecstore.params import PropagationParams
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SPACE_HELP = (
+    "Embedding space: resnet18, resnet50, resnet18-layer3, resnet50-layer3, hog, histogram, "
+    "pixels."
+)
+
+
+def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Apply several option decorators, the first listed shown first in --help."""
+
+    def apply(f: F) -> F:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+def space_option(default_help: str = "Default: the store's first space.") -> Callable[[F], F]:
+    """One --space (stored as `space`, None when not given)."""
+    return click.option("--space", default=None, help=f"{SPACE_HELP} {default_help}")
+
+
+def spaces_option(*, required: bool = False, default_help: str = "") -> Callable[[F], F]:
+    """Repeatable --space (stored as `spaces`, a tuple)."""
+    return click.option("--space", "spaces", multiple=True, required=required,
+                        help=f"{SPACE_HELP} Repeat for several. {default_help}".strip())
+
+
+def output_option(*, csv: bool = True) -> Callable[[F], F]:
+    """The output format, stored as `fmt`: a table (default), --json (one object per line)
+    and, for commands that print rows, --csv (a header row)."""
+    opts = [click.option("--json", "fmt", flag_value="json", help="One JSON object per line.")]
+    if csv:
+        opts.append(click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row."))
+    opts.append(click.option("--table", "fmt", flag_value="table", default=True, hidden=True))
+    return _stack(*opts)
+
+
+DEVICE_CHOICE = click.Choice(["auto", "cpu", "cuda"])
+
+
+def device_option(help: str = "Where CNNs run.") -> Callable[[F], F]:
+    return click.option("--device", type=DEVICE_CHOICE, default="auto", show_default=True,
+                        help=help)
+
+
+def embedding_options(f: F) -> F:
+    """--weights, --device, --batch-size, --workers: how a CNN space is computed."""
+    return _stack(
+        click.option(
+            "--weights", default=None, metavar="imagenet|random|PATH",
+            help="CNN weights: torchvision ImageNet weights (default, downloaded once to "
+            "$TORCH_HOME), a local state-dict file, or `random` (untrained; only when asked "
+            "explicitly)."),
+        device_option(),
+        click.option("--batch-size", type=click.IntRange(1), default=None,
+                     help="Images per batch (default 32 for CNNs)."),
+        click.option("--workers", type=click.IntRange(0), default=None,
+                     help="Decoding workers (default: up to 2 for CNNs, 4 threads for "
+                     "descriptors)."),
+    )(f)
+
+
+def truth_option(help: str) -> Callable[[F], F]:
+    return click.option("--truth", type=click.Path(dir_okay=False), default=None, help=help)
+
+
+def seed_option(default: int) -> Callable[[F], F]:
+    return click.option("--seed", type=int, default=default, show_default=True,
+                        help="Random seed (same seed, same result).")
+
+
+def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    from vecstore.search.choice import parse_size
+
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+memory_budget_option = click.option(
+    "--memory-budget", callback=_size, metavar="SIZE",
+    help="Memory the index may take (e.g. 4G, 512M); default half the RAM.")
+
+
+def propagation_options(f: F) -> F:
+    """-k/--neighbors and --alpha, defaults from PropagationParams (stored as `neighbors`,
+    `alpha`)."""
+    return _stack(
+        click.option("-k", "--neighbors", "neighbors", type=int,
+                     default=PropagationParams.n_neighbors, show_default=True,
+                     help="Neighbours per image in the k-NN graph."),
+        click.option("--alpha", type=float, default=PropagationParams.alpha, show_default=True,
+                     help="Diffusion strength (Zhou et al.), between 0 and 1."),
+    )(f)
+
+
+def k_range(_ctx: click.Context, _param: click.Parameter, value: str | None):
+    """LO..HI -> (LO, HI)."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*\.\.\s*(\d+)\s*", value)
+    if not m or not 2 <= int(m.group(1)) <= int(m.group(2)):
+        raise click.BadParameter("use LO..HI with 2 <= LO <= HI, e.g. 2..20")
+    return int(m.group(1)), int(m.group(2))
+
+
+def build(factory: Callable[..., Any], **values: Any) -> Any:
+    """A library parameter object; its ValueError (a bad combination of options) becomes a
+    usage error."""
+    try:
+        return factory(**values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None

@@ -1,0 +1,61 @@
+"""The one-writer lock of a store: an flock on ``<store>/write.lock`` that holds the writer's
+pid, dropped by the kernel when the process dies (even by SIGKILL), and never inherited by
+forked workers."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from ..errors import StoreLocked
+
+# Lock file descriptors held by this process. A forked child (scan workers, DataLoader
+# workers) must not keep them: flock belongs to the open file, so a child that outlives a
+# killed parent would keep the store locked.
+_HELD_LOCK_FDS: set[int] = set()
+
+
+def _close_lock_fds_in_child() -> None:
+    for fd in list(_HELD_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_lock_fds_in_child)
+
+
+class WriteLock:
+    """``acquire()`` takes the lock or raises StoreLocked naming the holder's pid."""
+
+    def __init__(self, store_path: Path) -> None:
+        self.store_path = store_path
+        self.path = store_path / "write.lock"
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or None
+            os.close(fd)
+            raise StoreLocked(str(self.store_path), holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD_LOCK_FDS.add(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            _HELD_LOCK_FDS.discard(self._fd)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,94 @@
+"""The run log: every ingest, embed, clustering, propagation, evaluation and learning curve is
+a run with its kind, space, parameters, results, times, status and vecstore version.
+
+>>> with db.runs.record("cluster", "pixels", {"k": 10}) as run:   # doctest: +SKIP
+...     run.stats = {"sizes": [...]}                                # marked done on exit
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from .. import __version__
+from ..errors import NoRun
+from .models import Run
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .database import Database
+
+
+@dataclass
+class RunHandle:
+    """The run being recorded: set ``stats`` before the block ends."""
+
+    id: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class RunRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def start(self, kind: str, space: str | None, params: dict[str, Any]) -> int:
+        with self.db.session() as s:
+            run = Run(kind=kind, space=space, params=params, stats={}, code_version=__version__)
+            s.add(run)
+            s.commit()
+            return run.id
+
+    def finish(self, run_id: int, stats: dict[str, Any], status: str = "done") -> None:
+        with self.db.session() as s:
+            run = s.get(Run, run_id)
+            assert run is not None
+            run.stats, run.status = stats, status
+            run.finished_at = datetime.now(timezone.utc)
+            started = run.started_at
+            if started.tzinfo is None:  # SQLite gives datetimes back without a zone
+                started = started.replace(tzinfo=timezone.utc)
+            run.seconds = (run.finished_at - started).total_seconds()
+            s.commit()
+
+    @contextmanager
+    def record(
+        self,
+        kind: str,
+        space: str | None,
+        params: dict[str, Any],
+        partial: Callable[[], dict[str, Any]] | None = None,
+    ) -> Iterator[RunHandle]:
+        """A run marked done with ``handle.stats`` when the block ends, or failed (with the
+        error, and ``partial()`` when given: what was done before it) when it raises."""
+        run = RunHandle(self.start(kind, space, params))
+        try:
+            yield run
+        except BaseException as exc:
+            done_so_far = partial() if partial is not None else {}
+            self.finish(run.id, {**done_so_far, "error": repr(exc)}, status="failed")
+            raise
+        self.finish(run.id, run.stats)
+
+    def latest(self, kind: str, space: str | None = None) -> Run | None:
+        """The latest finished run of a kind (of a space, when given)."""
+        q = select(Run).where(Run.kind == kind, Run.status == "done")
+        if space is not None:
+            q = q.where(Run.space == space)
+        with self.db.session() as s:
+            return s.scalar(q.order_by(Run.id.desc()).limit(1))
+
+    def get(self, run_id: int, kind: str) -> Run:
+        """Run ``run_id``, which must be of ``kind``."""
+        with self.db.session() as s:
+            run = s.get(Run, run_id)
+        if run is None or run.kind != kind:
+            raise NoRun(f"run {run_id} is not a {kind} run of this store (see `vecstore runs`)")
+        return run
+
+    def all(self) -> list[Run]:
+        with self.db.session() as s:
+            return list(s.scalars(select(Run).order_by(Run.id)))

@@ -1,0 +1,198 @@
+"""Vectors: one float32 blob per image and space. Whole spaces load straight from the DB-API
+cursor into one preallocated array, and imports write through executemany, so a million rows
+move in seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from ..errors import VecstoreError
+from .models import Vector, utcnow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .database import Database
+    from .models import Space
+
+SQLITE_MAX_PARAMS = 30000  # bound parameters per statement, under SQLite's limit
+FETCH_ROWS = 8192
+
+
+def from_blobs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, dim), np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
+
+
+@dataclass
+class ImportCounts:
+    added: int = 0  # new images
+    reused: int = 0  # images already known by their path, given a vector in the space
+    skipped: int = 0  # images that already had a vector in the space
+
+
+class VectorRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def ids(self, space: Space) -> np.ndarray:
+        """The image ids that have a vector in a space, sorted."""
+        with self.db.raw() as raw:
+            cur = raw.execute(
+                "SELECT image_id FROM vectors WHERE space_id = ? ORDER BY image_id", (space.id,)
+            )
+            return np.fromiter((r[0] for r in cur), dtype=np.int64)
+
+    def one(self, space: Space, image_id: int) -> np.ndarray | None:
+        """The vector of one image (1 x dim), or None; on the query's hot path."""
+        rows = self.db.read(
+            "SELECT vector FROM vectors WHERE space_id = ? AND image_id = ?", (space.id, image_id)
+        )
+        return from_blobs([rows[0][0]], space.dim) if rows else None
+
+    def get(
+        self, space: Space, ids: Sequence[int] | np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of a space, all of them or the given ids, in id order."""
+        if ids is None:
+            return self._all(space)
+        q = select(Vector.image_id, Vector.vector).where(Vector.space_id == space.id)
+        wanted = [int(i) for i in ids]
+        rows = []
+        with self.db.session() as s:
+            for start in range(0, len(wanted), SQLITE_MAX_PARAMS):
+                chunk = wanted[start : start + SQLITE_MAX_PARAMS]
+                rows.extend(s.execute(q.where(Vector.image_id.in_(chunk))).all())
+        rows.sort()
+        out_ids = np.asarray([r[0] for r in rows], dtype=np.int64)
+        return out_ids, from_blobs([r[1] for r in rows], space.dim)
+
+    def _all(self, space: Space) -> tuple[np.ndarray, np.ndarray]:
+        """All vectors of a space, straight from the DB-API cursor into one preallocated array
+        (no ORM rows, no list of blobs: 1M x 512 loads in seconds with one copy in memory)."""
+        dim = space.dim
+        with self.db.raw() as raw:
+            count = "SELECT count(*) FROM vectors WHERE space_id = ?"
+            n = raw.execute(count, (space.id,)).fetchone()[0]
+            ids, x = np.empty(n, np.int64), np.empty((n, dim), np.float32)
+            filled = 0
+            cur = raw.execute(
+                "SELECT image_id, vector FROM vectors WHERE space_id = ? ORDER BY image_id",
+                (space.id,),
+            )
+            while rows := cur.fetchmany(FETCH_ROWS):
+                if filled + len(rows) > len(ids):  # a writer added rows since the count
+                    grow = max(len(rows), len(ids) // 4)
+                    ids = np.resize(ids, len(ids) + grow)
+                    x = np.resize(x, (len(x) + grow, dim))
+                ids[filled : filled + len(rows)] = [r[0] for r in rows]
+                x[filled : filled + len(rows)] = self._block(space, rows)
+                filled += len(rows)
+        return ids[:filled], x[:filled]
+
+    @staticmethod
+    def _block(space: Space, rows: list[tuple[int, bytes]]) -> np.ndarray:
+        blob = b"".join(r[1] for r in rows)
+        if len(blob) != space.dim * 4 * len(rows):
+            raise VecstoreError(
+                f"space {space.name!r} holds vectors of the wrong length "
+                f"(expected {space.dim} float32); run `vecstore check`"
+            )
+        return np.frombuffer(blob, np.float32).reshape(len(rows), space.dim)
+
+    def add(self, s: Session, space_id: int, ids: Sequence[int], vectors: np.ndarray) -> None:
+        """Insert one batch of vectors in session ``s`` (the caller commits)."""
+        if len(ids):
+            vecs = np.asarray(vectors, dtype=np.float32)
+            rows = [{"image_id": i, "space_id": space_id, "vector": v.tobytes()}
+                    for i, v in zip(ids, vecs)]
+            s.execute(insert(Vector), rows)
+
+    def count(self, space: Space) -> int:
+        with self.db.session() as s:
+            q = select(func.count()).select_from(Vector).where(Vector.space_id == space.id)
+            return s.scalar(q) or 0
+
+    def wrong_length(self, space: Space) -> int:
+        """How many vectors of a space are not ``dim`` float32 long."""
+        with self.db.session() as s:
+            q = select(func.count()).select_from(Vector).where(
+                Vector.space_id == space.id, func.length(Vector.vector) != space.dim * 4
+            )
+            return s.scalar(q) or 0
+
+    def total_bytes(self) -> int:
+        with self.db.session() as s:
+            return s.scalar(select(func.coalesce(func.sum(func.length(Vector.vector)), 0))) or 0
+
+    def import_rows(
+        self, space_id: int, paths: list[str], x: np.ndarray, next_id: int
+    ) -> tuple[ImportCounts, int]:
+        """One chunk of an import in one transaction: each path becomes an image (or finds the
+        one it already is) with its vector in the space; an image that already has one is
+        skipped. Returns the counts and the next free image id."""
+        counts = ImportCounts()
+        with self.db.raw() as raw:
+            known = _known_paths(raw, paths)
+            have = _with_vector(raw, space_id, list(known.values()))
+            now = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DATETIME format
+            images, path_rows, vec_rows = [], [], []
+            for p, v in zip(paths, x):
+                iid = known.get(p)
+                if iid is None:
+                    iid, next_id = next_id, next_id + 1
+                    images.append((iid, p, now, "ok"))
+                    path_rows.append((iid, p, now))
+                    counts.added += 1
+                elif iid in have:
+                    counts.skipped += 1
+                    continue
+                else:
+                    counts.reused += 1
+                vec_rows.append((space_id, iid, v.tobytes()))
+            _insert_all(raw, images, path_rows, vec_rows)
+        return counts, next_id
+
+
+def _known_paths(raw, paths: list[str]) -> dict[str, int]:
+    known: dict[str, int] = {}
+    for start in range(0, len(paths), SQLITE_MAX_PARAMS):
+        part = paths[start : start + SQLITE_MAX_PARAMS]
+        marks = ",".join("?" * len(part))
+        sql = f"SELECT path, image_id FROM image_paths WHERE path IN ({marks})"
+        known.update(raw.execute(sql, part).fetchall())
+    return known
+
+
+def _with_vector(raw, space_id: int, ids: list[int]) -> set[int]:
+    have: set[int] = set()
+    for start in range(0, len(ids), SQLITE_MAX_PARAMS):
+        part = ids[start : start + SQLITE_MAX_PARAMS]
+        marks = ",".join("?" * len(part))
+        sql = f"SELECT image_id FROM vectors WHERE space_id = ? AND image_id IN ({marks})"
+        have.update(r[0] for r in raw.execute(sql, [space_id, *part]))
+    return have
+
+
+def _insert_all(raw, images: list[tuple], path_rows: list[tuple], vec_rows: list[tuple]) -> None:
+    raw.execute("BEGIN")
+    try:
+        raw.executemany(
+            "INSERT INTO images (id, path, added_at, status) VALUES (?, ?, ?, ?)", images
+        )
+        raw.executemany(
+            "INSERT INTO image_paths (image_id, path, added_at) VALUES (?, ?, ?)", path_rows
+        )
+        raw.executemany(
+            "INSERT INTO vectors (space_id, image_id, vector) VALUES (?, ?, ?)", vec_rows
+        )
+        raw.execute("COMMIT")
+    except BaseException:
+        raw.execute("ROLLBACK")
+        raise
+

@@ -1,0 +1,91 @@
+"""Turning the images of the store into vectors of a space: the embedder a space is made
+with (held to the weights it was created with), and the embedding of the images a space
+lacks, batch by batch, each batch durable on its own."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ..embedders import NAMES, Embedder, get_embedder, is_cnn
+from ..errors import BadInput, UnknownSpace
+from ..progress import progress_bar
+from ..results import SpaceEmbedStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..db import Database
+
+
+def embedder_for(
+    db: Database,
+    name: str,
+    *,
+    weights: str | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+) -> Embedder:
+    """Build the embedder of a space, holding an existing space to the weights it was made
+    with; ``weights`` is ignored for the descriptors, which take none."""
+    if name not in NAMES:
+        raise UnknownSpace(f"unknown space {name!r}; choose one of: {', '.join(NAMES)}")
+    existing = db.spaces.by_name(name)
+    weights = weights if is_cnn(name) else None
+    if existing is not None and is_cnn(name):
+        weights = _recorded_weights(name, existing.weights, weights)
+    emb = get_embedder(name, weights=weights, device=device, batch_size=batch_size,
+                       workers=workers)
+    if existing is not None:
+        if existing.dim != emb.info.dim:
+            raise BadInput(
+                f"space {name!r} has dim {existing.dim}, the embedder gives {emb.info.dim}"
+            )
+        if existing.weights_sha256 and emb.info.weights_sha256 != existing.weights_sha256:
+            raise BadInput(
+                f"the weights file of space {name!r} changed since its vectors were made "
+                f"(sha256 {existing.weights_sha256[:12]}... recorded, "
+                f"{(emb.info.weights_sha256 or '?')[:12]}... now); restore the file or use "
+                "another store"
+            )
+    return emb
+
+
+def _recorded_weights(name: str, recorded: str, asked: str | None) -> str:
+    """The weights of an existing CNN space: those it recorded; others are refused."""
+    from ..embedders.resnet import weights_spec
+
+    if asked is not None and weights_spec(asked) != recorded:
+        raise BadInput(
+            f"space {name!r} holds vectors made with weights {recorded}; --weights {asked} "
+            "would mix two models in one space. Drop --weights to use the recorded ones, or "
+            "use another store for the other weights."
+        )
+    return recorded
+
+
+def embed_space(db: Database, emb: Embedder, progress: bool) -> SpaceEmbedStats:
+    """Embed the usable images that have no vector in the embedder's space yet. Each batch
+    (its vectors, and its failures marked on their images) is committed on its own: a crash
+    loses at most one."""
+    info = emb.info
+    stats = SpaceEmbedStats(space=info.name, device=getattr(emb, "device", "cpu"),
+                            weights=info.weights, weights_random=info.weights_random)
+    with db.session() as s:
+        space_id = db.spaces.ensure(s, info).id
+        s.commit()
+    todo = db.images.to_embed(space_id)
+    if not todo:
+        return stats
+    bar = progress_bar(len(todo), info.name, progress)
+    t0 = time.perf_counter()
+    with db.session() as s:
+        for ids, vecs, failed in emb.embed_files(todo):
+            db.vectors.add(s, space_id, ids, vecs)
+            db.images.mark_failed(s, [(iid, f"{info.name}: {why}") for iid, why in failed])
+            s.commit()
+            stats.embedded += len(ids)
+            stats.failed += len(failed)
+            bar.update(len(ids) + len(failed))
+    stats.seconds = time.perf_counter() - t0
+    bar.close()
+    return stats

@@ -1,0 +1,182 @@
+"""Phase 1 of an ingest: one image row per distinct content, one path row per file, and the
+descriptor vectors of new images, written chunk by chunk (a chunk's rows land together or
+not at all, so a killed ingest leaves a consistent store and the next run resumes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..db.images import ChunkWrite
+from ..embedders import is_cnn
+from ..embedders.classic import CLASSIC
+from ..progress import progress_bar
+from ..results import IngestReport
+from .decode import Decoded, read_and_decode, scan_pool
+from .scan import Found, walk_images
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy import Row
+
+    from ..db import Database
+    from ..embedders import Embedder
+
+COMMIT_EVERY = 256  # files per transaction
+
+
+@dataclass
+class _Seen:
+    """An image met earlier in this chunk or in the store: id, hash, status, path."""
+
+    id: int
+    sha256: str | None
+    status: str
+    path: str
+
+
+def _size(res: Decoded) -> int | None:
+    """The bytes read, or the size the scan saw when the file could not be read."""
+    return res.size if res.size is not None else res.found.size
+
+
+def register_files(
+    db: Database, root: str, report: IngestReport, embedders: Sequence[Embedder], progress: bool
+) -> dict[str, int]:
+    """Register every image file under ``root``; returns path -> image id for every file
+    found that holds a usable image."""
+    found = list(walk_images(root))
+    report.scanned = len(found)
+    reg = _Registrar(db, report, embedders)
+    bar = progress_bar(len(found), "scan", progress)
+    with scan_pool(len(found)) as pool:
+        for start in range(0, len(found), COMMIT_EVERY):
+            chunk = found[start : start + COMMIT_EVERY]
+            reg.chunk(chunk, pool)
+            bar.update(len(chunk))
+    bar.close()
+    return reg.path_to_image
+
+
+class _Registrar:
+    def __init__(self, db: Database, report: IngestReport, embedders: Sequence[Embedder]) -> None:
+        self.db = db
+        self.report = report
+        # Descriptors are cheap: computed from the decode that validates the file, so a new
+        # file is read and decoded once. CNN spaces batch on their own in phase 2.
+        self.space_ids: dict[str, int] = {}
+        features: dict[str, Callable] = {}
+        with db.session() as s:
+            for emb in embedders:
+                self.space_ids[emb.info.name] = db.spaces.ensure(s, emb.info).id
+                if not is_cnn(emb.info.name):
+                    features[emb.info.name] = CLASSIC[emb.info.name][0]  # picklable function
+            s.commit()
+        self.work = partial(read_and_decode, features=features)
+        self.next_id = db.images.next_id()
+        self.path_to_image: dict[str, int] = {}
+
+    def chunk(self, chunk: Sequence[Found], pool: Executor) -> None:
+        with self.db.session() as s:
+            known = self.db.images.known_paths(s, [f.path for f in chunk])
+            todo = [f for f in chunk if not self._unchanged(f, known.get(f.path))]
+            if todo:
+                results = list(pool.map(self.work, todo, chunksize=max(1, len(todo) // 32)))
+                shas = [r.sha256 for r in results if r.sha256]
+                by_sha = {sha: _Seen(r.id, r.sha256, r.status, r.path)
+                          for sha, r in self.db.images.by_shas(s, shas).items()}
+                w = ChunkWrite()
+                for res in results:
+                    self._place(res, known.get(res.found.path), by_sha, w)
+                self.db.images.write_chunk(s, w)
+            s.commit()  # rows, paths and vectors of a chunk land together or not at all
+
+    def _unchanged(self, f: Found, k: Row | None) -> bool:
+        """Same size and mtime as recorded, and usable: not even read again."""
+        if k and f.error is None and (k.size, k.mtime_ns, k.status) == (f.size, f.mtime_ns, "ok"):
+            self.report.unchanged += 1
+            self.path_to_image[f.path] = k.image_id
+            return True
+        return False
+
+    def _place(self, res: Decoded, k: Row | None, by_sha: dict[str, _Seen], w: ChunkWrite) -> None:
+        """Decide what one file read in this chunk becomes, into ``w``."""
+        f, sha, error = res.found, res.sha256, res.error
+        if error is not None:
+            self.report.failed.append((f.path, error))
+        if sha is None and k is not None and k.sha256 is None:
+            w.errors.append((k.image_id, error))  # still unreadable: refresh the reason
+            return
+        hit = by_sha.get(sha) if sha else None
+        if hit is None and error is None and k is not None and k.sha256 is None and k.status == "ok":
+            self._adopt(res, k, by_sha, w)
+            return
+        iid = self._image_of(res, k, hit, by_sha, w)
+        if error is None:
+            self.path_to_image[f.path] = iid
+        self._path_row(res, k, iid, w)
+
+    def _adopt(self, res: Decoded, k: Row, by_sha: dict[str, _Seen], w: ChunkWrite) -> None:
+        """An image known from import-vectors, read for the first time: same image id (its
+        imported vectors stay), now with its content hash and descriptors."""
+        f = res.found
+        w.adopted.append({"id": k.image_id, "sha256": res.sha256, "size": _size(res),
+                          "width": res.width, "height": res.height, "mode": res.mode})
+        by_sha[res.sha256] = _Seen(k.image_id, res.sha256, "ok", f.path)
+        self.path_to_image[f.path] = k.image_id
+        w.path_updates.append({"b_id": k.path_id, "b_image_id": k.image_id, "b_size": f.size,
+                               "b_mtime": f.mtime_ns})
+        self.report.added += 1
+        self._vectors(res, k.image_id, w)
+
+    def _image_of(
+        self, res: Decoded, k: Row | None, hit: _Seen | None, by_sha: dict[str, _Seen],
+        w: ChunkWrite,
+    ) -> int:
+        """The image id of a file's content: the one with the same bytes, else a new one."""
+        f, error = res.found, res.error
+        if hit is not None:
+            if error is None and hit.status == "ok" and (k is None or k.image_id != hit.id):
+                self.report.duplicates.append((f.path, hit.path))
+            return hit.id
+        iid, self.next_id = self.next_id, self.next_id + 1
+        status = "ok" if error is None else "failed"
+        w.new_images.append({
+            "id": iid, "sha256": res.sha256, "path": f.path, "size": _size(res),
+            "width": res.width, "height": res.height, "mode": res.mode, "status": status,
+            "error": error,
+        })
+        if res.sha256:  # later files of this chunk with the same bytes are duplicates
+            by_sha[res.sha256] = _Seen(iid, res.sha256, status, f.path)
+        if error is None:
+            self.report.added += 1
+            self._vectors(res, iid, w)
+        return iid
+
+    def _path_row(self, res: Decoded, k: Row | None, iid: int, w: ChunkWrite) -> None:
+        """The file's path row: new, or pointed at ``iid`` (its old image may now be gone)."""
+        f, ok = res.found, res.error is None
+        if k is None:
+            w.new_paths.append({"image_id": iid, "path": f.path, "size": f.size,
+                                "mtime_ns": f.mtime_ns})
+            return
+        w.path_updates.append({"b_id": k.path_id, "b_image_id": iid, "b_size": f.size,
+                               "b_mtime": f.mtime_ns})
+        if k.image_id == iid:
+            if ok:
+                self.report.unchanged += 1  # touched, same bytes
+            return
+        w.left.append(k.image_id)
+        if ok and k.status == "ok":
+            self.report.changed += 1
+
+    def _vectors(self, res: Decoded, image_id: int, w: ChunkWrite) -> None:
+        for name, v in res.features.items():
+            w.new_vectors.append({"image_id": image_id, "space_id": self.space_ids[name],
+                                  "vector": np.asarray(v, np.float32).tobytes()})
+            self.report.scan_vectors[name] = self.report.scan_vectors.get(name, 0) + 1
+

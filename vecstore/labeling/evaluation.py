@@ -1,0 +1,160 @@
+"""How good the pseudo-labels are, the costly error first, as a recorded run: against a
+truth file (a propagation run's predictions scored), or by repeated stratified hold-out of
+the expert labels (hide some, propagate from the rest, score the hidden)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import BadInput, NoRun
+from ..learn.metrics import classification_metrics, coverage_curve, recommend_review_threshold
+from ..learn.splits import stratified_holdout
+from ..params import EvaluationParams, PropagationParams
+from ..results import Coverage, Evaluation, HoldoutDetails, TruthDetails
+from .data import space_matrix
+from .labels import classes as store_classes
+from .propagation import spread
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..db import Database
+    from ..db.models import Space
+
+
+@dataclass
+class _Scored:
+    """Predictions next to what they should be, for the images scored."""
+
+    y_true: list[str]
+    y_pred: list[str | None]
+    confidence: np.ndarray
+    proba: np.ndarray  # (n, classes)
+    classes: list[str]
+    details: HoldoutDetails | TruthDetails
+    space: Space
+
+
+def evaluate(
+    db: Database, space: str | None, params: EvaluationParams, *,
+    truth: dict[int, str] | None = None, run_id: int | None = None,
+    propagation: PropagationParams | None = None,
+) -> Evaluation:
+    """Score against ``truth`` (the latest or given propagation run of the space), or by
+    hold-out with ``propagation`` (default: the parameters of the space's latest run)."""
+    sp = db.spaces.get(space)
+    known = store_classes(db)
+    if params.positive is not None and params.positive not in known:
+        raise BadInput(f"--positive {params.positive!r} is not a label of this store "
+                       f"({', '.join(known) or 'none'})")
+    mode = "truth" if truth is not None else "holdout"
+    with db.runs.record("evaluate", sp.name, params.run_params(mode)) as run:
+        if truth is not None:
+            scored = _score_run(db, sp, truth, run_id)
+        else:
+            scored = _score_holdout(db, sp, known, params, propagation)
+        result = _summarise(run.id, scored, params)
+        run.stats = result.to_dict()
+    return result
+
+
+def _score_run(db: Database, sp: Space, truth: dict[int, str], run_id: int | None) -> _Scored:
+    """The predictions of a propagation run for the unlabeled images the truth file names."""
+    run = db.runs.get(run_id, "propagate") if run_id else db.runs.latest("propagate", sp.name)
+    if run is None:
+        raise NoRun(f"no propagation run for space {sp.name!r} yet: run "
+                    f"`vecstore propagate --space {sp.name}`")
+    classes = run.stats["classes"]
+    seeds = db.labels.all()
+    preds = db.outputs.predictions(run.id)
+    scored = [p for i, p in preds.items() if i in truth and i not in seeds]
+    if not scored:
+        raise BadInput("no unlabeled image of the propagation run appears in the truth file")
+    unknown = sorted({truth[p.image_id] for p in scored} - set(classes))
+    if unknown:
+        raise BadInput(f"truth labels {unknown} are not classes of the propagation ({classes})")
+    return _Scored(
+        y_true=[truth[p.image_id] for p in scored], y_pred=[p.label for p in scored],
+        confidence=np.array([p.confidence for p in scored]),
+        proba=np.stack([np.frombuffer(p.distribution, np.float32) for p in scored]),
+        classes=classes, details=TruthDetails(run.id, len(scored)),
+        space=db.spaces.get(run.space),
+    )
+
+
+def _score_holdout(
+    db: Database, sp: Space, classes: list[str], params: EvaluationParams,
+    propagation: PropagationParams | None,
+) -> _Scored:
+    """Hide a share of the expert labels, propagate from the rest, score the hidden ones;
+    ``params.repeats`` times."""
+    seeds = db.labels.all()
+    _, ids, x = space_matrix(db, sp.name)
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    lab_ids = np.array(sorted(i for i in seeds if i in row_of))
+    labels = np.array([seeds[i] for i in lab_ids], dtype=object)
+    if len(lab_ids) < 2 * max(len(classes), 1) or min(Counter(labels).values()) < 2:
+        raise BadInput(
+            "hold-out evaluation needs at least 2 expert labels per class (one to keep, one "
+            "to hide); add labels or give --truth FILE.csv"
+        )
+    prop = propagation or _latest_params(db, sp.name)
+    y_true, y_pred, conf, proba, accs = [], [], [], [], []
+    for train, test in stratified_holdout(labels, params.test_size, params.repeats, params.seed):
+        kept = {int(lab_ids[j]): labels[j] for j in train}
+        cls, lp = spread(x, ids, kept, prop)
+        rows = [row_of[int(lab_ids[j])] for j in test]
+        p = np.zeros((len(rows), len(classes)))
+        for cj, c in enumerate(cls):
+            p[:, classes.index(c)] = lp.label_distributions_[rows, cj]
+        pred = [classes[r.argmax()] if r.sum() > 0 else None for r in p]
+        truth = [labels[j] for j in test]
+        accs.append(float(np.mean([a == b for a, b in zip(truth, pred)])))
+        y_true += truth
+        y_pred += pred
+        conf.append(lp.confidence_[rows])
+        proba.append(p)
+    details = HoldoutDetails(
+        repeats=params.repeats, test_size=params.test_size, n_neighbors=prop.n_neighbors,
+        alpha=prop.alpha, gamma=prop.gamma, hidden_per_repeat=len(y_true) // params.repeats,
+        accuracy_per_repeat=accs, accuracy_mean=float(np.mean(accs)),
+        accuracy_std=float(np.std(accs)),
+    )
+    return _Scored(y_true, y_pred, np.concatenate(conf), np.concatenate(proba), classes,
+                   details, sp)
+
+
+def _latest_params(db: Database, space: str) -> PropagationParams:
+    """The parameters of the space's latest propagation (the defaults when there is none),
+    so that the score is about them."""
+    last = db.runs.latest("propagate", space)
+    p = last.params if last is not None else {}
+    d = PropagationParams()
+    return PropagationParams(p.get("n_neighbors", d.n_neighbors), p.get("alpha", d.alpha),
+                             p.get("gamma", d.gamma))
+
+
+def _summarise(run_id: int, s: _Scored, params: EvaluationParams) -> Evaluation:
+    try:
+        scores = classification_metrics(
+            s.y_true, s.y_pred, classes=list(s.classes), proba=s.proba,
+            positive=params.positive, target_recall=params.target_recall,
+        )
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+    correct = np.array([t == p for t, p in zip(s.y_true, s.y_pred)])
+    curve = coverage_curve(correct, s.confidence)
+    recommended = recommend_review_threshold(curve, params.target_accuracy)
+    not_flagged = None
+    if recommended is not None:
+        kept = s.confidence >= recommended
+        not_flagged = Coverage(float(kept.mean()),
+                               float(correct[kept].mean()) if kept.any() else None)
+    return Evaluation(
+        run_id=run_id, space=s.space.name, mode="truth" if isinstance(s.details, TruthDetails)
+        else "holdout", details=s.details, scores=scores, coverage_curve=curve,
+        target_accuracy=params.target_accuracy, review_below=recommended,
+        not_flagged=not_flagged, weights_random=s.space.weights_random,
+    )

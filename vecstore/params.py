@@ -1,0 +1,131 @@
+"""The parameters of every workflow, with their defaults and their checks, declared once: the
+estimators, the Store, the CLI's options and the benches all take them from here. Pure
+dataclasses (no heavy import), so that the CLI can show the defaults in --help instantly.
+
+>>> PropagationParams(n_neighbors=10).alpha
+0.99
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class PropagationParams:
+    """Label propagation on the k-NN graph (vecstore.learn.propagation)."""
+
+    n_neighbors: int = 5  # neighbours per image in the k-NN graph
+    alpha: float = 0.99  # diffusion strength (Zhou et al.), in (0, 1)
+    gamma: float = 3.0  # edge weight = similarity ** gamma
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be between 0 and 1 (exclusive), not {self.alpha}")
+        if self.n_neighbors < 1:
+            raise ValueError(f"the number of neighbours must be at least 1, not {self.n_neighbors}")
+        if self.gamma <= 0:
+            raise ValueError(f"gamma must be positive, not {self.gamma}")
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+METHODS = ("kmeans", "spectral")
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """How a space is clustered, with the defaults and checks declared once.
+
+    ``k`` None: chosen by cosine silhouette in ``k_range`` (2..20 when that is None too).
+    """
+
+    k: int | None = None
+    k_range: tuple[int, int] | None = None
+    method: str = "kmeans"  # FAISS k-means, or spectral (k-means on graph eigenvectors)
+    n_neighbors: int = 10  # k of the k-NN graph (spectral)
+    n_init: int = 10  # k-means restarts
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown clustering method {self.method!r} (kmeans or spectral)")
+        if self.k is not None and self.k_range is not None:
+            raise ValueError("give k or a range of k, not both")
+        if self.k is not None and self.k < 2:
+            raise ValueError(f"k must be at least 2, not {self.k}")
+        if self.k_range is not None and not 2 <= self.k_range[0] <= self.k_range[1]:
+            raise ValueError(f"a range of k needs 2 <= LO <= HI, not {self.k_range}")
+        if self.n_init < 1 or self.n_neighbors < 1:
+            raise ValueError("n_init and n_neighbors must be at least 1")
+
+    def ks(self) -> range:
+        """The values of k tried when ``k`` is None."""
+        lo, hi = self.k_range or (2, 20)
+        return range(lo, hi + 1)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["k_range"] = list(self.k_range) if self.k_range else None
+        return out
+
+
+@dataclass(frozen=True)
+class EvaluationParams:
+    """What an evaluation aims at and how the hold-out hides labels; defaults declared once."""
+
+    positive: str | None = None  # the class whose misses cost most (e.g. cancer)
+    target_recall: float = 0.95  # of the positive class
+    target_accuracy: float = 0.97  # of the pseudo-labels not flagged needs_review
+    test_size: float = 0.3  # share of the expert labels hidden in each hold-out repeat
+    repeats: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_recall <= 1:
+            raise ValueError("the target recall must be in (0, 1]")
+        if not 0 < self.target_accuracy <= 1:
+            raise ValueError("the target accuracy must be in (0, 1]")
+        if not 0 < self.test_size < 1:
+            raise ValueError("the hold-out share must be in (0, 1)")
+        if self.repeats < 1:
+            raise ValueError("repeats must be at least 1")
+
+    def run_params(self, mode: str) -> dict:
+        return {"mode": mode, "positive": self.positive, "target_recall": self.target_recall,
+                "target_accuracy": self.target_accuracy, "test_size": self.test_size,
+                "repeats": self.repeats, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Which propagation run (``run_id``, else the latest, of ``space`` when given) and which
+    of its rows; ``review_below`` overrides the confidence threshold of the review flag."""
+
+    space: str | None = None
+    run_id: int | None = None
+    only_unlabeled: bool = False
+    min_confidence: float | None = None
+    review_below: float | None = None
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What is planned for, and the prices and limits; defaults declared once."""
+
+    images: int
+    budget_eur: float
+    eur_per_label: float
+    space: str | None = None
+    gpu_eur_per_hour: float = 2.5
+    gpu_images_per_s: float | None = None  # when the store has not measured a GPU
+    cpu_eur_per_hour: float = 0.0
+    target_accuracy: float = 0.95
+    memory_budget: int | None = None  # bytes for the index (default: the index choice's)
+    max_hours: float = 48.0  # embedding must finish within this time
+
+    def __post_init__(self) -> None:
+        if self.images < 1 or self.budget_eur < 0 or self.eur_per_label <= 0:
+            raise ValueError("the images must be positive, the budget >= 0 and the price of a "
+                             "label > 0")

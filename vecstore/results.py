@@ -1,0 +1,490 @@
+"""Typed results of the Store's verbs. The CLI (and any service) formats these; ``to_dict()``
+gives the JSON of ``--json`` and what a run records as its stats."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover  (annotations only: results stay light to import)
+    from .learn.curves import CurveFit
+    from .learn.graph import GraphStats
+    from .learn.metrics import ClassificationScores, CoveragePoint
+
+# ---- ingest, embed, import ---------------------------------------------------------------
+
+
+@dataclass
+class SpaceEmbedStats:
+    space: str
+    embedded: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    device: str = "cpu"
+    weights: str = "none"
+    weights_random: bool = False
+    # descriptors are computed together in one pass over the files: their time is that pass's
+    shared_with: list[str] = field(default_factory=list)
+
+    @property
+    def per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "space": self.space, "embedded": self.embedded, "failed": self.failed,
+            "seconds": round(self.seconds, 3), "images_per_s": round(self.per_second, 1),
+            "device": self.device, "weights": self.weights,
+            "weights_random": self.weights_random, "shared_with": self.shared_with,
+        }
+
+
+@dataclass
+class IngestReport:
+    root: str
+    run_id: int | None = None
+    scanned: int = 0
+    added: int = 0
+    unchanged: int = 0
+    changed: int = 0
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (new path, existing path)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    labels_added: int = 0
+    label_conflicts: list[tuple[str, str, str]] = field(default_factory=list)  # path, old, new
+    metadata_matched: int = 0
+    metadata_unmatched: list[str] = field(default_factory=list)
+    embedded: list[SpaceEmbedStats] = field(default_factory=list)
+    scan_vectors: dict[str, int] = field(default_factory=dict)  # space -> vectors made in the scan
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "run_id": self.run_id,
+            "scanned": self.scanned,
+            "added": self.added,
+            "unchanged": self.unchanged,
+            "changed": self.changed,
+            "duplicates": [{"path": p, "same_as": q} for p, q in self.duplicates],
+            "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "labels_added": self.labels_added,
+            "label_conflicts": [
+                {"path": p, "kept": old, "ignored": new} for p, old, new in self.label_conflicts
+            ],
+            "metadata_matched": self.metadata_matched,
+            "metadata_unmatched": self.metadata_unmatched,
+            "embedded": [s.to_dict() for s in self.embedded],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class IndexStats:
+    """What an index build made: the factory, why, the search parameters tuned and the
+    recall@k they reach against exact search on a sample of the vectors."""
+
+    factory: str
+    why: str
+    exact: bool
+    n: int
+    target: float
+    k: int
+    params: dict[str, int]
+    recall: float
+    sample: int
+    seconds: float
+    built_at: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> IndexStats | None:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__}) if d else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Reindexed:
+    space: str
+    vectors: int
+    index: IndexStats
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"space": self.space, "vectors": self.vectors, **self.index.to_dict()}
+
+
+@dataclass
+class VectorImport:
+    space: str
+    dim: int
+    rows: int
+    new_images: int
+    existing_images: int
+    skipped_already_imported: int
+    seconds_rows: float
+    seconds: float
+    index: IndexStats | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["index"] = self.index.to_dict() if self.index else None
+        return out
+
+
+# ---- query, info, check -------------------------------------------------------------------
+
+
+@dataclass
+class Hit:
+    rank: int
+    id: int
+    path: str
+    similarity: float
+    label: str | None
+
+
+@dataclass
+class QueryResult:
+    space: str
+    weights: str
+    weights_random: bool
+    query: str
+    query_id: int | None
+    hits: list[Hit]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{**asdict(h), "similarity": round(h.similarity, 6), "space": self.space,
+                 "weights_random": self.weights_random} for h in self.hits]
+
+
+@dataclass
+class SpaceSummary:
+    name: str
+    model: str
+    layer: str | None
+    dim: int
+    vectors: int
+    weights: str
+    weights_random: bool
+    preprocessing: str
+    index_type: str | None
+    index_setting: str  # the factory asked for with --index, or "auto"
+    memory_budget: int | None
+    index_params: dict[str, int] | None
+    index_recall_at_10: float | None
+    index_recall_sample: int | None
+    index_built_for: int | None
+    index_file: str | None
+
+
+@dataclass
+class LabelCount:
+    label: str | None
+    source: str
+    count: int
+    needs_review: int | None = None  # for pseudo-labels: how many are flagged
+
+
+@dataclass
+class StoreInfo:
+    store: str
+    schema_version: str | None
+    vecstore_version: str
+    images: int
+    failed: int
+    paths: int
+    spaces: list[SpaceSummary]
+    labels: list[LabelCount]
+    failures: list[tuple[str, str]] | None = None  # (path, reason), when asked for
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "store": self.store, "schema_version": self.schema_version,
+            "vecstore_version": self.vecstore_version, "images": self.images,
+            "failed": self.failed, "paths": self.paths,
+            "spaces": [asdict(s) for s in self.spaces],
+            "labels": [{"label": c.label, "source": c.source, "count": c.count}
+                       for c in self.labels],
+        }
+        if self.failures is not None:
+            out["failures"] = [{"path": p, "reason": r} for p, r in self.failures]
+        return out
+
+
+@dataclass
+class CheckReport:
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, **asdict(self)}
+
+
+# ---- labels --------------------------------------------------------------------------------
+
+
+@dataclass
+class LabelImport:
+    added: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class LabelChange:
+    """One image's expert label set (``label``) or removed (``label`` None), and the one it
+    had before."""
+
+    image_id: int
+    label: str | None
+    previous: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- clustering, propagation, evaluation --------------------------------------------------
+
+
+@dataclass
+class Clustering:
+    run_id: int
+    space: str
+    method: str
+    k: int
+    n: int
+    scored_against: str  # "truth" | "expert labels"
+    n_scored: int
+    sizes: list[int]
+    silhouette_by_k: dict[int, float] | None
+    weights_random: bool
+    metrics: dict[str, float]  # ami, ari, homogeneity, ..., silhouette
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Propagation:
+    run_id: int
+    space: str
+    n: int
+    classes: list[str]
+    seeds: int
+    propagated: int
+    counts: dict[str, int]  # pseudo-label -> images among the unlabeled ones
+    graph: GraphStats
+    unreached: int
+    no_label: int
+    mean_confidence: float | None
+    cg_iterations: list[int]
+    weights_random: bool
+    seconds: dict[str, float]  # load, graph, solve, write
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["graph"] = self.graph.to_dict()
+        return out
+
+
+@dataclass
+class HoldoutDetails:
+    repeats: int
+    test_size: float
+    n_neighbors: int
+    alpha: float
+    gamma: float
+    hidden_per_repeat: int
+    accuracy_per_repeat: list[float]
+    accuracy_mean: float
+    accuracy_std: float
+
+
+@dataclass
+class TruthDetails:
+    propagation_run: int
+    scored: int
+
+
+@dataclass
+class Coverage:
+    coverage: float
+    accuracy: float | None
+
+
+@dataclass
+class Evaluation:
+    """How good pseudo-labels are, scored against a truth file (``mode`` "truth") or by hiding
+    expert labels (``mode`` "holdout"), with the confidence under which to review them."""
+
+    run_id: int
+    space: str
+    mode: str
+    details: HoldoutDetails | TruthDetails
+    scores: ClassificationScores
+    coverage_curve: list[CoveragePoint]
+    target_accuracy: float
+    review_below: float | None
+    not_flagged: Coverage | None
+    weights_random: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"space": self.space, "mode": self.mode, **asdict(self.details),
+               **self.scores.to_dict(),
+               "coverage_curve": [c.to_dict() for c in self.coverage_curve],
+               "target_accuracy": self.target_accuracy, "review_below": self.review_below,
+               "weights_random": self.weights_random}
+        if self.not_flagged is not None:
+            out["not_flagged"] = asdict(self.not_flagged)
+        return {**out, "run_id": self.run_id}
+
+
+@dataclass
+class CurvePoint:
+    labels: int
+    per_class: float
+    accuracy: float
+    accuracy_std: float
+    recall: float | None
+    recall_std: float | None
+
+
+@dataclass
+class LearningCurve:
+    run_id: int
+    space: str
+    source: str  # "truth" | "expert labels"
+    known: int
+    classes: list[str]
+    repeats: int
+    points: list[CurvePoint]
+    fit: CurveFit | None
+    positive: str | None
+    recall_fit: CurveFit | None
+    store_images: int
+    weights_random: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- suggestions, export, report -----------------------------------------------------------
+
+SUGGESTION_COLUMNS = [
+    "path", "label", "reason", "pseudo_label", "confidence", "margin", "cluster", "image_id",
+    "space",
+]
+
+
+@dataclass
+class Suggestion:
+    """An image to label next; ``label`` is empty, for the person who fills it."""
+
+    image_id: int
+    path: str | None
+    reason: str
+    pseudo_label: str | None
+    confidence: float | None
+    margin: float | None
+    cluster: int
+    space: str
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Export:
+    path: str
+    rows: int
+    run_id: int
+    space: str
+    cluster_run_id: int | None
+    review_below: float
+    review_below_from: str  # "given" | "evaluate run N" | "default"
+    positive_rule: dict[str, Any] | None
+    needs_review: int
+    by_source: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ReportFile:
+    path: str
+    bytes: int
+    points: int
+    images: int
+    seconds: float
+    space: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- plan ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ComputeOption:
+    images_per_s: float
+    measured: bool
+    hours: float
+    eur: float
+
+
+@dataclass
+class StoragePlan:
+    vectors_bytes: int
+    database_bytes: int
+    db_overhead_per_image: float
+    index: str
+    index_bytes: int
+    index_why: str
+
+
+@dataclass
+class QualityEstimate:
+    curve_run: int | None = None
+    labels: int | None = None
+    per_class: float | None = None
+    expected_accuracy: float | None = None
+    fitted_accuracy: float | None = None
+    how: str | None = None
+    positive: str | None = None
+    expected_recall: float | None = None
+    fitted_recall: float | None = None
+
+
+@dataclass
+class Plan:
+    space: str
+    images: int
+    budget_eur: float
+    eur_per_label: float
+    compute: dict[str, ComputeOption]  # "cpu" / "gpu"
+    compute_choice: str
+    max_hours: float
+    compute_eur: float
+    labels_affordable: int
+    storage: StoragePlan
+    quality: QualityEstimate
+    classes: list[str]
+    target_accuracy: float
+    feasible: bool
+    problems: list[str]
+    conditions: list[str]
+    assumptions: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,89 @@
+"""Similar images: the k nearest neighbours (cosine) of a stored image, by id or path, or of
+an outside file embedded with the space's model."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import BadInput, EmbedError, UnknownImage
+from ..files import sha256_file
+from ..results import Hit, QueryResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..db import Database
+    from ..db.models import Space
+    from ..embedders import Embedder
+    from .cache import IndexCache
+
+
+def query(
+    db: Database,
+    indexes: IndexCache,
+    space: Space,
+    *,
+    path: str | None,
+    image_id: int | None,
+    k: int,
+    embedder: Callable[[], Embedder],
+) -> QueryResult:
+    """The k images most similar to a stored image (``image_id``, or ``path`` of a stored
+    file: itself left out) or to an outside file (``path``, embedded by ``embedder()``)."""
+    if (path is None) == (image_id is None):
+        raise BadInput("give either an image path or --id, not both")
+    if k < 1:
+        raise BadInput("-k must be at least 1")
+    if image_id is not None:
+        if not db.images.exists(image_id):
+            raise UnknownImage(f"no image with id {image_id} in this store (see `vecstore info`)")
+        query_id, desc = image_id, f"id {image_id}"
+    else:
+        assert path is not None
+        query_id, desc = _stored_image(db, path), os.path.abspath(path)
+    qv = _query_vector(db, space, query_id, path, embedder)
+    sims, ids = indexes.get(space).search(qv, k + (1 if query_id is not None else 0))
+    found = [(int(i), float(d)) for i, d in zip(ids[0], sims[0]) if i >= 0 and i != query_id][:k]
+    rows = db.images.paths_and_labels([i for i, _ in found])
+    hits = [Hit(rank=r + 1, id=i, path=rows.get(i, ("?", None))[0], similarity=sim,
+                label=rows.get(i, ("?", None))[1])
+            for r, (i, sim) in enumerate(found)]
+    return QueryResult(space.name, space.weights, space.weights_random, desc, query_id, hits)
+
+
+def _stored_image(db: Database, path: str) -> int | None:
+    """The id of the usable stored image at ``path`` or with the same bytes, else None."""
+    if not os.path.exists(path):
+        raise BadInput(f"query image not found: {path}")
+    img = db.images.by_path(path)
+    if img is None:  # same bytes under another path count as the same image
+        try:
+            sha = sha256_file(path)
+        except OSError as exc:
+            raise BadInput(f"cannot read query image {path}: {exc.strerror or exc}") from exc
+        img = db.images.by_sha(sha)
+    return img.id if img is not None and img.status == "ok" else None
+
+
+def _query_vector(
+    db: Database, space: Space, query_id: int | None, path: str | None,
+    embedder: Callable[[], Embedder],
+) -> np.ndarray:
+    """(1, dim): the stored vector of ``query_id``, or the embedding of the file ``path``."""
+    if query_id is not None:
+        v = db.vectors.one(space, query_id)
+        if v is None:
+            raise UnknownImage(
+                f"image {query_id} has no vector in space {space.name!r} "
+                f"(failed or not embedded yet: `vecstore embed --space {space.name}`)"
+            )
+        return v
+    from ..embedders import open_image
+
+    model = embedder()
+    try:
+        return model.embed_image(open_image(path))[None, :]
+    except EmbedError as exc:
+        raise BadInput(f"cannot use {path} as a query: {exc}") from exc
