@@ -59,7 +59,10 @@ def main() -> int:
             y = np.array([int(truth[int(i)]) for i in ids])
             row_of = {int(i): r for r, i in enumerate(ids)}
             for seed in range(args.seeds):
-                start = [int(v) for v in np.random.default_rng(seed).choice(len(ids), args.start, replace=False)]
+                start = [
+                    int(v)
+                    for v in np.random.default_rng(seed).choice(len(ids), args.start, replace=False)
+                ]
                 for strategy in curves:
                     print(f"seed {seed}: {strategy}", file=sys.stderr)
                     for iid in list(store.expert_labels()):  # reset the store's labels
@@ -71,10 +74,15 @@ def main() -> int:
                     rng = np.random.default_rng(1000 + seed)
                     for rnd in range(args.rounds):
                         if strategy == "suggest":
-                            picks = [row_of[s.image_id] for s in store.suggest(args.per_round, "pixels", seed=rnd)]
+                            picks = [
+                                row_of[s.image_id]
+                                for s in store.suggest(args.per_round, "pixels", seed=rnd)
+                            ]
                         else:
                             pool = np.setdiff1d(np.arange(len(ids)), labeled)
-                            picks = [int(v) for v in rng.choice(pool, args.per_round, replace=False)]
+                            picks = [
+                                int(v) for v in rng.choice(pool, args.per_round, replace=False)
+                            ]
                         assert not set(picks) & set(labeled), "a pick was already labeled"
                         for r in picks:
                             store.set_label(str(int(ids[r])), str(y[r]), new_class=True)
@@ -84,21 +92,43 @@ def main() -> int:
     seconds = time.perf_counter() - t0
     sug, rnd_ = np.array(curves["suggest"]), np.array(curves["random"])
     wins = sug.mean(0)[1:] > rnd_.mean(0)[1:]
-    header = ["labels", "suggest (mean)", "suggest (min)", "random (mean)", "random (min)", "suggest better"]
+    header = [
+        "labels",
+        "suggest (mean)",
+        "suggest (min)",
+        "random (mean)",
+        "random (min)",
+        "suggest better",
+    ]
     rows = []
     for j in range(args.rounds + 1):
-        rows.append([str(args.start + j * args.per_round), f"{sug[:, j].mean():.4f}", f"{sug[:, j].min():.4f}",
-                     f"{rnd_[:, j].mean():.4f}", f"{rnd_[:, j].min():.4f}",
-                     "start" if j == 0 else ("yes" if wins[j - 1] else "NO")])
+        rows.append(
+            [
+                str(args.start + j * args.per_round),
+                f"{sug[:, j].mean():.4f}",
+                f"{sug[:, j].min():.4f}",
+                f"{rnd_[:, j].mean():.4f}",
+                f"{rnd_[:, j].min():.4f}",
+                "start" if j == 0 else ("yes" if wins[j - 1] else "NO"),
+            ]
+        )
     verdict = "PASS" if wins.all() else "FAIL"
     command = shlex.join(["python", "bench/active.py", *sys.argv[1:]])
-    lines = [machine_line(load), f"command: `{command}`",
-             f"{args.seeds} seeds, start {args.start} random labels, +{args.per_round} per round, "
-             f"{args.rounds} rounds; accuracy on the unlabeled digits; {seconds:.0f} s in all",
-             f"target: suggest above random at every round: {verdict}"]
+    lines = [
+        machine_line(load),
+        f"command: `{command}`",
+        f"{args.seeds} seeds, start {args.start} random labels, +{args.per_round} per round, "
+        f"{args.rounds} rounds; accuracy on the unlabeled digits; {seconds:.0f} s in all",
+        f"target: suggest above random at every round: {verdict}",
+    ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("\n".join(lines), "", "  ".join(h.ljust(w) for h, w in zip(header, widths)),
-          *("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows), sep="\n")
+    print(
+        "\n".join(lines),
+        "",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths)),
+        *("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows),
+        sep="\n",
+    )
     if args.record:
         notes = [lines[0], *lines[2:]]
         path = record("active", notes, command, markdown_table(header, rows))

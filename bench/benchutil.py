@@ -20,8 +20,10 @@ def machine_line(load: float) -> str:
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
         kib = next((int(ln.split()[1]) for ln in f if ln.startswith("MemTotal:")), None)
         ram = f"{kib / 2**20:.1f} GiB" if kib else ram
-    return (f"CPU: {cpu}; os.cpu_count() = {os.cpu_count()}; RAM: {ram}; load average (1 min) "
-            f"before the runs: {load:.2f}")
+    return (
+        f"CPU: {cpu}; os.cpu_count() = {os.cpu_count()}; RAM: {ram}; load average (1 min) "
+        f"before the runs: {load:.2f}"
+    )
 
 
 BENCHMARKS_MD = Path(__file__).with_name("BENCHMARKS.md")
@@ -35,19 +37,30 @@ BENCHMARKS_HEADER = (
 def record(name: str, notes: list[str], command: str, body: str) -> Path:
     """Append a dated section (notes as bullets, the command, a Markdown body) to BENCHMARKS.md."""
     stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-    section = "\n".join([f"\n## {name} — {stamp}\n", *(f"- {n}" for n in notes),
-                         f"- command: `{command}`\n", body, ""])
+    section = "\n".join(
+        [
+            f"\n## {name} — {stamp}\n",
+            *(f"- {n}" for n in notes),
+            f"- command: `{command}`\n",
+            body,
+            "",
+        ]
+    )
     existing = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else BENCHMARKS_HEADER
     BENCHMARKS_MD.write_text(existing + section)
     return BENCHMARKS_MD
 
 
-def markdown_table(header: list[str], rows: list[list[str]], aligns: list[str] | None = None) -> str:
+def markdown_table(
+    header: list[str], rows: list[list[str]], aligns: list[str] | None = None
+) -> str:
     aligns = aligns or ["--:"] * len(header)
     return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, aligns, *rows])
 
 
-def out_folder(stack: contextlib.ExitStack, out: Path | None, prefix: str, entries: tuple[str, ...]) -> Path:
+def out_folder(
+    stack: contextlib.ExitStack, out: Path | None, prefix: str, entries: tuple[str, ...]
+) -> Path:
     """Where a bench run writes: a temporary folder removed when ``stack`` closes, or ``out``
     with the ``entries`` a previous run left there (files or folders) removed first."""
     if out is None:

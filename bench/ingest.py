@@ -54,8 +54,15 @@ OUT_FOLDERS = ("resnet", "hog", "weights", "stores", "results")  # what a run wr
 PRELOAD: dict[str, tuple[str, ...]] = {
     "loop": ("torch", "torchvision.models", "torchvision.transforms", "PIL.Image"),
     "vecstore": (
-        "vecstore.store", "vecstore.embedders.resnet", "alembic.command", "alembic.script",
-        "tqdm", "torch", "torch.utils.data", "torchvision.models", "torchvision.transforms",
+        "vecstore.store",
+        "vecstore.embedders.resnet",
+        "alembic.command",
+        "alembic.script",
+        "tqdm",
+        "torch",
+        "torch.utils.data",
+        "torchvision.models",
+        "torchvision.transforms",
     ),
     "hog": ("vecstore.store", "alembic.command", "alembic.script", "tqdm", "skimage.feature"),
 }
@@ -224,15 +231,30 @@ def write_random_weights(path: Path) -> None:
 
 
 def run_method(
-    method: str, run: int, out: Path, data: dict[str, Path], threads: int,
-    batch_size: int | None, workers: int | None,
+    method: str,
+    run: int,
+    out: Path,
+    data: dict[str, Path],
+    threads: int,
+    batch_size: int | None,
+    workers: int | None,
 ) -> RunResult:
     result = out / "results" / f"{method}-{run}.json"
     cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--worker", method,
-        "--images", str(data[method]), "--weights", str(data["weights"]),
-        "--store", str(out / "stores" / f"{method}-{run}"), "--result", str(result),
-        "--threads", str(threads),
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        method,
+        "--images",
+        str(data[method]),
+        "--weights",
+        str(data["weights"]),
+        "--store",
+        str(out / "stores" / f"{method}-{run}"),
+        "--result",
+        str(result),
+        "--threads",
+        str(threads),
     ]
     if batch_size is not None:
         cmd += ["--batch-size", str(batch_size)]
@@ -282,8 +304,19 @@ def machine_lines(threads: int, load: float) -> list[str]:
 
 
 HEADERS = [
-    "method", "images", "s best", "s median", "img/s best", "img/s median", "peak RSS MiB",
-    "vs loop", "cos min", "cos mean", "centered cos min", "target", "result",
+    "method",
+    "images",
+    "s best",
+    "s median",
+    "img/s best",
+    "img/s median",
+    "peak RSS MiB",
+    "vs loop",
+    "cos min",
+    "cos mean",
+    "centered cos min",
+    "target",
+    "result",
 ]
 
 
@@ -315,13 +348,22 @@ def table_rows(
     return [
         ["notebook loop, resnet18", *loop_cells, "1.00x", "", "", "", "baseline", ""],
         [
-            "vecstore ingest, resnet18", *vec_cells, f"{ratio:.2f}x", f"{cos_min:.6f}",
-            f"{cos_mean:.6f}", f"{centered.min():.6f}",
+            "vecstore ingest, resnet18",
+            *vec_cells,
+            f"{ratio:.2f}x",
+            f"{cos_min:.6f}",
+            f"{cos_mean:.6f}",
+            f"{centered.min():.6f}",
             f">= {TARGET_RATIO}x loop, cos min >= {TARGET_COSINE}",
             "FAIL (" + ", ".join(misses) + ")" if misses else "PASS",
         ],
         [
-            "vecstore ingest, hog", *hog_cells, "", "", "", "",
+            "vecstore ingest, hog",
+            *hog_cells,
+            "",
+            "",
+            "",
+            "",
             f">= {TARGET_HOG_PER_S:.0f} img/s",
             "PASS" if hog_median >= TARGET_HOG_PER_S else "FAIL",
         ],
@@ -342,26 +384,37 @@ def text_table(rows: list[list[str]]) -> str:
 
 def markdown_table(rows: list[list[str]]) -> str:
     aligns = [":--" if i == 0 or i >= len(HEADERS) - 2 else "--:" for i in range(len(HEADERS))]
-    return "\n".join(
-        "| " + " | ".join(cells) + " |" for cells in [HEADERS, aligns, *rows]
-    )
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [HEADERS, aligns, *rows])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Ingest benchmark: vecstore vs the notebook loop (ResNet18), and HOG ingest.",
     )
-    p.add_argument("--n", type=int, help=f"images for the ResNet part (default {FULL_N}; "
-                   f"{QUICK_N} with --quick)")
+    p.add_argument(
+        "--n",
+        type=int,
+        help=f"images for the ResNet part (default {FULL_N}; {QUICK_N} with --quick)",
+    )
     p.add_argument("--batch-size", type=int, help="vecstore's batch size (default: vecstore's)")
     p.add_argument("--workers", type=int, help="vecstore's workers (default: vecstore's)")
     p.add_argument("--repeat", type=int, default=1, help="runs of each method (default 1)")
-    p.add_argument("--record", action="store_true", help=f"append the results to {BENCHMARKS_MD.name}")
-    p.add_argument("--quick", action="store_true", help=f"smoke test, not a measurement: "
-                   f"{QUICK_N} ResNet images, HOG on the first {QUICK_HOG_N} digits")
-    p.add_argument("--out", type=Path, help="folder for the images, weights and stores (kept; "
-                   "what a previous run left there is replaced); default a temporary folder, "
-                   "removed at the end")
+    p.add_argument(
+        "--record", action="store_true", help=f"append the results to {BENCHMARKS_MD.name}"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke test, not a measurement: "
+        f"{QUICK_N} ResNet images, HOG on the first {QUICK_HOG_N} digits",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="folder for the images, weights and stores (kept; "
+        "what a previous run left there is replaced); default a temporary folder, "
+        "removed at the end",
+    )
     hidden = argparse.SUPPRESS  # the parent's options to its worker processes
     p.add_argument("--worker", choices=METHODS, help=hidden)
     p.add_argument("--images", type=Path, help=hidden)

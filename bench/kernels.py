@@ -29,12 +29,12 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchutil import machine_line, markdown_table, record  # noqa: E402
-from synth import Mixture  # noqa: E402
+from benchutil import machine_line, markdown_table, record
+from synth import Mixture
 
-from vecstore.learn.graph import knn_graph, normalized_affinity  # noqa: E402
-from vecstore.learn.knn import normalize  # noqa: E402
-from vecstore.search.index import SpaceIndex  # noqa: E402
+from vecstore.learn.graph import knn_graph, normalized_affinity
+from vecstore.learn.knn import normalize
+from vecstore.search.index import SpaceIndex
 
 
 def timed(f, repeat: int = 1):
@@ -69,14 +69,37 @@ def ivf_lists(x: np.ndarray) -> tuple[str, list]:
             t0 = time.perf_counter()
             idx.search(x[r : r + 1], 10)
             times.append(time.perf_counter() - t0)
-        rows.append([f"IVF{nlist},SQ8 ({mult} sqrt(n))", f"{train_s:.1f}", f"{add_s:.1f}", f"{tune_s:.1f}",
-                     f"{train_s + add_s + tune_s:.1f}", f"nprobe {tuned['params']['nprobe']}", f"{tuned['recall']:.3f}",
-                     f"{1000 * np.median(times):.2f} / {1000 * np.percentile(times, 95):.2f}"])
+        rows.append(
+            [
+                f"IVF{nlist},SQ8 ({mult} sqrt(n))",
+                f"{train_s:.1f}",
+                f"{add_s:.1f}",
+                f"{tune_s:.1f}",
+                f"{train_s + add_s + tune_s:.1f}",
+                f"nprobe {tuned['params']['nprobe']}",
+                f"{tuned['recall']:.3f}",
+                f"{1000 * np.median(times):.2f} / {1000 * np.percentile(times, 95):.2f}",
+            ]
+        )
         print(rows[-1], flush=True)
         del idx
-    return (f"IVF lists on {n:,} x {x.shape[1]}, SQ8, tuned to recall@10 >= 0.95 on 1,000 queries:\n\n"
-            + markdown_table(["index", "train s", "add s", "tune s", "build s", "tuned", "recall@10",
-                              "1 query p50 / p95 ms"], rows, [":--", "--:", "--:", "--:", "--:", ":--", "--:", "--:"]))
+    return (
+        f"IVF lists on {n:,} x {x.shape[1]}, SQ8, tuned to recall@10 >= 0.95 on 1,000 queries:\n\n"
+        + markdown_table(
+            [
+                "index",
+                "train s",
+                "add s",
+                "tune s",
+                "build s",
+                "tuned",
+                "recall@10",
+                "1 query p50 / p95 ms",
+            ],
+            rows,
+            [":--", "--:", "--:", "--:", "--:", ":--", "--:", "--:"],
+        )
+    )
 
 
 @contextmanager
@@ -106,12 +129,14 @@ def knn_blocks(x: np.ndarray) -> str:
             return faiss.knn(q, db, k, metric=faiss.METRIC_INNER_PRODUCT)
 
     rows = []
-    for what, nq, nb in (("join block: rows probing a cell x its members", 16384, 490),
-                         ("old cell-by-cell join block: a cell x its probed cells", 200, 12500),
-                         ("join block, small cell", 2048, 200),
-                         ("exact graph block (20k rows)", 4096, 20000),
-                         ("IVF add: a chunk x 2048 centroids", 65536, 2048),
-                         ("recall sample x all rows", 1000, len(x))):
+    for what, nq, nb in (
+        ("join block: rows probing a cell x its members", 16384, 490),
+        ("old cell-by-cell join block: a cell x its probed cells", 200, 12500),
+        ("join block, small cell", 2048, 200),
+        ("exact graph block (20k rows)", 4096, 20000),
+        ("IVF add: a chunk x 2048 centroids", 65536, 2048),
+        ("recall sample x all rows", 1000, len(x)),
+    ):
         q, db = x[:nq].copy(), x[-nb:].copy()
         gf = 2 * nq * nb * x.shape[1] / 1e9
         rep = max(1, int(20 / gf))
@@ -121,9 +146,17 @@ def knn_blocks(x: np.ndarray) -> str:
             cells.append(f"{1000 * s:.1f} ms ({gf / s:.0f} GFLOPS)")
         rows.append([what, f"{nq:,} x {nb:,}", *cells])
         print(rows[-1], flush=True)
-    return ("Exact top-6 inner products, 512-d, one block:\n\n"
-            + markdown_table(["block", "queries x rows", "faiss.knn (default)", "faiss.knn, BLAS forced",
-                              "numpy matmul + argpartition"], rows, [":--", "--:", "--:", "--:", "--:"]))
+    return "Exact top-6 inner products, 512-d, one block:\n\n" + markdown_table(
+        [
+            "block",
+            "queries x rows",
+            "faiss.knn (default)",
+            "faiss.knn, BLAS forced",
+            "numpy matmul + argpartition",
+        ],
+        rows,
+        [":--", "--:", "--:", "--:", "--:"],
+    )
 
 
 def cg_order(x: np.ndarray, y: np.ndarray, classes: int = 6) -> str:
@@ -153,22 +186,45 @@ def cg_order(x: np.ndarray, y: np.ndarray, classes: int = 6) -> str:
             seeds = np.flatnonzero((labeled & (y == c))[order])
             rhs[seeds] = 1.0 / len(seeds)
             count = [0]
-            cg(a, rhs, rtol=1e-6, maxiter=100, callback=lambda _, count=count: count.__setitem__(0, count[0] + 1))
+            cg(
+                a,
+                rhs,
+                rtol=1e-6,
+                maxiter=100,
+                callback=lambda _, count=count: count.__setitem__(0, count[0] + 1),
+            )
             total_it += count[0]
         cg_s = time.perf_counter() - t0
-        rows.append([name, f"{1000 * mv:.1f}", f"{total_it}", f"{1000 * cg_s / total_it:.1f}",
-                     f"{cg_s / classes:.2f}"])
+        rows.append(
+            [
+                name,
+                f"{1000 * mv:.1f}",
+                f"{total_it}",
+                f"{1000 * cg_s / total_it:.1f}",
+                f"{cg_s / classes:.2f}",
+            ]
+        )
         print(rows[-1], flush=True)
-    return (f"Conjugate gradient on the 5-NN graph of {n:,} vectors ({stats.method}, nprobe {stats.nprobe}, "
-            f"recall {stats.recall:.3f}; graph {graph_s:.0f} s, reverse Cuthill-McKee {rcm_s:.1f} s), "
-            f"scipy.sparse.linalg.cg per class, {classes} classes, 1 % seeds:\n\n"
-            + markdown_table(["row order", "A @ v ms", "CG iterations", "ms per iteration", "s per class"],
-                             rows, [":--", "--:", "--:", "--:", "--:"]))
+    return (
+        f"Conjugate gradient on the 5-NN graph of {n:,} vectors ({stats.method}, "
+        f"nprobe {stats.nprobe}, recall {stats.recall:.3f}; graph {graph_s:.0f} s, "
+        f"reverse Cuthill-McKee {rcm_s:.1f} s), "
+        f"scipy.sparse.linalg.cg per class, {classes} classes, 1 % seeds:\n\n"
+        + markdown_table(
+            ["row order", "A @ v ms", "CG iterations", "ms per iteration", "s per class"],
+            rows,
+            [":--", "--:", "--:", "--:", "--:"],
+        )
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1_000_000, help="vectors for the IVF lists and the blocks")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--n", type=int, default=1_000_000, help="vectors for the IVF lists and the blocks"
+    )
     ap.add_argument("--graph-n", type=int, default=1_000_000, help="vectors for the CG graph")
     ap.add_argument("--record", action="store_true")
     a = ap.parse_args()
@@ -179,8 +235,12 @@ def main() -> None:
     body = "\n\n".join(parts)
     print(body)
     if a.record:
-        record("Kernels (bench/kernels.py)", [machine_line(load), "data: bench/synth.py Mixture(), L2-normalised"],
-               "python " + shlex.join(["bench/kernels.py", *sys.argv[1:]]), body)
+        record(
+            "Kernels (bench/kernels.py)",
+            [machine_line(load), "data: bench/synth.py Mixture(), L2-normalised"],
+            "python " + shlex.join(["bench/kernels.py", *sys.argv[1:]]),
+            body,
+        )
 
 
 if __name__ == "__main__":

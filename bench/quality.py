@@ -89,7 +89,9 @@ class Table:
         return i == 0 or i >= len(self.headers) - 2
 
     def text(self) -> str:
-        widths = [max(len(r[i]) for r in [self.headers, *self.rows]) for i in range(len(self.headers))]
+        widths = [
+            max(len(r[i]) for r in [self.headers, *self.rows]) for i in range(len(self.headers))
+        ]
 
         def line(cells: list[str]) -> str:
             return "  ".join(
@@ -138,12 +140,18 @@ def cluster_table(store, truth: dict[int, str]) -> Table:
         m = r.metrics
         if r.n_scored != len(truth):
             raise SystemExit(f"Store.cluster scored {r.n_scored} images, not {len(truth)}")
-        table.rows.append([
-            space, method, f"{m['ami']:.3f}", f"{m['ari']:.3f}", f"{m['v_measure']:.3f}",
-            f"{seconds:.2f}",
-            f"AMI >= {target:.2f}" if target is not None else "for information",
-            verdict([] if m["ami"] >= target else ["AMI"]) if target is not None else "",
-        ])
+        table.rows.append(
+            [
+                space,
+                method,
+                f"{m['ami']:.3f}",
+                f"{m['ari']:.3f}",
+                f"{m['v_measure']:.3f}",
+                f"{seconds:.2f}",
+                f"AMI >= {target:.2f}" if target is not None else "for information",
+                verdict([] if m["ami"] >= target else ["AMI"]) if target is not None else "",
+            ]
+        )
     return table
 
 
@@ -215,9 +223,17 @@ def propagation_table(ours, theirs, draws: int) -> Table:
     table = Table(
         f"Propagation on {PROPAGATION_SPACE}: accuracy on the unlabeled images, mean of {draws} "
         "draws (min over the draws in brackets); seconds per fit",
-        ["labels/digit", "vecstore", f"LabelSpreading k={LS_DEFAULT_K}",
-         "LabelSpreading best k", "vecstore s", f"LS k={LS_DEFAULT_K} s", "LS best k s",
-         "target", "result"],
+        [
+            "labels/digit",
+            "vecstore",
+            f"LabelSpreading k={LS_DEFAULT_K}",
+            "LabelSpreading best k",
+            "vecstore s",
+            f"LS k={LS_DEFAULT_K} s",
+            "LS best k s",
+            "target",
+            "result",
+        ],
     )
     for n in PER_DIGIT:
         best_k = max(LS_KS, key=lambda k: (theirs[n][k].mean, k == LS_DEFAULT_K))
@@ -231,17 +247,19 @@ def propagation_table(ours, theirs, draws: int) -> Table:
             targets.append("> both LabelSpreading")
             if not ours[n].mean > max(default.mean, best.mean):
                 misses.append("vs LabelSpreading")
-        table.rows.append([
-            str(n),
-            f"{ours[n].mean:.4f} ({min(ours[n].acc):.4f})",
-            f"{default.mean:.4f} ({min(default.acc):.4f})",
-            f"{best.mean:.4f} (k={best_k})",
-            f"{np.mean(ours[n].seconds):.3f}",
-            f"{np.mean(default.seconds):.3f}",
-            f"{np.mean(best.seconds):.3f}",
-            ", ".join(targets) or "for information",
-            verdict(misses) if targets else "",
-        ])
+        table.rows.append(
+            [
+                str(n),
+                f"{ours[n].mean:.4f} ({min(ours[n].acc):.4f})",
+                f"{default.mean:.4f} ({min(default.acc):.4f})",
+                f"{best.mean:.4f} (k={best_k})",
+                f"{np.mean(ours[n].seconds):.3f}",
+                f"{np.mean(default.seconds):.3f}",
+                f"{np.mean(best.seconds):.3f}",
+                ", ".join(targets) or "for information",
+                verdict(misses) if targets else "",
+            ]
+        )
     return table
 
 
@@ -256,8 +274,15 @@ class ReviewDraw:
     differ: int  # pseudo-labels unlike LabelPropagation's for the same draw (part 2)
 
 
-def review(store, truth: dict[int, str], ids: np.ndarray, y: np.ndarray, draws: int,
-           exports: Path, library_pred: dict[int, np.ndarray]) -> list[ReviewDraw]:
+def review(
+    store,
+    truth: dict[int, str],
+    ids: np.ndarray,
+    y: np.ndarray,
+    draws: int,
+    exports: Path,
+    library_pred: dict[int, np.ndarray],
+) -> list[ReviewDraw]:
     """1 expert label per digit in the store, Store.propagate, Store.export(only_unlabeled).
     ``library_pred``: LabelPropagation's predictions (digits, rows as ``ids``) per seed."""
     import pandas as pd
@@ -266,7 +291,9 @@ def review(store, truth: dict[int, str], ids: np.ndarray, y: np.ndarray, draws: 
     from vecstore.params import ExportOptions
 
     if any(r.kind == "evaluate" for r in store.runs()):
-        raise SystemExit("the store has an evaluate run: the review threshold would not be the default")
+        raise SystemExit(
+            "the store has an evaluate run: the review threshold would not be the default"
+        )
     if store.expert_labels():
         raise SystemExit("the store already has expert labels")
     results: list[ReviewDraw] = []
@@ -282,57 +309,75 @@ def review(store, truth: dict[int, str], ids: np.ndarray, y: np.ndarray, draws: 
         if sorted(store.expert_labels()) != sorted(previous):
             raise SystemExit(f"draw {seed}: the store's expert labels are not the draw's")
         run = store.propagate(PROPAGATION_SPACE)
-        exported = store.export(exports / f"draw-{seed}.csv",
-                                ExportOptions(run_id=run.run_id, only_unlabeled=True))
+        exported = store.export(
+            exports / f"draw-{seed}.csv", ExportOptions(run_id=run.run_id, only_unlabeled=True)
+        )
         if exported.review_below_from != "default" or exported.review_below != DEFAULT_REVIEW_BELOW:
-            raise SystemExit(f"draw {seed}: export used the review threshold "
-                             f"{exported.review_below} ({exported.review_below_from})")
+            raise SystemExit(
+                f"draw {seed}: export used the review threshold "
+                f"{exported.review_below} ({exported.review_below_from})"
+            )
         df = pd.read_csv(exported.path, dtype={"label": str, "second_label": str})
         if df["needs_review"].dtype != bool:
             raise SystemExit(f"needs_review reads as {df['needs_review'].dtype}, not bool")
         if len(df) != len(ids) - len(previous) or (df["source"] != "propagated").any():
-            raise SystemExit(f"draw {seed}: the export has {len(df)} rows, sources "
-                             f"{df['source'].value_counts().to_dict()}")
+            raise SystemExit(
+                f"draw {seed}: the export has {len(df)} rows, sources "
+                f"{df['source'].value_counts().to_dict()}"
+            )
         correct = (df["label"] == df["image_id"].map(truth)).to_numpy()
         library = dict(zip(map(int, ids), map(str, library_pred[seed])))
         differ = int((df["label"] != df["image_id"].map(library)).sum())
         ok = ~df["needs_review"].to_numpy()
-        results.append(ReviewDraw(
-            accuracy_not_flagged=float(correct[ok].mean()) if ok.any() else float("nan"),
-            coverage=float(ok.mean()),
-            flagged=int((~ok).sum()),
-            unlabeled=len(df),
-            accuracy_all=float(correct.mean()),
-            threshold=float(exported.review_below),
-            differ=differ,
-        ))
+        results.append(
+            ReviewDraw(
+                accuracy_not_flagged=float(correct[ok].mean()) if ok.any() else float("nan"),
+                coverage=float(ok.mean()),
+                flagged=int((~ok).sum()),
+                unlabeled=len(df),
+                accuracy_all=float(correct.mean()),
+                threshold=float(exported.review_below),
+                differ=differ,
+            )
+        )
     return results
 
 
 def review_table(results: list[ReviewDraw]) -> Table:
     table = Table(
-        f"Review flag: 1 label per digit, Store.propagate(\"{PROPAGATION_SPACE}\") and "
+        f'Review flag: 1 label per digit, Store.propagate("{PROPAGATION_SPACE}") and '
         f"Store.export(only_unlabeled=True) at the default threshold, mean of {len(results)} "
         "draws (min in brackets)",
-        ["labels/digit", "threshold", "accuracy not flagged", "coverage", "flagged (of)",
-         "accuracy all", "same as LabelPropagation", "target", "result"],
+        [
+            "labels/digit",
+            "threshold",
+            "accuracy not flagged",
+            "coverage",
+            "flagged (of)",
+            "accuracy all",
+            "same as LabelPropagation",
+            "target",
+            "result",
+        ],
     )
     acc = [r.accuracy_not_flagged for r in results]
     cov = [r.coverage for r in results]
     all_acc = [r.accuracy_all for r in results]
     differ = [r.differ for r in results]
     mean_acc = float(np.mean(acc))
-    table.rows.append([
-        "1",
-        f"confidence < {results[0].threshold:g}",
-        f"{mean_acc:.4f} ({min(acc):.4f})",
-        f"{np.mean(cov):.4f} ({min(cov):.4f})",
-        f"{np.mean([r.flagged for r in results]):.1f} ({results[0].unlabeled})",
-        f"{np.mean(all_acc):.4f}",
-        "yes" if not any(differ) else "NO: " + ", ".join(map(str, differ)) + " differ",
-        f"accuracy not flagged >= {TARGET_REVIEWED_ACCURACY:.2f}",
-        verdict([] if mean_acc >= TARGET_REVIEWED_ACCURACY else ["accuracy"]),
-    ])
+    table.rows.append(
+        [
+            "1",
+            f"confidence < {results[0].threshold:g}",
+            f"{mean_acc:.4f} ({min(acc):.4f})",
+            f"{np.mean(cov):.4f} ({min(cov):.4f})",
+            f"{np.mean([r.flagged for r in results]):.1f} ({results[0].unlabeled})",
+            f"{np.mean(all_acc):.4f}",
+            "yes" if not any(differ) else "NO: " + ", ".join(map(str, differ)) + " differ",
+            f"accuracy not flagged >= {TARGET_REVIEWED_ACCURACY:.2f}",
+            verdict([] if mean_acc >= TARGET_REVIEWED_ACCURACY else ["accuracy"]),
+        ]
+    )
     return table
 
 
@@ -357,12 +402,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Labeling quality on the digits: clustering, propagation, the review flag.",
     )
-    p.add_argument("--draws", type=int, default=5,
-                   help="random draws of the expert labels (seeds 0..N-1; default 5)")
-    p.add_argument("--record", action="store_true", help=f"append the results to {BENCHMARKS_MD.name}")
-    p.add_argument("--out", type=Path, help="folder for the images, the store and the exports "
-                   "(kept; what a previous run left there is replaced); default a temporary "
-                   "folder, removed at the end")
+    p.add_argument(
+        "--draws",
+        type=int,
+        default=5,
+        help="random draws of the expert labels (seeds 0..N-1; default 5)",
+    )
+    p.add_argument(
+        "--record", action="store_true", help=f"append the results to {BENCHMARKS_MD.name}"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="folder for the images, the store and the exports "
+        "(kept; what a previous run left there is replaced); default a temporary "
+        "folder, removed at the end",
+    )
     args = p.parse_args(argv)
     if args.draws < 1:
         p.error("--draws must be at least 1")
@@ -407,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         "nested: a draw's 3 labels per digit include its 1); vecstore LabelPropagation() at its "
         f"defaults n_neighbors={defaults['n_neighbors']}, alpha={defaults['alpha']}, "
         f"gamma={defaults['gamma']} (the same as Store.propagate and `vecstore propagate`); "
-        f"scikit-learn LabelSpreading(kernel=\"knn\") (alpha 0.2, max_iter 30) on the same "
+        f'scikit-learn LabelSpreading(kernel="knn") (alpha 0.2, max_iter 30) on the same '
         f"L2-normalised vectors, best k of {list(LS_KS)} chosen by its own mean accuracy; "
         f"LabelSpreading convergence warnings: {not_converged} of "
         f"{len(PER_DIGIT) * args.draws * len(LS_KS)} fits.",

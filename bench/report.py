@@ -58,9 +58,18 @@ def screenshot(html: Path, png: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--no-sandbox", "--disable-gpu", "--use-gl=swiftshader", "--enable-unsafe-swiftshader",
-            "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--use-gl=swiftshader",
+                "--enable-unsafe-swiftshader",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1300, "height": 1500})
         page.goto(html.resolve().as_uri())
         page.wait_for_function("window.vecstoreReportReady === true", timeout=120000)
@@ -73,7 +82,9 @@ def screenshot(html: Path, png: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=N)
-    ap.add_argument("--record", action="store_true", help="append to BENCHMARKS.md and write bench/report.png")
+    ap.add_argument(
+        "--record", action="store_true", help="append to BENCHMARKS.md and write bench/report.png"
+    )
     args = ap.parse_args()
     from vecstore.params import ClusterParams
     from vecstore.store import Store
@@ -99,18 +110,32 @@ def main() -> int:
         if args.record:
             screenshot(Path(r.path), SCREENSHOT)
     ok_t, ok_s = seconds <= TARGET_SECONDS, size < TARGET_BYTES
-    rows = [("images in the store", f"{r.images}", "", ""),
-            ("points on the map", f"{r.points}", "", ""),
-            ("report time (s)", f"{seconds:.1f}", f"<= {TARGET_SECONDS:.0f}", "PASS" if ok_t else "FAIL"),
-            ("report size (MiB)", f"{size / 2**20:.1f}", "< 30", "PASS" if ok_s else "FAIL")]
+    rows = [
+        ("images in the store", f"{r.images}", "", ""),
+        ("points on the map", f"{r.points}", "", ""),
+        (
+            "report time (s)",
+            f"{seconds:.1f}",
+            f"<= {TARGET_SECONDS:.0f}",
+            "PASS" if ok_t else "FAIL",
+        ),
+        ("report size (MiB)", f"{size / 2**20:.1f}", "< 30", "PASS" if ok_s else "FAIL"),
+    ]
     command = shlex.join(["python", "bench/report.py", *sys.argv[1:]])
     lines = [machine_line(load), f"command: `{command}`"]
     table = "\n".join(f"{a:<22} {b:>8}  {c:<8} {d}" for a, b, c, d in rows)
     print("\n".join(lines), table, sep="\n\n")
     if args.record:
-        path = record("report", [lines[0], "screenshot: bench/report.png"], command,
-                      markdown_table(["measure", "value", "target", "result"], [list(r) for r in rows],
-                                     [":--", "--:", ":--", ":--"]))
+        path = record(
+            "report",
+            [lines[0], "screenshot: bench/report.png"],
+            command,
+            markdown_table(
+                ["measure", "value", "target", "result"],
+                [list(r) for r in rows],
+                [":--", "--:", ":--", ":--"],
+            ),
+        )
         print(f"recorded in {path} and {SCREENSHOT}")
     return 0
 

@@ -46,11 +46,17 @@ class Mixture:
         self.centers /= np.linalg.norm(self.centers, axis=1, keepdims=True)
         # siblings share their family's subspace (slightly tilted each), so they overlap
         fam_basis = rng.standard_normal((self.n_families, d, self.rank))
-        self.bases = np.stack([
-            np.linalg.qr(fam_basis[fam_of[c]] + self.tilt * rng.standard_normal((d, self.rank)))[0]
-            for c in range(self.n_clusters)
-        ]).astype(np.float32)  # (C, d, rank)
-        self.scales = (self.within * np.linspace(1.0, 0.3, self.rank) / np.sqrt(self.rank)).astype(np.float32)
+        self.bases = np.stack(
+            [
+                np.linalg.qr(
+                    fam_basis[fam_of[c]] + self.tilt * rng.standard_normal((d, self.rank))
+                )[0]
+                for c in range(self.n_clusters)
+            ]
+        ).astype(np.float32)  # (C, d, rank)
+        self.scales = (self.within * np.linspace(1.0, 0.3, self.rank) / np.sqrt(self.rank)).astype(
+            np.float32
+        )
         self.weights = rng.dirichlet(np.full(self.n_clusters, 20.0))  # unequal cluster sizes
 
     def chunk(self, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,18 +93,25 @@ class Mixture:
         return np.concatenate(ys)
 
 
-def neighbour_purity(x: np.ndarray, y: np.ndarray, k: int = 10, queries: int = 2000, seed: int = 0) -> float:
-    """Mean share of the exact k nearest neighbours (cosine) of sampled rows from their own cluster."""
+def neighbour_purity(
+    x: np.ndarray, y: np.ndarray, k: int = 10, queries: int = 2000, seed: int = 0
+) -> float:
+    """Mean share of the exact k nearest neighbours (cosine) of sampled rows that come from
+    their own cluster."""
     from vecstore.learn.knn import exact_knn, normalize
 
     xn = normalize(x)
-    q = np.sort(np.random.default_rng(seed).choice(len(x), size=min(queries, len(x)), replace=False))
+    q = np.sort(
+        np.random.default_rng(seed).choice(len(x), size=min(queries, len(x)), replace=False)
+    )
     _, nb = exact_knn(xn[q], xn, k, exclude=q)
     return float((y[nb] == y[q][:, None]).mean())
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("n", type=int)
     ap.add_argument("--out", help="write vectors here (.npy) and the labels next to it")
     ap.add_argument("--purity", action="store_true", help="print the 10-NN purity")

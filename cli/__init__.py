@@ -32,8 +32,12 @@ class VecstoreGroup(click.Group):
 
 
 @click.group(cls=VecstoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--store", metavar="PATH", default=None,
-              help="Store folder (default: $VECSTORE_STORE, else ./.vecstore).")
+@click.option(
+    "--store",
+    metavar="PATH",
+    default=None,
+    help="Store folder (default: $VECSTORE_STORE, else ./.vecstore).",
+)
 @click.version_option(__version__, prog_name="vecstore")
 @click.pass_context
 def main(ctx: click.Context, store: str | None) -> None:
@@ -47,8 +51,25 @@ def main(ctx: click.Context, store: str | None) -> None:
     ctx.obj = Ctx(store)
 
 
-for command in (ingest, embed, import_vectors, query, reindex, info, check, runs, labels,
-                cluster, propagate, evaluate, export, suggest, report, plan, demo):
+for command in (
+    ingest,
+    embed,
+    import_vectors,
+    query,
+    reindex,
+    info,
+    check,
+    runs,
+    labels,
+    cluster,
+    propagate,
+    evaluate,
+    export,
+    suggest,
+    report,
+    plan,
+    demo,
+):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -24,19 +24,44 @@ SHOWN_FAILURES = 20
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @spaces_option(default_help="Default: the store's spaces, or resnet18 for a new store.")
-@click.option("--labels-from-folders", is_flag=True,
-              help="Label each image by its parent folder's name (ImageFolder layout).")
-@click.option("--unlabeled-name", "unlabeled_names", multiple=True, metavar="NAME",
-              help=f"Folder names that mean 'no label' (default: {', '.join(DEFAULT_UNLABELED)}).")
-@click.option("--metadata", "metadata_csv", type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV joined per image by a path or file-name column.")
+@click.option(
+    "--labels-from-folders",
+    is_flag=True,
+    help="Label each image by its parent folder's name (ImageFolder layout).",
+)
+@click.option(
+    "--unlabeled-name",
+    "unlabeled_names",
+    multiple=True,
+    metavar="NAME",
+    help=f"Folder names that mean 'no label' (default: {', '.join(DEFAULT_UNLABELED)}).",
+)
+@click.option(
+    "--metadata",
+    "metadata_csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV joined per image by a path or file-name column.",
+)
 @click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
 @click.option("--verbose", "-v", is_flag=True, help="List every duplicate and failure.")
 @output_option(csv=False)
 @embedding_options
 @click.pass_obj
-def ingest(obj: Ctx, directory: Path, spaces, labels_from_folders, unlabeled_names, metadata_csv,
-           strict, verbose, fmt, weights, device, batch_size, workers) -> None:
+def ingest(
+    obj: Ctx,
+    directory: Path,
+    spaces,
+    labels_from_folders,
+    unlabeled_names,
+    metadata_csv,
+    strict,
+    verbose,
+    fmt,
+    weights,
+    device,
+    batch_size,
+    workers,
+) -> None:
     """Add the images of DIRECTORY (recursive) to the store and embed them.
 
     Incremental: files already in the store are not embedded again; identical bytes under
@@ -50,9 +75,15 @@ def ingest(obj: Ctx, directory: Path, spaces, labels_from_folders, unlabeled_nam
         raise click.BadParameter(f"{directory} is not a folder", param_hint="DIRECTORY")
     with obj.open(write=True, create=True) as store:
         rep = store.ingest(
-            directory, list(spaces) or None, labels_from_folders=labels_from_folders,
-            unlabeled_names=unlabeled_names or DEFAULT_UNLABELED, metadata_csv=metadata_csv,
-            weights=weights, device=device, batch_size=batch_size, workers=workers,
+            directory,
+            list(spaces) or None,
+            labels_from_folders=labels_from_folders,
+            unlabeled_names=unlabeled_names or DEFAULT_UNLABELED,
+            metadata_csv=metadata_csv,
+            weights=weights,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
             progress=fmt == "table",
         )
     if fmt == "json":
@@ -68,17 +99,25 @@ def print_ingest_report(rep: IngestReport, verbose: bool) -> None:
         f"scanned {rep.scanned}: added {rep.added}, duplicates {len(rep.duplicates)}, "
         f"unchanged {rep.unchanged}, changed {rep.changed}, failed {len(rep.failed)}"
     )
-    _print_some([f"duplicate: {p} (same bytes as {q})" for p, q in rep.duplicates],
-                None if verbose else SHOWN_DUPLICATES, "duplicates")
-    _print_some([f"failed: {p}: {why}" for p, why in rep.failed],
-                None if verbose else SHOWN_FAILURES, "failures")
+    _print_some(
+        [f"duplicate: {p} (same bytes as {q})" for p, q in rep.duplicates],
+        None if verbose else SHOWN_DUPLICATES,
+        "duplicates",
+    )
+    _print_some(
+        [f"failed: {p}: {why}" for p, why in rep.failed],
+        None if verbose else SHOWN_FAILURES,
+        "failures",
+    )
     if rep.labels_added or rep.label_conflicts:
         click.echo(f"labels from folders: {rep.labels_added} added")
         for path, kept, ignored in rep.label_conflicts:
             click.echo(f"  label conflict: {path}: kept {kept!r}, ignored {ignored!r}")
     if rep.metadata_matched or rep.metadata_unmatched:
-        click.echo(f"metadata: {rep.metadata_matched} images matched, "
-                   f"{len(rep.metadata_unmatched)} CSV rows matched no image")
+        click.echo(
+            f"metadata: {rep.metadata_matched} images matched, "
+            f"{len(rep.metadata_unmatched)} CSV rows matched no image"
+        )
     for e in rep.embedded:
         print_embed(e)
 
@@ -95,8 +134,10 @@ def print_embed(e: SpaceEmbedStats) -> None:
     rate = f", {e.per_second:.1f} images/s" if e.embedded else ""
     if e.shared_with:
         rate += f" (one pass over the files, shared with {', '.join(e.shared_with)})"
-    click.echo(f"space {e.space}: embedded {e.embedded}, failed {e.failed} in {e.seconds:.1f} s"
-               f"{rate} on {e.device} (weights: {e.weights})")
+    click.echo(
+        f"space {e.space}: embedded {e.embedded}, failed {e.failed} in {e.seconds:.1f} s"
+        f"{rate} on {e.device} (weights: {e.weights})"
+    )
     random_weights_note(e.space, e.weights_random)
 
 
@@ -113,8 +154,14 @@ def embed(obj: Ctx, spaces, fmt, weights, device, batch_size, workers) -> None:
       vecstore embed --space resnet18-layer3
     """
     with obj.open(write=True) as store:
-        stats = store.embed(list(spaces), weights=weights, device=device, batch_size=batch_size,
-                            workers=workers, progress=fmt == "table")
+        stats = store.embed(
+            list(spaces),
+            weights=weights,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            progress=fmt == "table",
+        )
     if fmt == "table":
         for s in stats:
             print_embed(s)
@@ -125,20 +172,31 @@ def embed(obj: Ctx, spaces, fmt, weights, device, batch_size, workers) -> None:
 
 @click.command("import-vectors")
 @click.argument("vector_file", type=click.Path(path_type=Path))
-@click.option("--space", required=True,
-              help="Name of the space the vectors become (e.g. clip-vit-b32).")
-@click.option("--paths", "paths_file", type=click.Path(path_type=Path),
-              help="With a .npy file: a text file with one image path per line, in the rows' order.")
-@click.option("--path-column", default="path", show_default=True,
-              help="Parquet column with the image paths.")
-@click.option("--vector-column", default="vector", show_default=True,
-              help="Parquet column with the vectors.")
-@click.option("--base", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder that relative paths are relative to (default: the current folder).")
+@click.option(
+    "--space", required=True, help="Name of the space the vectors become (e.g. clip-vit-b32)."
+)
+@click.option(
+    "--paths",
+    "paths_file",
+    type=click.Path(path_type=Path),
+    help="With a .npy file: a text file with one image path per line, in the rows' order.",
+)
+@click.option(
+    "--path-column", default="path", show_default=True, help="Parquet column with the image paths."
+)
+@click.option(
+    "--vector-column", default="vector", show_default=True, help="Parquet column with the vectors."
+)
+@click.option(
+    "--base",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder that relative paths are relative to (default: the current folder).",
+)
 @output_option()
 @click.pass_obj
-def import_vectors(obj: Ctx, vector_file, space, paths_file, path_column, vector_column, base,
-                   fmt) -> None:
+def import_vectors(
+    obj: Ctx, vector_file, space, paths_file, path_column, vector_column, base, fmt
+) -> None:
     """Import precomputed embeddings (computed on a GPU cluster, say) as a space.
 
     VECTOR_FILE is a .npy array (one row per image) with --paths, or a .parquet file with a
@@ -160,14 +218,18 @@ def import_vectors(obj: Ctx, vector_file, space, paths_file, path_column, vector
         _print_import(rep)
         return
     row = {k: v for k, v in rep.to_dict().items() if k != "index"}
-    row |= {"index": rep.index.factory if rep.index else None,
-            "recall_at_10": rep.index.recall if rep.index else None}
+    row |= {
+        "index": rep.index.factory if rep.index else None,
+        "recall_at_10": rep.index.recall if rep.index else None,
+    }
     emit_rows([row], list(row), fmt)
 
 
 def _print_import(rep: VectorImport) -> None:
-    click.echo(f"space {rep.space} ({rep.dim}-d): {rep.rows} rows read, {rep.new_images} new "
-               f"images, {rep.existing_images} already known, {rep.skipped_already_imported} "
-               f"already imported ({rep.seconds:.1f} s)")
+    click.echo(
+        f"space {rep.space} ({rep.dim}-d): {rep.rows} rows read, {rep.new_images} new "
+        f"images, {rep.existing_images} already known, {rep.skipped_already_imported} "
+        f"already imported ({rep.seconds:.1f} s)"
+    )
     if rep.index is not None:
         click.echo(f"index: {rep.index.factory}{index_details(rep.index)}")

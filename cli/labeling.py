@@ -25,32 +25,55 @@ from .output import emit_json, emit_rows, random_weights_note, table
 if TYPE_CHECKING:  # pragma: no cover
     from vecstore.results import Clustering, Evaluation, LearningCurve, Propagation
 
-METRIC_COLS = ["ami", "ari", "homogeneity", "completeness", "v_measure", "purity", "entropy",
-               "silhouette"]
+METRIC_COLS = [
+    "ami",
+    "ari",
+    "homogeneity",
+    "completeness",
+    "v_measure",
+    "purity",
+    "entropy",
+    "silhouette",
+]
 SHOWN_THRESHOLDS = (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 @click.command()
 @space_option()
 @click.option("-k", "k", type=int, default=None, help="Number of clusters (2 or more).")
-@click.option("--k-range", callback=k_range, default=None, metavar="LO..HI",
-              help="Choose k by silhouette (cosine, on a sample) in this range (default 2..20 "
-              "when -k is not given).")
-@click.option("--method", type=click.Choice(["kmeans", "spectral"]),
-              default=ClusterParams.method, show_default=True,
-              help="FAISS k-means, or FAISS k-means on the eigenvectors of the normalised k-NN "
-              "graph.")
-@click.option("--neighbors", type=int, default=ClusterParams.n_neighbors,
-              show_default=True, help="k of the k-NN graph (spectral).")
-@click.option("--n-init", type=int, default=ClusterParams.n_init, show_default=True,
-              help="k-means restarts.")
+@click.option(
+    "--k-range",
+    callback=k_range,
+    default=None,
+    metavar="LO..HI",
+    help="Choose k by silhouette (cosine, on a sample) in this range (default 2..20 "
+    "when -k is not given).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["kmeans", "spectral"]),
+    default=ClusterParams.method,
+    show_default=True,
+    help="FAISS k-means, or FAISS k-means on the eigenvectors of the normalised k-NN graph.",
+)
+@click.option(
+    "--neighbors",
+    type=int,
+    default=ClusterParams.n_neighbors,
+    show_default=True,
+    help="k of the k-NN graph (spectral).",
+)
+@click.option(
+    "--n-init", type=int, default=ClusterParams.n_init, show_default=True, help="k-means restarts."
+)
 @seed_option(ClusterParams.seed)
 @truth_option("Score against this CSV (path, label) instead of the expert labels.")
 @click.option("--compare", is_flag=True, help="Cluster every space and print one table.")
 @output_option()
 @click.pass_obj
-def cluster(obj: Ctx, space, k, k_range, method, neighbors, n_init, seed, truth, compare,
-            fmt) -> None:
+def cluster(
+    obj: Ctx, space, k, k_range, method, neighbors, n_init, seed, truth, compare, fmt
+) -> None:
     """Cluster a space and score the clusters against the known labels.
 
     Reports AMI, ARI, homogeneity, completeness, V-measure, purity, cluster entropy (against
@@ -62,16 +85,31 @@ def cluster(obj: Ctx, space, k, k_range, method, neighbors, n_init, seed, truth,
       vecstore cluster --space pixels -k 10 --method spectral
       vecstore cluster --compare -k 10
     """
-    params = build(ClusterParams, k=k, k_range=k_range, method=method, n_neighbors=neighbors,
-                   n_init=n_init, seed=seed)
+    params = build(
+        ClusterParams,
+        k=k,
+        k_range=k_range,
+        method=method,
+        n_neighbors=neighbors,
+        n_init=n_init,
+        seed=seed,
+    )
     with obj.open(write=True) as store:
         names = [s.name for s in store.spaces()] if compare else [space]
         results = [store.cluster(n, params, truth=truth) for n in names]
     if fmt == "json":
         emit_json(r.to_dict() for r in results)
         return
-    rows = [{"space": r.space, "method": r.method, "k": r.k, "run": r.run_id,
-             **{m: r.metrics.get(m) for m in METRIC_COLS}} for r in results]
+    rows = [
+        {
+            "space": r.space,
+            "method": r.method,
+            "k": r.k,
+            "run": r.run_id,
+            **{m: r.metrics.get(m) for m in METRIC_COLS},
+        }
+        for r in results
+    ]
     if fmt == "csv":
         emit_rows(rows, ["space", "method", "k", "run", *METRIC_COLS], fmt)
         return
@@ -113,41 +151,84 @@ def propagate(obj: Ctx, space, neighbors, alpha, fmt) -> None:
 
 
 def _print_propagation(r: Propagation) -> None:
-    click.echo(f"run {r.run_id}: space {r.space}, {r.seeds} expert labels spread to "
-               f"{r.propagated} images (mean confidence {r.mean_confidence:.3f})")
+    click.echo(
+        f"run {r.run_id}: space {r.space}, {r.seeds} expert labels spread to "
+        f"{r.propagated} images (mean confidence {r.mean_confidence:.3f})"
+    )
     counts = sorted(r.counts.items(), key=lambda kv: str(kv[0]))
     click.echo(table([{"label": k, "count": v} for k, v in counts], ["label", "count"]))
     if r.unreached:
-        click.echo(f"{r.unreached} images are not connected to any expert label in the graph: "
-                   "labeled by a vote of their nearest neighbours and flagged for review")
+        click.echo(
+            f"{r.unreached} images are not connected to any expert label in the graph: "
+            "labeled by a vote of their nearest neighbours and flagged for review"
+        )
     random_weights_note(r.space, r.weights_random)
 
 
 @click.command()
 @space_option()
-@truth_option("CSV (path or sha256, label) of true labels: score the latest propagation "
-              "against it.")
-@click.option("--run", "run_id", type=int, default=None,
-              help="The propagation run to score (with --truth).")
+@truth_option(
+    "CSV (path or sha256, label) of true labels: score the latest propagation against it."
+)
+@click.option(
+    "--run", "run_id", type=int, default=None, help="The propagation run to score (with --truth)."
+)
 @click.option("--positive", default=None, help="The class whose misses cost most (e.g. cancer).")
-@click.option("--target-recall", type=float, default=EvaluationParams.target_recall,
-              show_default=True, help="Recall of --positive to reach, in (0, 1].")
-@click.option("--target-accuracy", type=float, default=EvaluationParams.target_accuracy,
-              show_default=True,
-              help="Accuracy that pseudo-labels not flagged needs_review should reach.")
-@click.option("--test-size", type=float, default=EvaluationParams.test_size, show_default=True,
-              help="Share of the expert labels hidden in each hold-out repeat.")
+@click.option(
+    "--target-recall",
+    type=float,
+    default=EvaluationParams.target_recall,
+    show_default=True,
+    help="Recall of --positive to reach, in (0, 1].",
+)
+@click.option(
+    "--target-accuracy",
+    type=float,
+    default=EvaluationParams.target_accuracy,
+    show_default=True,
+    help="Accuracy that pseudo-labels not flagged needs_review should reach.",
+)
+@click.option(
+    "--test-size",
+    type=float,
+    default=EvaluationParams.test_size,
+    show_default=True,
+    help="Share of the expert labels hidden in each hold-out repeat.",
+)
 @click.option("--repeats", type=int, default=EvaluationParams.repeats, show_default=True)
 @seed_option(EvaluationParams.seed)
 @click.option("--compare", is_flag=True, help="Evaluate every space (hold-out) side by side.")
-@click.option("--curve", is_flag=True, help="Accuracy (and recall of --positive) against the "
-              "number of labels, fitted a - b m^-c for `vecstore plan`.")
-@click.option("--sizes", default=None, metavar="M,M,...", help="Label counts for --curve "
-              "(default: 8 from one per class to four fifths of the known labels).")
+@click.option(
+    "--curve",
+    is_flag=True,
+    help="Accuracy (and recall of --positive) against the "
+    "number of labels, fitted a - b m^-c for `vecstore plan`.",
+)
+@click.option(
+    "--sizes",
+    default=None,
+    metavar="M,M,...",
+    help="Label counts for --curve "
+    "(default: 8 from one per class to four fifths of the known labels).",
+)
 @output_option(csv=False)
 @click.pass_obj
-def evaluate(obj: Ctx, space, truth, run_id, positive, target_recall, target_accuracy,
-             test_size, repeats, seed, compare, curve, sizes, fmt) -> None:
+def evaluate(
+    obj: Ctx,
+    space,
+    truth,
+    run_id,
+    positive,
+    target_recall,
+    target_accuracy,
+    test_size,
+    repeats,
+    seed,
+    compare,
+    curve,
+    sizes,
+    fmt,
+) -> None:
     """How good are the pseudo-labels? The costly error first.
 
     Without --truth: repeated stratified hold-out of the expert labels (hide a share,
@@ -162,11 +243,18 @@ def evaluate(obj: Ctx, space, truth, run_id, positive, target_recall, target_acc
       vecstore evaluate --positive cancer --target-recall 0.95
     """
     if compare and (truth or run_id):
-        raise click.BadParameter("--compare uses the hold-out; drop --truth/--run",
-                                 param_hint="--compare")
-    params = build(EvaluationParams, positive=positive, target_recall=target_recall,
-                   target_accuracy=target_accuracy, test_size=test_size, repeats=repeats,
-                   seed=seed)
+        raise click.BadParameter(
+            "--compare uses the hold-out; drop --truth/--run", param_hint="--compare"
+        )
+    params = build(
+        EvaluationParams,
+        positive=positive,
+        target_recall=target_recall,
+        target_accuracy=target_accuracy,
+        test_size=test_size,
+        repeats=repeats,
+        seed=seed,
+    )
     if curve:
         _learning_curve(obj, space, truth, _sizes(sizes), params, fmt)
         return
@@ -185,15 +273,28 @@ def _sizes(value: str | None) -> list[int] | None:
     try:
         return [int(v) for v in value.split(",")] if value else None
     except ValueError:
-        raise click.BadParameter("a comma-separated list of label counts, e.g. 10,20,50",
-                                 param_hint="--sizes") from None
+        raise click.BadParameter(
+            "a comma-separated list of label counts, e.g. 10,20,50", param_hint="--sizes"
+        ) from None
 
 
-def _learning_curve(obj: Ctx, space: str | None, truth: str | None, sizes: list[int] | None,
-                    params: EvaluationParams, fmt: str) -> None:
+def _learning_curve(
+    obj: Ctx,
+    space: str | None,
+    truth: str | None,
+    sizes: list[int] | None,
+    params: EvaluationParams,
+    fmt: str,
+) -> None:
     with obj.open(write=True) as store:
-        r = store.learning_curve(space, truth=truth, sizes=sizes, repeats=params.repeats,
-                                 seed=params.seed, positive=params.positive)
+        r = store.learning_curve(
+            space,
+            truth=truth,
+            sizes=sizes,
+            repeats=params.repeats,
+            seed=params.seed,
+            positive=params.positive,
+        )
     if fmt == "json":
         emit_json([r.to_dict()])
         return
@@ -201,15 +302,19 @@ def _learning_curve(obj: Ctx, space: str | None, truth: str | None, sizes: list[
 
 
 def _print_curve(r: LearningCurve) -> None:
-    click.echo(f"space {r.space}: learning curve from {r.known} known labels ({r.source}), "
-               f"{r.repeats} draws per size, scored on the labels not drawn")
+    click.echo(
+        f"space {r.space}: learning curve from {r.known} known labels ({r.source}), "
+        f"{r.repeats} draws per size, scored on the labels not drawn"
+    )
     cols = ["labels", "per_class", "accuracy", "accuracy_std"]
     cols += ["recall", "recall_std"] if r.positive else []
     click.echo(table([asdict(p) for p in r.points], cols))
     f = r.fit
     if f:
-        click.echo(f"fit: accuracy(m) = {f.a:.4f} - {f.b:.4f} * m^-{f.c:.4f} (rmse {f.rmse:.4f}); "
-                   f"run {r.run_id} is what `vecstore plan` extrapolates")
+        click.echo(
+            f"fit: accuracy(m) = {f.a:.4f} - {f.b:.4f} * m^-{f.c:.4f} (rmse {f.rmse:.4f}); "
+            f"run {r.run_id} is what `vecstore plan` extrapolates"
+        )
     random_weights_note(r.space, r.weights_random)
 
 
@@ -217,13 +322,31 @@ def _print_comparison(results: list[Evaluation]) -> None:
     rows = []
     for r in results:
         pos = r.scores.positive
-        rows.append({"space": r.space, "accuracy": r.scores.accuracy,
-                     "balanced_accuracy": r.scores.balanced_accuracy,
-                     "std": getattr(r.details, "accuracy_std", None),
-                     "recall_pos": pos.recall if pos else None, "f2_pos": pos.f2 if pos else None,
-                     "review_below": r.review_below})
-    click.echo(table(rows, ["space", "accuracy", "std", "balanced_accuracy", "recall_pos",
-                            "f2_pos", "review_below"]))
+        rows.append(
+            {
+                "space": r.space,
+                "accuracy": r.scores.accuracy,
+                "balanced_accuracy": r.scores.balanced_accuracy,
+                "std": getattr(r.details, "accuracy_std", None),
+                "recall_pos": pos.recall if pos else None,
+                "f2_pos": pos.f2 if pos else None,
+                "review_below": r.review_below,
+            }
+        )
+    click.echo(
+        table(
+            rows,
+            [
+                "space",
+                "accuracy",
+                "std",
+                "balanced_accuracy",
+                "recall_pos",
+                "f2_pos",
+                "review_below",
+            ],
+        )
+    )
 
 
 def _print_evaluation(r: Evaluation) -> None:
@@ -231,20 +354,34 @@ def _print_evaluation(r: Evaluation) -> None:
     if r.mode == "truth":
         how = f"against the truth file ({d.scored} images, propagation run {d.propagation_run})"
     else:
-        how = (f"hold-out of the expert labels ({d.repeats} repeats, {d.hidden_per_repeat} hidden "
-               f"each, accuracy {d.accuracy_mean:.3f} +/- {d.accuracy_std:.3f})")
+        how = (
+            f"hold-out of the expert labels ({d.repeats} repeats, {d.hidden_per_repeat} hidden "
+            f"each, accuracy {d.accuracy_mean:.3f} +/- {d.accuracy_std:.3f})"
+        )
     click.echo(f"space {r.space}: {how}")
     click.echo(f"accuracy {s.accuracy:.4f}  balanced accuracy {s.balanced_accuracy:.4f}")
-    click.echo(table([asdict(c) for c in s.per_class],
-                     ["label", "precision", "recall", "f1", "support"]))
+    click.echo(
+        table([asdict(c) for c in s.per_class], ["label", "precision", "recall", "f1", "support"])
+    )
     _print_positive(s.positive)
     labels = s.confusion_labels
     click.echo("confusion matrix (rows: truth, columns: predicted):")
-    click.echo(table([{"truth": t, **{str(c): v for c, v in zip(labels, row)}}
-                      for t, row in zip(labels, s.confusion)], ["truth", *map(str, labels)]))
+    click.echo(
+        table(
+            [
+                {"truth": t, **{str(c): v for c, v in zip(labels, row)}}
+                for t, row in zip(labels, s.confusion)
+            ],
+            ["truth", *map(str, labels)],
+        )
+    )
     click.echo("accuracy and coverage by confidence threshold:")
-    click.echo(table([asdict(c) for c in r.coverage_curve if c.threshold in SHOWN_THRESHOLDS],
-                     ["threshold", "coverage", "accuracy"]))
+    click.echo(
+        table(
+            [asdict(c) for c in r.coverage_curve if c.threshold in SHOWN_THRESHOLDS],
+            ["threshold", "coverage", "accuracy"],
+        )
+    )
     _print_review_threshold(r)
     random_weights_note(r.space, r.weights_random)
 
@@ -252,41 +389,59 @@ def _print_evaluation(r: Evaluation) -> None:
 def _print_positive(pos) -> None:
     if pos is None:
         return
-    line = (f"positive class {pos.label!r}: recall {pos.recall:.4f}, precision "
-            f"{pos.precision:.4f}, F2 {pos.f2:.4f}, missed {pos.missed}")
+    line = (
+        f"positive class {pos.label!r}: recall {pos.recall:.4f}, precision "
+        f"{pos.precision:.4f}, F2 {pos.f2:.4f}, missed {pos.missed}"
+    )
     if pos.roc_auc is not None:
         line += f", ROC-AUC {pos.roc_auc:.4f}"
     click.echo(line)
     thr = pos.threshold_for_target_recall
     if thr:
-        click.echo(f"  to reach recall {pos.target_recall:.2f}: call {pos.label!r} when "
-                   f"p({pos.label}) >= {thr.threshold:.4f} (recall {thr.recall:.4f}, "
-                   f"precision {thr.precision:.4f})")
+        click.echo(
+            f"  to reach recall {pos.target_recall:.2f}: call {pos.label!r} when "
+            f"p({pos.label}) >= {thr.threshold:.4f} (recall {thr.recall:.4f}, "
+            f"precision {thr.precision:.4f})"
+        )
 
 
 def _print_review_threshold(r: Evaluation) -> None:
     if r.review_below is None:
-        click.echo(f"no confidence threshold reaches {r.target_accuracy:.2f} accuracy: review "
-                   "everything")
+        click.echo(
+            f"no confidence threshold reaches {r.target_accuracy:.2f} accuracy: review everything"
+        )
         return
     nf = r.not_flagged
     acc = nf.accuracy if nf and nf.accuracy is not None else float("nan")
-    click.echo(f"recommended: needs_review below confidence {r.review_below:.2f} (pseudo-labels "
-               f"above it: {acc:.4f} accurate, {nf.coverage if nf else 0:.1%} of the images; "
-               f"target {r.target_accuracy:.2f})")
+    click.echo(
+        f"recommended: needs_review below confidence {r.review_below:.2f} (pseudo-labels "
+        f"above it: {acc:.4f} accurate, {nf.coverage if nf else 0:.1%} of the images; "
+        f"target {r.target_accuracy:.2f})"
+    )
 
 
 @click.command()
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
-              required=True, help="CSV file to write.")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="CSV file to write.",
+)
 @space_option("Default: the latest propagation of all spaces.")
 @click.option("--run", "run_id", type=int, default=None, help="Use this propagation run.")
 @click.option("--only-unlabeled", is_flag=True, help="Leave out the images with an expert label.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
-              help="Leave out rows below it.")
-@click.option("--review-below", type=click.FloatRange(0, 1), default=None,
-              help="needs_review below this confidence (default: the latest evaluation's "
-              "recommendation, else 0.3).")
+@click.option(
+    "--min-confidence", type=click.FloatRange(0, 1), default=None, help="Leave out rows below it."
+)
+@click.option(
+    "--review-below",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="needs_review below this confidence (default: the latest evaluation's "
+    "recommendation, else 0.3).",
+)
 @click.pass_obj
 def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_below) -> None:
     """Write the pseudo-labels as CSV, one row per image.
@@ -299,21 +454,34 @@ def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_
     Example:
       vecstore export -o pseudo_labels.csv --only-unlabeled
     """
-    opts = ExportOptions(space=space, run_id=run_id, only_unlabeled=only_unlabeled,
-                         min_confidence=min_confidence, review_below=review_below)
+    opts = ExportOptions(
+        space=space,
+        run_id=run_id,
+        only_unlabeled=only_unlabeled,
+        min_confidence=min_confidence,
+        review_below=review_below,
+    )
     with obj.open() as store:
         r = store.export(out, opts)
-    click.echo(f"wrote {r.rows} rows to {r.path} (propagation run {r.run_id}, space {r.space}; "
-               f"{r.needs_review} need review, threshold {r.review_below:.2f} from "
-               f"{r.review_below_from})")
+    click.echo(
+        f"wrote {r.rows} rows to {r.path} (propagation run {r.run_id}, space {r.space}; "
+        f"{r.needs_review} need review, threshold {r.review_below:.2f} from "
+        f"{r.review_below_from})"
+    )
 
 
 @click.command()
-@click.option("-n", "n", type=click.IntRange(1), default=50, show_default=True,
-              help="How many images.")
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
-              required=True,
-              help="CSV to write (fill its `label` column, then `vecstore labels import` it).")
+@click.option(
+    "-n", "n", type=click.IntRange(1), default=50, show_default=True, help="How many images."
+)
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="CSV to write (fill its `label` column, then `vecstore labels import` it).",
+)
 @space_option()
 @seed_option(0)
 @click.pass_obj
@@ -335,5 +503,7 @@ def suggest(obj: Ctx, n: int, out: Path, space, seed: int) -> None:
     with obj.open() as store:
         picks = store.suggest(n, space, seed=seed)
     write_suggestions(out, picks)
-    click.echo(f"wrote {len(picks)} images to label to {out} (fill the `label` column, then "
-               f"`vecstore labels import {out}`)")
+    click.echo(
+        f"wrote {len(picks)} images to label to {out} (fill the `label` column, then "
+        f"`vecstore labels import {out}`)"
+    )

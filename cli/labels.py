@@ -30,7 +30,9 @@ def labels(ctx: click.Context, fmt: str) -> None:
     with ctx.obj.open() as store:
         rows = [asdict(c) for c in store.label_counts()]
     if not rows and fmt == "table":
-        click.echo("no labels yet (vecstore labels import FILE.csv, or ingest --labels-from-folders)")
+        click.echo(
+            "no labels yet (vecstore labels import FILE.csv, or ingest --labels-from-folders)"
+        )
         return
     emit_rows(rows, ["label", "source", "count", "needs_review"], fmt)
 
@@ -38,7 +40,9 @@ def labels(ctx: click.Context, fmt: str) -> None:
 @labels.command("import")
 @click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--replace", is_flag=True, help="Change expert labels that differ (default: refuse).")
-@click.option("--new-class", is_flag=True, help="Accept labels that are not yet a class of the store.")
+@click.option(
+    "--new-class", is_flag=True, help="Accept labels that are not yet a class of the store."
+)
 @click.pass_obj
 def labels_import(obj: Ctx, csv_file: Path, replace: bool, new_class: bool) -> None:
     """Import expert labels from CSV_FILE (columns `path` or `sha256`, and `label`).
@@ -48,8 +52,10 @@ def labels_import(obj: Ctx, csv_file: Path, replace: bool, new_class: bool) -> N
     """
     with obj.open(write=True) as store:
         counts = store.import_labels(csv_file, replace=replace, new_class=new_class)
-    click.echo(f"imported {csv_file}: {counts.added} added, {counts.replaced} replaced, "
-               f"{counts.unchanged} unchanged")
+    click.echo(
+        f"imported {csv_file}: {counts.added} added, {counts.replaced} replaced, "
+        f"{counts.unchanged} unchanged"
+    )
 
 
 @labels.command("set")

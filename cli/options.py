@@ -14,8 +14,7 @@ from vecstore.params import PropagationParams
 F = TypeVar("F", bound=Callable[..., Any])
 
 SPACE_HELP = (
-    "Embedding space: resnet18, resnet50, resnet18-layer3, resnet50-layer3, hog, histogram, "
-    "pixels."
+    "Embedding space: resnet18, resnet50, resnet18-layer3, resnet50-layer3, hog, histogram, pixels."
 )
 
 
@@ -37,8 +36,13 @@ def space_option(default_help: str = "Default: the store's first space.") -> Cal
 
 def spaces_option(*, required: bool = False, default_help: str = "") -> Callable[[F], F]:
     """Repeatable --space (stored as `spaces`, a tuple)."""
-    return click.option("--space", "spaces", multiple=True, required=required,
-                        help=f"{SPACE_HELP} Repeat for several. {default_help}".strip())
+    return click.option(
+        "--space",
+        "spaces",
+        multiple=True,
+        required=required,
+        help=f"{SPACE_HELP} Repeat for several. {default_help}".strip(),
+    )
 
 
 def output_option(*, csv: bool = True) -> Callable[[F], F]:
@@ -55,24 +59,35 @@ DEVICE_CHOICE = click.Choice(["auto", "cpu", "cuda"])
 
 
 def device_option(help: str = "Where CNNs run.") -> Callable[[F], F]:
-    return click.option("--device", type=DEVICE_CHOICE, default="auto", show_default=True,
-                        help=help)
+    return click.option(
+        "--device", type=DEVICE_CHOICE, default="auto", show_default=True, help=help
+    )
 
 
 def embedding_options(f: F) -> F:
     """--weights, --device, --batch-size, --workers: how a CNN space is computed."""
     return _stack(
         click.option(
-            "--weights", default=None, metavar="imagenet|random|PATH",
+            "--weights",
+            default=None,
+            metavar="imagenet|random|PATH",
             help="CNN weights: torchvision ImageNet weights (default, downloaded once to "
             "$TORCH_HOME), a local state-dict file, or `random` (untrained; only when asked "
-            "explicitly)."),
+            "explicitly).",
+        ),
         device_option(),
-        click.option("--batch-size", type=click.IntRange(1), default=None,
-                     help="Images per batch (default 32 for CNNs)."),
-        click.option("--workers", type=click.IntRange(0), default=None,
-                     help="Decoding workers (default: up to 2 for CNNs, 4 threads for "
-                     "descriptors)."),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1),
+            default=None,
+            help="Images per batch (default 32 for CNNs).",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(0),
+            default=None,
+            help="Decoding workers (default: up to 2 for CNNs, 4 threads for descriptors).",
+        ),
     )(f)
 
 
@@ -81,8 +96,13 @@ def truth_option(help: str) -> Callable[[F], F]:
 
 
 def seed_option(default: int) -> Callable[[F], F]:
-    return click.option("--seed", type=int, default=default, show_default=True,
-                        help="Random seed (same seed, same result).")
+    return click.option(
+        "--seed",
+        type=int,
+        default=default,
+        show_default=True,
+        help="Random seed (same seed, same result).",
+    )
 
 
 def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
@@ -95,19 +115,33 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 
 
 memory_budget_option = click.option(
-    "--memory-budget", callback=_size, metavar="SIZE",
-    help="Memory the index may take (e.g. 4G, 512M); default half the RAM.")
+    "--memory-budget",
+    callback=_size,
+    metavar="SIZE",
+    help="Memory the index may take (e.g. 4G, 512M); default half the RAM.",
+)
 
 
 def propagation_options(f: F) -> F:
     """-k/--neighbors and --alpha, defaults from PropagationParams (stored as `neighbors`,
     `alpha`)."""
     return _stack(
-        click.option("-k", "--neighbors", "neighbors", type=int,
-                     default=PropagationParams.n_neighbors, show_default=True,
-                     help="Neighbours per image in the k-NN graph."),
-        click.option("--alpha", type=float, default=PropagationParams.alpha, show_default=True,
-                     help="Diffusion strength (Zhou et al.), between 0 and 1."),
+        click.option(
+            "-k",
+            "--neighbors",
+            "neighbors",
+            type=int,
+            default=PropagationParams.n_neighbors,
+            show_default=True,
+            help="Neighbours per image in the k-NN graph.",
+        ),
+        click.option(
+            "--alpha",
+            type=float,
+            default=PropagationParams.alpha,
+            show_default=True,
+            help="Diffusion strength (Zhou et al.), between 0 and 1.",
+        ),
     )(f)
 
 

@@ -16,8 +16,9 @@ def emit_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) 
     if fmt == "json":
         emit_json({c: r.get(c) for c in columns} for r in rows)
     elif fmt == "csv":
-        w = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore",
-                           lineterminator="\n")
+        w = csv.DictWriter(
+            sys.stdout, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+        )
         w.writeheader()
         for r in rows:
             w.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})

@@ -19,14 +19,25 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @click.command()
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
-              required=True, help="HTML file to write.")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="HTML file to write.",
+)
 @space_option("Default: that of the propagation run, else the first.")
-@click.option("--run", "run_id", type=int, default=None,
-              help="Propagation run whose pseudo-labels to show.")
-@click.option("--projection", type=click.Choice(["pca", "tsne", "umap"]), default="pca",
-              show_default=True, help="How the map is drawn (t-SNE and UMAP on the sample of "
-              "points shown).")
+@click.option(
+    "--run", "run_id", type=int, default=None, help="Propagation run whose pseudo-labels to show."
+)
+@click.option(
+    "--projection",
+    type=click.Choice(["pca", "tsne", "umap"]),
+    default="pca",
+    show_default=True,
+    help="How the map is drawn (t-SNE and UMAP on the sample of points shown).",
+)
 @seed_option(0)
 @click.pass_obj
 def report(obj: Ctx, out: Path, space, run_id, projection, seed) -> None:
@@ -41,8 +52,10 @@ def report(obj: Ctx, out: Path, space, run_id, projection, seed) -> None:
     """
     with obj.open() as store:
         r = store.report(out, space=space, run_id=run_id, projection=projection, seed=seed)
-    click.echo(f"wrote {r.path} ({r.bytes / 2**20:.1f} MiB, {r.points} of {r.images} images "
-               f"on the map, space {r.space}) in {r.seconds:.1f} s")
+    click.echo(
+        f"wrote {r.path} ({r.bytes / 2**20:.1f} MiB, {r.points} of {r.images} images "
+        f"on the map, space {r.space}) in {r.seconds:.1f} s"
+    )
 
 
 def _gib(b: float) -> str:
@@ -50,28 +63,62 @@ def _gib(b: float) -> str:
 
 
 @click.command()
-@click.option("--images", type=click.IntRange(1), required=True, help="How many images to plan for.")
-@click.option("--budget-eur", type=click.FloatRange(0), required=True,
-              help="Total budget (compute + labels).")
+@click.option(
+    "--images", type=click.IntRange(1), required=True, help="How many images to plan for."
+)
+@click.option(
+    "--budget-eur", type=click.FloatRange(0), required=True, help="Total budget (compute + labels)."
+)
 @click.option("--eur-per-label", type=click.FloatRange(0, min_open=True), required=True)
 @space_option()
-@click.option("--gpu-eur-per-hour", type=click.FloatRange(0),
-              default=PlanRequest.gpu_eur_per_hour, show_default=True)
-@click.option("--gpu-images-per-s", type=click.FloatRange(0, min_open=True), default=None,
-              help="GPU embedding rate, when the store has not measured one (--device cuda).")
-@click.option("--cpu-eur-per-hour", type=click.FloatRange(0),
-              default=PlanRequest.cpu_eur_per_hour, show_default=True)
-@click.option("--target-accuracy", type=click.FloatRange(0, 1),
-              default=PlanRequest.target_accuracy, show_default=True)
+@click.option(
+    "--gpu-eur-per-hour",
+    type=click.FloatRange(0),
+    default=PlanRequest.gpu_eur_per_hour,
+    show_default=True,
+)
+@click.option(
+    "--gpu-images-per-s",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="GPU embedding rate, when the store has not measured one (--device cuda).",
+)
+@click.option(
+    "--cpu-eur-per-hour",
+    type=click.FloatRange(0),
+    default=PlanRequest.cpu_eur_per_hour,
+    show_default=True,
+)
+@click.option(
+    "--target-accuracy",
+    type=click.FloatRange(0, 1),
+    default=PlanRequest.target_accuracy,
+    show_default=True,
+)
 @memory_budget_option
-@click.option("--max-hours", type=click.FloatRange(0, min_open=True),
-              default=PlanRequest.max_hours, show_default=True,
-              help="Embedding must finish within this time: the cheapest device that does is "
-              "chosen.")
+@click.option(
+    "--max-hours",
+    type=click.FloatRange(0, min_open=True),
+    default=PlanRequest.max_hours,
+    show_default=True,
+    help="Embedding must finish within this time: the cheapest device that does is chosen.",
+)
 @output_option(csv=False)
 @click.pass_obj
-def plan(obj: Ctx, images, budget_eur, eur_per_label, space, gpu_eur_per_hour, gpu_images_per_s,
-         cpu_eur_per_hour, target_accuracy, memory_budget, max_hours, fmt) -> None:
+def plan(
+    obj: Ctx,
+    images,
+    budget_eur,
+    eur_per_label,
+    space,
+    gpu_eur_per_hour,
+    gpu_images_per_s,
+    cpu_eur_per_hour,
+    target_accuracy,
+    memory_budget,
+    max_hours,
+    fmt,
+) -> None:
     """Is labeling N images on a budget feasible, and under which conditions?
 
     From what the store measured (embedding rate per space and device, database size per
@@ -83,11 +130,19 @@ def plan(obj: Ctx, images, budget_eur, eur_per_label, space, gpu_eur_per_hour, g
     Example:
       vecstore plan --images 4000000 --budget-eur 5000 --eur-per-label 1.5 --gpu-images-per-s 2000
     """
-    request = build(PlanRequest, images=images, budget_eur=budget_eur, eur_per_label=eur_per_label,
-                    space=space, gpu_eur_per_hour=gpu_eur_per_hour,
-                    gpu_images_per_s=gpu_images_per_s, cpu_eur_per_hour=cpu_eur_per_hour,
-                    target_accuracy=target_accuracy, memory_budget=memory_budget,
-                    max_hours=max_hours)
+    request = build(
+        PlanRequest,
+        images=images,
+        budget_eur=budget_eur,
+        eur_per_label=eur_per_label,
+        space=space,
+        gpu_eur_per_hour=gpu_eur_per_hour,
+        gpu_images_per_s=gpu_images_per_s,
+        cpu_eur_per_hour=cpu_eur_per_hour,
+        target_accuracy=target_accuracy,
+        memory_budget=memory_budget,
+        max_hours=max_hours,
+    )
     with obj.open() as store:
         p = store.plan(request)
     if fmt == "json":
@@ -100,24 +155,44 @@ def _plan_rows(p: Plan) -> list[dict]:
     rows = []
     for dev, c in p.compute.items():
         given = "" if c.measured else " (given)"
-        rows.append({"item": f"embedding on {dev}" + (" (chosen)" if dev == p.compute_choice else ""),
-                     "value": f"{c.hours:,.1f} h at {c.images_per_s:,.1f} images/s{given}",
-                     "eur": round(c.eur, 2)})
+        rows.append(
+            {
+                "item": f"embedding on {dev}" + (" (chosen)" if dev == p.compute_choice else ""),
+                "value": f"{c.hours:,.1f} h at {c.images_per_s:,.1f} images/s{given}",
+                "eur": round(c.eur, 2),
+            }
+        )
     st = p.storage
-    rows += [{"item": "vectors", "value": _gib(st.vectors_bytes), "eur": None},
-             {"item": "database", "value": _gib(st.database_bytes), "eur": None},
-             {"item": "index", "value": f"{st.index}, {_gib(st.index_bytes)}", "eur": None},
-             {"item": "expert labels",
-              "value": f"{p.labels_affordable:,} at {p.eur_per_label:g} EUR",
-              "eur": round(p.labels_affordable * p.eur_per_label, 2)}]
+    rows += [
+        {"item": "vectors", "value": _gib(st.vectors_bytes), "eur": None},
+        {"item": "database", "value": _gib(st.database_bytes), "eur": None},
+        {"item": "index", "value": f"{st.index}, {_gib(st.index_bytes)}", "eur": None},
+        {
+            "item": "expert labels",
+            "value": f"{p.labels_affordable:,} at {p.eur_per_label:g} EUR",
+            "eur": round(p.labels_affordable * p.eur_per_label, 2),
+        },
+    ]
     q = p.quality
     if q.expected_accuracy is not None:
-        fitted = f" (fitted curve: {q.fitted_accuracy:.3f})" if q.fitted_accuracy is not None else ""
-        rows.append({"item": "expected accuracy",
-                     "value": f"{q.expected_accuracy:.3f}{fitted}; {q.how}", "eur": None})
+        fitted = (
+            f" (fitted curve: {q.fitted_accuracy:.3f})" if q.fitted_accuracy is not None else ""
+        )
+        rows.append(
+            {
+                "item": "expected accuracy",
+                "value": f"{q.expected_accuracy:.3f}{fitted}; {q.how}",
+                "eur": None,
+            }
+        )
     if q.expected_recall is not None:
-        rows.append({"item": f"expected recall of {q.positive}",
-                     "value": f"{q.expected_recall:.3f}", "eur": None})
+        rows.append(
+            {
+                "item": f"expected recall of {q.positive}",
+                "value": f"{q.expected_recall:.3f}",
+                "eur": None,
+            }
+        )
     return rows
 
 
@@ -134,10 +209,21 @@ def _print_plan(p: Plan) -> None:
 
 
 @click.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-data"),
-              show_default=True, help="Folder for the demo images.")
-@click.option("--space", "spaces", multiple=True, default=("pixels", "hog", "histogram"),
-              show_default=True, help="Embedding spaces to compare.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-data"),
+    show_default=True,
+    help="Folder for the demo images.",
+)
+@click.option(
+    "--space",
+    "spaces",
+    multiple=True,
+    default=("pixels", "hog", "histogram"),
+    show_default=True,
+    help="Embedding spaces to compare.",
+)
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True)
 @click.pass_obj
 def demo(obj: Ctx, out: Path, spaces, k: int) -> None:
@@ -156,15 +242,21 @@ def demo(obj: Ctx, out: Path, spaces, k: int) -> None:
 
     with obj.open(write=True, create=True) as store:
         r = run_demo(store, out, spaces, k)
-    click.echo(f"wrote {r.images} digit images to {out}/: {r.labeled} labeled in "
-               "labeled/<digit>/, the rest in unlabeled/, their true digits in truth.csv")
+    click.echo(
+        f"wrote {r.images} digit images to {out}/: {r.labeled} labeled in "
+        "labeled/<digit>/, the rest in unlabeled/, their true digits in truth.csv"
+    )
     print_ingest_report(r.ingest, verbose=False)
     click.echo(f"\nsimilar images in space {spaces[0]} (true digit of each neighbour):")
     for name, digit, got in r.examples:
         click.echo(f"  {name} (digit {digit}): {' '.join(got)}")
-    click.echo(f"\nthe whole pipeline per space ({r.labeled} expert labels, "
-               f"{r.images - r.labeled} images to label, scored against truth.csv):")
+    click.echo(
+        f"\nthe whole pipeline per space ({r.labeled} expert labels, "
+        f"{r.images - r.labeled} images to label, scored against truth.csv):"
+    )
     click.echo(table(r.rows, list(r.rows[0])))
-    click.echo(f"\npseudo-labels of space {r.best} written to {r.export.path} ({r.export.rows} "
-               f"rows, {r.export.needs_review} flagged needs_review)")
+    click.echo(
+        f"\npseudo-labels of space {r.best} written to {r.export.path} ({r.export.rows} "
+        f"rows, {r.export.needs_review} flagged needs_review)"
+    )
     click.echo(f"store: {obj.store_path}  (try: vecstore --store {obj.store_path} labels)")

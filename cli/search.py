@@ -18,9 +18,12 @@ QUERY_COLUMNS = ["rank", "id", "path", "similarity", "label"]
 
 @click.command()
 @click.argument("target", required=False, type=click.Path(dir_okay=False))
-@click.option("--id", "image_id", type=int, default=None, help="Query by image id instead of a file.")
-@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True,
-              help="Neighbours to return.")
+@click.option(
+    "--id", "image_id", type=int, default=None, help="Query by image id instead of a file."
+)
+@click.option(
+    "-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Neighbours to return."
+)
 @space_option()
 @device_option("Where a CNN runs to embed an outside file.")
 @output_option()
@@ -57,9 +60,13 @@ def index_details(stats: IndexStats) -> str:
 
 @click.command()
 @spaces_option(default_help="Default: all.")
-@click.option("--index", "index_factory", metavar="FACTORY",
-              help="FAISS index factory string for the space (e.g. Flat, HNSW32, IVF4096,SQ8, "
-                   "IVF1024,PQ64); 'auto' goes back to choosing by size and memory budget.")
+@click.option(
+    "--index",
+    "index_factory",
+    metavar="FACTORY",
+    help="FAISS index factory string for the space (e.g. Flat, HNSW32, IVF4096,SQ8, "
+    "IVF1024,PQ64); 'auto' goes back to choosing by size and memory budget.",
+)
 @memory_budget_option
 @output_option()
 @click.pass_obj
@@ -78,14 +85,21 @@ def reindex(obj: Ctx, spaces, index_factory, memory_budget, fmt) -> None:
       vecstore reindex --memory-budget 2G
     """
     with obj.open(write=True) as store:
-        done = store.reindex(list(spaces) or None, index=index_factory,
-                             memory_budget=memory_budget, progress=fmt == "table")
+        done = store.reindex(
+            list(spaces) or None,
+            index=index_factory,
+            memory_budget=memory_budget,
+            progress=fmt == "table",
+        )
     if fmt == "json":
         emit_json(d.to_dict() for d in done)
     elif fmt == "csv":
-        emit_rows([d.to_dict() for d in done], ["space", "vectors", "factory", "recall", "sample"],
-                  fmt)
+        emit_rows(
+            [d.to_dict() for d in done], ["space", "vectors", "factory", "recall", "sample"], fmt
+        )
     else:
         for d in done:
-            click.echo(f"space {d.space}: {d.index.factory} rebuilt with {d.vectors} vectors"
-                       f"{index_details(d.index)}")
+            click.echo(
+                f"space {d.space}: {d.index.factory} rebuilt with {d.vectors} vectors"
+                f"{index_details(d.index)}"
+            )

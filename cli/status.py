@@ -27,14 +27,24 @@ def info(obj: Ctx, show_failed: bool, fmt: str) -> None:
     if fmt == "json":
         emit_json([data.to_dict()])
         return
-    click.echo(f"store: {data.store}  (schema {data.schema_version}, vecstore "
-               f"{data.vecstore_version})")
+    click.echo(
+        f"store: {data.store}  (schema {data.schema_version}, vecstore {data.vecstore_version})"
+    )
     click.echo(f"images: {data.images}  paths: {data.paths}  failed: {data.failed}")
     if data.spaces:
         click.echo("\nspaces:")
-        rows = [{"name": s.name, "model": s.model, "layer": s.layer, "dim": s.dim,
-                 "vectors": s.vectors, "weights": s.weights + (" (RANDOM)" if s.weights_random else ""),
-                 "index": _index_cell(s)} for s in data.spaces]
+        rows = [
+            {
+                "name": s.name,
+                "model": s.model,
+                "layer": s.layer,
+                "dim": s.dim,
+                "vectors": s.vectors,
+                "weights": s.weights + (" (RANDOM)" if s.weights_random else ""),
+                "index": _index_cell(s),
+            }
+            for s in data.spaces
+        ]
         click.echo(table(rows, ["name", "model", "layer", "dim", "vectors", "weights", "index"]))
     if data.labels:
         click.echo("\nlabels:")
@@ -52,8 +62,9 @@ def _index_cell(sp: SpaceSummary) -> str:
     cell = f"{sp.index_type} ({sp.index_setting})"
     params = ", ".join(f"{k}={v}" for k, v in (sp.index_params or {}).items())
     if sp.index_recall_sample:
-        cell += (f" {params}, recall@10 {sp.index_recall_at_10:.3f} on "
-                 f"{sp.index_recall_sample} queries")
+        cell += (
+            f" {params}, recall@10 {sp.index_recall_at_10:.3f} on {sp.index_recall_sample} queries"
+        )
     elif sp.index_recall_at_10 is not None:
         cell += ", exact"
     return cell
@@ -87,9 +98,19 @@ def check(obj: Ctx, fmt: str) -> None:
 def runs(obj: Ctx, fmt: str) -> None:
     """The runs recorded in the store: ingest, embed, cluster, propagate, evaluate."""
     with obj.open() as store:
-        rows = [{"id": r.id, "kind": r.kind, "space": r.space, "status": r.status,
-                 "started": r.started_at.isoformat(timespec="seconds"),
-                 "seconds": round(r.seconds, 2) if r.seconds is not None else None,
-                 "version": r.code_version, "params": json.dumps(r.params)} for r in store.runs()]
-    emit_rows(rows, ["id", "kind", "space", "status", "started", "seconds", "version", "params"],
-              fmt)
+        rows = [
+            {
+                "id": r.id,
+                "kind": r.kind,
+                "space": r.space,
+                "status": r.status,
+                "started": r.started_at.isoformat(timespec="seconds"),
+                "seconds": round(r.seconds, 2) if r.seconds is not None else None,
+                "version": r.code_version,
+                "params": json.dumps(r.params),
+            }
+            for r in store.runs()
+        ]
+    emit_rows(
+        rows, ["id", "kind", "space", "status", "started", "seconds", "version", "params"], fmt
+    )

@@ -48,15 +48,26 @@ def test_suggest_cold_start_then_uncertain_and_the_loop_closes(digits, tmp_path,
 
 def test_learning_curve_run(digits, tmp_path, cli, db):  # noqa: F811
     assert cli("ingest", digits, "--space", "pixels").exit_code == 0
-    r = cli("evaluate", "--curve", "--truth", tmp_path / "truth.csv", "--sizes", "10,20,40,80,160",
-            "--repeats", "2", "--json")
+    r = cli(
+        "evaluate",
+        "--curve",
+        "--truth",
+        tmp_path / "truth.csv",
+        "--sizes",
+        "10,20,40,80,160",
+        "--repeats",
+        "2",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     c = json.loads(r.stdout)
     assert [p["labels"] for p in c["points"]] == [10, 20, 40, 80, 160]
     accs = [p["accuracy"] for p in c["points"]]
     assert accs[-1] > accs[0] and all(0 < a <= 1 for a in accs)
     assert set(c["fit"]) == {"a", "b", "c", "rmse"}
-    assert db("SELECT kind, status FROM runs WHERE id=?", c["run_id"]) == [("learning_curve", "done")]
+    assert db("SELECT kind, status FROM runs WHERE id=?", c["run_id"]) == [
+        ("learning_curve", "done")
+    ]
     bad = cli("evaluate", "--curve", "--sizes", "ten")
     assert bad.exit_code == 2 and "comma-separated" in bad.output
     none = cli("evaluate", "--curve")  # no expert labels in this store
@@ -67,17 +78,38 @@ def test_learning_curve_run(digits, tmp_path, cli, db):  # noqa: F811
 def planned_store(image_dir, store_path, cli):
     """A CNN space with known numbers: CPU at 100 images/s on 5,000 images, and a learning
     curve of 0.80 / 0.90 / 0.95 at 10 / 100 / 1,000 labels, fitted 1 - 0.5 m^-0.3."""
-    r = cli("ingest", image_dir, "--space", "resnet18-layer3", "--weights", "random", "--labels-from-folders")
+    r = cli(
+        "ingest",
+        image_dir,
+        "--space",
+        "resnet18-layer3",
+        "--weights",
+        "random",
+        "--labels-from-folders",
+    )
     assert r.exit_code == 0, r.output
     db = Database(store_path / "vecstore.db")
     with db.runs.record("embed", "resnet18-layer3", {}) as run:
-        run.stats = {"embedded": 5000, "images_per_s": 100.0, "device": "cpu", "failed": 0, "seconds": 50}
+        run.stats = {
+            "embedded": 5000,
+            "images_per_s": 100.0,
+            "device": "cpu",
+            "failed": 0,
+            "seconds": 50,
+        }
     with db.runs.record("learning_curve", "resnet18-layer3", {}) as run:
         run.stats = {
-            "points": [{"labels": 10, "accuracy": 0.80}, {"labels": 100, "accuracy": 0.90},
-                       {"labels": 1000, "accuracy": 0.95}],
-            "fit": {"a": 1.0, "b": 0.5, "c": 0.3, "rmse": 0.0}, "classes": ["cancer", "normal"],
-            "known": 2000, "store_images": 2000, "positive": None}
+            "points": [
+                {"labels": 10, "accuracy": 0.80},
+                {"labels": 100, "accuracy": 0.90},
+                {"labels": 1000, "accuracy": 0.95},
+            ],
+            "fit": {"a": 1.0, "b": 0.5, "c": 0.3, "rmse": 0.0},
+            "classes": ["cancer", "normal"],
+            "known": 2000,
+            "store_images": 2000,
+            "positive": None,
+        }
     db.close()
     return store_path
 
@@ -89,44 +121,138 @@ def _plan(cli, *args):
 
 
 def test_plan_arithmetic(planned_store, cli):
-    p = _plan(cli, "--images", 4_000_000, "--budget-eur", 5000, "--eur-per-label", 1.5,
-              "--gpu-eur-per-hour", 2.5, "--gpu-images-per-s", 1000, "--cpu-eur-per-hour", 1.0)
+    p = _plan(
+        cli,
+        "--images",
+        4_000_000,
+        "--budget-eur",
+        5000,
+        "--eur-per-label",
+        1.5,
+        "--gpu-eur-per-hour",
+        2.5,
+        "--gpu-images-per-s",
+        1000,
+        "--cpu-eur-per-hour",
+        1.0,
+    )
     cpu, gpu = p["compute"]["cpu"], p["compute"]["gpu"]
-    assert cpu["hours"] == pytest.approx(4e6 / 100 / 3600) and cpu["eur"] == pytest.approx(4e6 / 100 / 3600 * 1.0)
-    assert gpu["hours"] == pytest.approx(4e6 / 1000 / 3600) and gpu["eur"] == pytest.approx(4e6 / 1000 / 3600 * 2.5)
+    assert cpu["hours"] == pytest.approx(4e6 / 100 / 3600) and cpu["eur"] == pytest.approx(
+        4e6 / 100 / 3600 * 1.0
+    )
+    assert gpu["hours"] == pytest.approx(4e6 / 1000 / 3600) and gpu["eur"] == pytest.approx(
+        4e6 / 1000 / 3600 * 2.5
+    )
     assert p["compute_choice"] == "gpu" and not gpu["measured"] and cpu["measured"]
     assert p["labels_affordable"] == int((5000 - 4e6 / 1000 / 3600 * 2.5) // 1.5) == 3331
     q = p["quality"]
     assert q["expected_accuracy"] == 0.95  # beyond the measured range: the last measured value
-    assert q["fitted_accuracy"] == pytest.approx(1 - 0.5 * 3331 ** -0.3)
+    assert q["fitted_accuracy"] == pytest.approx(1 - 0.5 * 3331**-0.3)
     assert p["storage"]["vectors_bytes"] == 4_000_000 * 256 * 4
-    assert p["storage"]["index"] == "IVF4096,SQ8"  # 2 sqrt(4M) = 4000 -> 2^12 lists, 1 GB of 8-bit codes
+    assert (
+        p["storage"]["index"] == "IVF4096,SQ8"
+    )  # 2 sqrt(4M) = 4000 -> 2^12 lists, 1 GB of 8-bit codes
     assert p["feasible"] and p["problems"] == []
     assert any("vecstore suggest" in c for c in p["conditions"])
     assert any("given by --gpu-images-per-s, not measured" in a for a in p["assumptions"])
 
     # free CPU time: the CPU is chosen while it finishes within --max-hours
-    p = _plan(cli, "--images", 4_000_000, "--budget-eur", 150, "--eur-per-label", 1.5, "--gpu-images-per-s", 1000)
+    p = _plan(
+        cli,
+        "--images",
+        4_000_000,
+        "--budget-eur",
+        150,
+        "--eur-per-label",
+        1.5,
+        "--gpu-images-per-s",
+        1000,
+    )
     assert p["compute_choice"] == "cpu" and p["compute_eur"] == 0 and p["labels_affordable"] == 100
     assert p["quality"]["expected_accuracy"] == pytest.approx(0.90)  # a measured point
-    p = _plan(cli, "--images", 4_000_000, "--budget-eur", 150, "--eur-per-label", 1.5, "--gpu-images-per-s", 1000,
-              "--max-hours", 5)
+    p = _plan(
+        cli,
+        "--images",
+        4_000_000,
+        "--budget-eur",
+        150,
+        "--eur-per-label",
+        1.5,
+        "--gpu-images-per-s",
+        1000,
+        "--max-hours",
+        5,
+    )
     assert p["compute_choice"] == "gpu"
     # between measured points: interpolated in log(m)
-    p = _plan(cli, "--images", 1000, "--budget-eur", 47.43, "--eur-per-label", 1.5, "--gpu-images-per-s", 1000)
+    p = _plan(
+        cli,
+        "--images",
+        1000,
+        "--budget-eur",
+        47.43,
+        "--eur-per-label",
+        1.5,
+        "--gpu-images-per-s",
+        1000,
+    )
     assert p["labels_affordable"] == 31
-    assert p["quality"]["expected_accuracy"] == pytest.approx(np.interp(np.log(31), np.log([10, 100, 1000]), [0.8, 0.9, 0.95]))
+    assert p["quality"]["expected_accuracy"] == pytest.approx(
+        np.interp(np.log(31), np.log([10, 100, 1000]), [0.8, 0.9, 0.95])
+    )
 
 
 def test_plan_verdicts(planned_store, cli):
-    p = _plan(cli, "--images", 4_000_000, "--budget-eur", 5000, "--eur-per-label", 1.5,
-              "--gpu-images-per-s", 1000, "--target-accuracy", 0.97)
+    p = _plan(
+        cli,
+        "--images",
+        4_000_000,
+        "--budget-eur",
+        5000,
+        "--eur-per-label",
+        1.5,
+        "--gpu-images-per-s",
+        1000,
+        "--target-accuracy",
+        0.97,
+    )
     assert not p["feasible"] and any("under the target 0.97" in x for x in p["problems"])
-    p = _plan(cli, "--images", 4_000_000, "--budget-eur", 1, "--eur-per-label", 1.5, "--gpu-images-per-s", 1000)
+    p = _plan(
+        cli,
+        "--images",
+        4_000_000,
+        "--budget-eur",
+        1,
+        "--eur-per-label",
+        1.5,
+        "--gpu-images-per-s",
+        1000,
+    )
     assert not p["feasible"] and any("cannot cover the 2 classes" in x for x in p["problems"])
-    text = cli("plan", "--space", "resnet18-layer3", "--images", 4_000_000, "--budget-eur", 5000,
-               "--eur-per-label", 1.5, "--gpu-images-per-s", 1000)
+    text = cli(
+        "plan",
+        "--space",
+        "resnet18-layer3",
+        "--images",
+        4_000_000,
+        "--budget-eur",
+        5000,
+        "--eur-per-label",
+        1.5,
+        "--gpu-images-per-s",
+        1000,
+    )
     assert "verdict: FEASIBLE" in text.output and "assumptions:" in text.output
-    no_gpu = cli("plan", "--space", "resnet18-layer3", "--images", 10, "--budget-eur", 5, "--eur-per-label", 1)
+    no_gpu = cli(
+        "plan",
+        "--space",
+        "resnet18-layer3",
+        "--images",
+        10,
+        "--budget-eur",
+        5,
+        "--eur-per-label",
+        1,
+    )
     assert "no GPU throughput" in no_gpu.output
     assert cli("plan", "--images", 10, "--budget-eur", 5, "--eur-per-label", 0).exit_code == 2

@@ -72,7 +72,9 @@ def test_knn_graph_is_symmetric_weighted_and_normalised():
     s = normalized_affinity(w)
     d = np.asarray(w.sum(axis=1)).ravel()
     i, j = w.nonzero()
-    np.testing.assert_allclose(np.asarray(s[i, j]).ravel(), np.asarray(w[i, j]).ravel() / np.sqrt(d[i] * d[j]), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(s[i, j]).ravel(), np.asarray(w[i, j]).ravel() / np.sqrt(d[i] * d[j]), rtol=1e-6
+    )
 
 
 def test_propagation_matches_the_closed_form_solution():
@@ -119,7 +121,9 @@ def test_unreached_component_gets_a_neighbour_vote_and_is_marked():
 
 def test_entropy_confidence_bounds():
     p = np.array([[1.0, 0, 0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0], [0, 0, 0]])
-    np.testing.assert_allclose(entropy_confidence(p), [1.0, 0.0, 1 - np.log(2) / np.log(3), 0.0], atol=1e-12)
+    np.testing.assert_allclose(
+        entropy_confidence(p), [1.0, 0.0, 1 - np.log(2) / np.log(3), 0.0], atol=1e-12
+    )
 
 
 def test_clustering_metrics_against_hand_computed_values():
@@ -130,7 +134,16 @@ def test_clustering_metrics_against_hand_computed_values():
     h1 = -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))
     assert cluster_entropy(truth, clusters) == pytest.approx(4 / 6 * h1)
     m = clustering_metrics(truth, clusters, np.eye(6, dtype=np.float32) + 1)
-    assert set(m) == {"ami", "ari", "homogeneity", "completeness", "v_measure", "purity", "entropy", "silhouette"}
+    assert set(m) == {
+        "ami",
+        "ari",
+        "homogeneity",
+        "completeness",
+        "v_measure",
+        "purity",
+        "entropy",
+        "silhouette",
+    }
     assert clustering_metrics(truth, truth)["ami"] == pytest.approx(1.0)
 
 
@@ -143,7 +156,9 @@ def test_threshold_for_target_recall_and_positive_metrics():
     truth = ["c", "c", "c", "n", "n", "n"]
     pred = ["c", "n", "n", "n", "n", "c"]
     proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8], [0.1, 0.9], [0.6, 0.4]])
-    r = classification_metrics(truth, pred, classes=["c", "n"], proba=proba, positive="c", target_recall=1.0)
+    r = classification_metrics(
+        truth, pred, classes=["c", "n"], proba=proba, positive="c", target_recall=1.0
+    )
     assert r.positive.recall == pytest.approx(1 / 3) and r.positive.missed == 2
     assert r.positive.precision == pytest.approx(1 / 2)
     f2 = 5 * (0.5 * (1 / 3)) / (4 * 0.5 + 1 / 3)

@@ -55,7 +55,8 @@ def test_unknown_space_lists_the_known_ones():
 
 
 @pytest.mark.parametrize(
-    "name,dim", [("resnet18", 512), ("resnet18-layer3", 256), ("resnet50", 2048), ("resnet50-layer3", 1024)]
+    "name,dim",
+    [("resnet18", 512), ("resnet18-layer3", 256), ("resnet50", 2048), ("resnet50-layer3", 1024)],
 )
 def test_resnet_dimensions_with_random_weights(name, dim, gray_img):
     emb = get_embedder(name, weights="random", device="cpu")
@@ -91,7 +92,9 @@ def test_local_weights_file_gives_the_same_network(tmp_path, gray_img):
     assert not from_file.info.weights_random
     assert from_file.info.weights == f"file:{tmp_path / 'w.pth'}"
     assert from_file.info.weights_sha256 and len(from_file.info.weights_sha256) == 64
-    np.testing.assert_allclose(from_file.embed_image(gray_img), random.embed_image(gray_img), rtol=1e-5)
+    np.testing.assert_allclose(
+        from_file.embed_image(gray_img), random.embed_image(gray_img), rtol=1e-5
+    )
 
 
 def test_weights_file_for_another_network_is_refused(tmp_path):
@@ -139,7 +142,10 @@ def test_bad_batch_options_and_path_weights(tmp_path):
     import torchvision
 
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "t.pth")
-    assert get_embedder("resnet18", weights=tmp_path / "t.pth").info.weights == f"file:{tmp_path / 't.pth'}"
+    assert (
+        get_embedder("resnet18", weights=tmp_path / "t.pth").info.weights
+        == f"file:{tmp_path / 't.pth'}"
+    )
 
 
 def test_batched_files_give_the_same_vectors_as_one_image_at_a_time(tmp_path):

@@ -14,7 +14,9 @@ from .conftest import make_image
 
 
 def test_ingest_writes_images_paths_vectors_and_folder_labels(image_dir, cli, db):
-    result = cli("ingest", image_dir, "--space", "hog", "--space", "pixels", "--labels-from-folders")
+    result = cli(
+        "ingest", image_dir, "--space", "hog", "--space", "pixels", "--labels-from-folders"
+    )
     assert result.exit_code == 0, result.output
     assert "added 10" in result.output and "failed 0" in result.output
     assert "images/s" in result.output
@@ -22,9 +24,20 @@ def test_ingest_writes_images_paths_vectors_and_folder_labels(image_dir, cli, db
     assert db("SELECT COUNT(*) FROM image_paths") == [(10,)]
     spaces = dict(db("SELECT name, dim FROM spaces"))
     assert spaces == {"hog": 324, "pixels": 256}
-    counts = dict(db("SELECT s.name, COUNT(*) FROM vectors v JOIN spaces s ON s.id=v.space_id GROUP BY s.name"))
+    counts = dict(
+        db(
+            "SELECT s.name, COUNT(*) FROM vectors v JOIN spaces s ON s.id=v.space_id GROUP BY "
+            "s.name"
+        )
+    )
     assert counts == {"hog": 10, "pixels": 10}
-    lengths = {r[0] for r in db("SELECT length(vector) FROM vectors v JOIN spaces s ON s.id=v.space_id WHERE s.name='hog'")}
+    lengths = {
+        r[0]
+        for r in db(
+            "SELECT length(vector) FROM vectors v JOIN spaces s ON s.id=v.space_id WHERE "
+            "s.name='hog'"
+        )
+    }
     assert lengths == {324 * 4}
     labels = db("SELECT label, source, COUNT(*) FROM labels GROUP BY label, source ORDER BY label")
     assert labels == [("cancer", "folder", 3), ("normal", "folder", 3)]
@@ -34,7 +47,9 @@ def test_ingest_writes_images_paths_vectors_and_folder_labels(image_dir, cli, db
         _, vec = store.vectors(store.get_space("pixels"), [img.id])
     from vecstore.embedders import get_embedder, open_image
 
-    expected = get_embedder("pixels").embed_image(open_image(str(image_dir / "unlabeled" / "u0.png")))
+    expected = get_embedder("pixels").embed_image(
+        open_image(str(image_dir / "unlabeled" / "u0.png"))
+    )
     np.testing.assert_array_equal(vec[0], expected)
     runs = db("SELECT kind, status, stats FROM runs")
     assert runs[0][:2] == ("ingest", "done")
@@ -65,19 +80,27 @@ def test_identical_bytes_under_two_paths_are_one_image_with_both_paths(image_dir
     assert db("SELECT COUNT(*) FROM images") == [(10,)]
     assert db("SELECT COUNT(*) FROM image_paths") == [(11,)]
     assert db("SELECT COUNT(*) FROM vectors") == [(10,)]
-    assert db("SELECT COUNT(DISTINCT image_id) FROM image_paths WHERE path IN (?, ?)",
-              str(copy), str(image_dir / "unlabeled" / "u0.png")) == [(1,)]
+    assert db(
+        "SELECT COUNT(DISTINCT image_id) FROM image_paths WHERE path IN (?, ?)",
+        str(copy),
+        str(image_dir / "unlabeled" / "u0.png"),
+    ) == [(1,)]
 
 
 def test_changed_file_replaces_the_old_content(image_dir, cli, db):
     assert cli("ingest", image_dir, "--space", "pixels").exit_code == 0
     target = image_dir / "unlabeled" / "u1.png"
-    [(old_sha,)] = db("SELECT i.sha256 FROM images i JOIN image_paths p ON p.image_id=i.id WHERE p.path=?", str(target))
+    [(old_sha,)] = db(
+        "SELECT i.sha256 FROM images i JOIN image_paths p ON p.image_id=i.id WHERE p.path=?",
+        str(target),
+    )
     make_image(target, seed=4242)
     rep = json.loads(cli("ingest", image_dir, "--json").stdout)
     assert rep["changed"] == 1 and rep["added"] == 1
     assert db("SELECT COUNT(*) FROM images WHERE sha256=?", old_sha) == [(0,)]
-    assert db("SELECT COUNT(*) FROM images") == [(10,)] and db("SELECT COUNT(*) FROM vectors") == [(10,)]
+    assert db("SELECT COUNT(*) FROM images") == [(10,)] and db("SELECT COUNT(*) FROM vectors") == [
+        (10,)
+    ]
     assert cli("check").exit_code == 0
 
 
@@ -86,12 +109,23 @@ def test_embed_adds_a_space_to_images_already_in_the_store(image_dir, cli, db):
     result = cli("embed", "--space", "histogram")
     assert result.exit_code == 0, result.output
     assert "space histogram: embedded 10" in result.output
-    assert db("SELECT COUNT(*) FROM vectors v JOIN spaces s ON s.id=v.space_id WHERE s.name='histogram'") == [(10,)]
+    assert db(
+        "SELECT COUNT(*) FROM vectors v JOIN spaces s ON s.id=v.space_id WHERE s.name='histogram'"
+    ) == [(10,)]
     assert "embedded 0" in cli("embed", "--space", "histogram").output
 
 
 def test_cnn_space_records_random_weights_and_says_so(image_dir, cli, db):
-    result = cli("ingest", image_dir, "--space", "resnet18-layer3", "--weights", "random", "--batch-size", "4")
+    result = cli(
+        "ingest",
+        image_dir,
+        "--space",
+        "resnet18-layer3",
+        "--weights",
+        "random",
+        "--batch-size",
+        "4",
+    )
     assert result.exit_code == 0, result.output
     assert "RANDOM (untrained) weights" in result.output
     assert db("SELECT name, dim, weights, weights_random FROM spaces") == [
@@ -111,10 +145,15 @@ def test_labels_from_folders_with_custom_unlabeled_names_and_conflicts(tmp_path,
     make_image(root / "todo" / "b.png", seed=2)
     make_image(root / "cancer" / "same.png", seed=3)
     shutil.copy(root / "cancer" / "same.png", root / "normal" / "same.png")  # one image, two labels
-    result = cli("ingest", root, "--space", "pixels", "--labels-from-folders", "--unlabeled-name", "todo")
+    result = cli(
+        "ingest", root, "--space", "pixels", "--labels-from-folders", "--unlabeled-name", "todo"
+    )
     assert result.exit_code == 0, result.output
     assert "label conflict" in result.output
-    assert db("SELECT label, COUNT(*) FROM labels GROUP BY label ORDER BY label") == [("cancer", 1), ("normal", 1)]
+    assert db("SELECT label, COUNT(*) FROM labels GROUP BY label ORDER BY label") == [
+        ("cancer", 1),
+        ("normal", 1),
+    ]
 
 
 def test_metadata_csv_is_joined_by_file_name_or_path(image_dir, tmp_path, cli, db):
@@ -123,12 +162,20 @@ def test_metadata_csv_is_joined_by_file_name_or_path(image_dir, tmp_path, cli, d
     result = cli("ingest", image_dir, "--space", "pixels", "--metadata", meta)
     assert result.exit_code == 0, result.output
     assert "2 images matched, 1 CSV rows matched no image" in result.output
-    rows = {json.loads(m)["patient"]: json.loads(m) for (m,) in db("SELECT metadata_json FROM images WHERE metadata_json IS NOT NULL")}
+    rows = {
+        json.loads(m)["patient"]: json.loads(m)
+        for (m,) in db("SELECT metadata_json FROM images WHERE metadata_json IS NOT NULL")
+    }
     assert rows == {"P1": {"patient": "P1", "age": "54"}, "P2": {"patient": "P2", "age": "61"}}
     by_path = tmp_path / "by_path.csv"
-    by_path.write_text(f"path,site\nunlabeled/u1.png,Lyon\n{image_dir / 'unlabeled' / 'u2.png'},Nice\n")
+    by_path.write_text(
+        f"path,site\nunlabeled/u1.png,Lyon\n{image_dir / 'unlabeled' / 'u2.png'},Nice\n"
+    )
     assert cli("ingest", image_dir, "--metadata", by_path).exit_code == 0
-    sites = sorted(json.loads(m)["site"] for (m,) in db("SELECT metadata_json FROM images WHERE metadata_json LIKE '%site%'"))
+    sites = sorted(
+        json.loads(m)["site"]
+        for (m,) in db("SELECT metadata_json FROM images WHERE metadata_json LIKE '%site%'")
+    )
     assert sites == ["Lyon", "Nice"]
 
 
@@ -140,7 +187,9 @@ def test_metadata_csv_is_joined_by_file_name_or_path(image_dir, tmp_path, cli, d
         ("filename\nu0.png\n", "no column besides"),
     ],
 )
-def test_bad_metadata_csv_is_refused_before_anything_is_ingested(image_dir, tmp_path, cli, store_path, content, message):
+def test_bad_metadata_csv_is_refused_before_anything_is_ingested(
+    image_dir, tmp_path, cli, store_path, content, message
+):
     meta = tmp_path / "bad.csv"
     meta.write_text(content)
     result = cli("ingest", image_dir, "--space", "pixels", "--metadata", meta)

@@ -48,13 +48,37 @@ def test_cluster_stores_assignments_and_scores_against_truth(digits, tmp_path, c
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res["k"] == 10 and res["n_scored"] == 400 and res["scored_against"] == "truth"
-    assert set(res["metrics"]) >= {"ami", "ari", "homogeneity", "completeness", "v_measure", "purity", "entropy", "silhouette"}
+    assert set(res["metrics"]) >= {
+        "ami",
+        "ari",
+        "homogeneity",
+        "completeness",
+        "v_measure",
+        "purity",
+        "entropy",
+        "silhouette",
+    }
     assert res["metrics"]["ami"] > 0.6
-    assert db("SELECT COUNT(*), COUNT(DISTINCT cluster) FROM cluster_assignments WHERE run_id=?", res["run_id"]) == [(400, 10)]
+    assert db(
+        "SELECT COUNT(*), COUNT(DISTINCT cluster) FROM cluster_assignments WHERE run_id=?",
+        res["run_id"],
+    ) == [(400, 10)]
     run = db("SELECT kind, space, status, params FROM runs WHERE id=?", res["run_id"])[0]
     assert run[:3] == ("cluster", "pixels", "done") and json.loads(run[3])["method"] == "kmeans"
-    spectral = json.loads(cli("cluster", "--space", "pixels", "-k", "10", "--method", "spectral",
-                              "--truth", tmp_path / "truth.csv", "--json").stdout)
+    spectral = json.loads(
+        cli(
+            "cluster",
+            "--space",
+            "pixels",
+            "-k",
+            "10",
+            "--method",
+            "spectral",
+            "--truth",
+            tmp_path / "truth.csv",
+            "--json",
+        ).stdout
+    )
     assert spectral["metrics"]["ami"] > res["metrics"]["ami"]
     table = cli("cluster", "--compare", "-k", "10")
     assert table.exit_code == 0 and "pixels" in table.output and "hog" in table.output
@@ -73,11 +97,15 @@ def test_propagate_evaluate_export_pipeline(digits, tmp_path, cli, db):
     prop = json.loads(r.stdout)
     assert prop["seeds"] == 30 and prop["propagated"] == 370 and sum(prop["counts"].values()) == 370
     assert db("SELECT COUNT(*) FROM predictions WHERE run_id=?", prop["run_id"]) == [(400,)]
-    assert db("SELECT image_id, label, source FROM labels ORDER BY image_id") == labels_before  # untouched
+    assert (
+        db("SELECT image_id, label, source FROM labels ORDER BY image_id") == labels_before
+    )  # untouched
     params = json.loads(db("SELECT params FROM runs WHERE id=?", prop["run_id"])[0][0])
     assert params["n_neighbors"] == 5 and params["alpha"] == 0.99
 
-    ev = json.loads(cli("evaluate", "--space", "pixels", "--truth", tmp_path / "truth.csv", "--json").stdout)
+    ev = json.loads(
+        cli("evaluate", "--space", "pixels", "--truth", tmp_path / "truth.csv", "--json").stdout
+    )
     assert ev["mode"] == "truth" and ev["scored"] == 370 and ev["propagation_run"] == prop["run_id"]
     assert ev["accuracy"] > 0.85
     assert len(ev["per_class"]) == 10 and np.array(ev["confusion"]["matrix"]).sum() == 370
@@ -89,8 +117,20 @@ def test_propagate_evaluate_export_pipeline(digits, tmp_path, cli, db):
     r = cli("export", "-o", out)
     assert r.exit_code == 0, r.output
     df = pd.read_csv(out)
-    assert list(df.columns) == ["image_id", "path", "sha256", "label", "source", "confidence", "second_label",
-                                "margin", "cluster", "needs_review", "review_reason", "run_id"]
+    assert list(df.columns) == [
+        "image_id",
+        "path",
+        "sha256",
+        "label",
+        "source",
+        "confidence",
+        "second_label",
+        "margin",
+        "cluster",
+        "needs_review",
+        "review_reason",
+        "run_id",
+    ]
     assert len(df) == 400 and (df["source"] == "expert").sum() == 30
     assert (df.loc[df.source == "expert", "needs_review"] == False).all()  # noqa: E712
     prop_rows = df[df.source == "propagated"]
@@ -100,14 +140,27 @@ def test_propagate_evaluate_export_pipeline(digits, tmp_path, cli, db):
     ok = prop_rows[~prop_rows.needs_review]
     assert (ok.label.astype(int).values == truth.loc[ok.path].values).mean() >= 0.97
     assert (prop_rows.margin >= 0).all() and prop_rows.second_label.notna().all()
-    only = pd.read_csv(tmp_path / "u.csv") if cli("export", "-o", tmp_path / "u.csv", "--only-unlabeled", "--min-confidence", "0.5").exit_code == 0 else None
-    assert only is not None and (only.source == "propagated").all() and (only.confidence >= 0.5).all()
+    only = (
+        pd.read_csv(tmp_path / "u.csv")
+        if cli(
+            "export", "-o", tmp_path / "u.csv", "--only-unlabeled", "--min-confidence", "0.5"
+        ).exit_code
+        == 0
+        else None
+    )
+    assert (
+        only is not None and (only.source == "propagated").all() and (only.confidence >= 0.5).all()
+    )
     r = cli("export", "-o", tmp_path / "all.csv", "--review-below", "0.99")
     assert "threshold 0.99 from given" in r.output
     strict = pd.read_csv(tmp_path / "all.csv").query("source == 'propagated'")
-    assert (strict.needs_review == (strict.confidence < 0.99)).all() and strict.needs_review.mean() > 0.9
+    assert (
+        strict.needs_review == (strict.confidence < 0.99)
+    ).all() and strict.needs_review.mean() > 0.9
     counts = cli("labels")
-    assert f"propagated (run {prop['run_id']}, pixels)" in counts.output and "folder" in counts.output
+    assert (
+        f"propagated (run {prop['run_id']}, pixels)" in counts.output and "folder" in counts.output
+    )
     # a new propagation is not judged by the evaluation of the previous one
     assert cli("propagate", "--space", "pixels", "-k", "7").exit_code == 0
     r = cli("export", "-o", tmp_path / "again.csv")
@@ -137,18 +190,28 @@ def test_binary_task_puts_the_missed_positive_first(tmp_path, cli, db):
     assert r.exit_code == 0, r.output
     ev = json.loads(r.stdout)
     pos = ev["positive"]
-    assert pos["label"] == "cancer" and {"recall", "precision", "f2", "roc_auc", "missed"} <= set(pos)
+    assert pos["label"] == "cancer" and {"recall", "precision", "f2", "roc_auc", "missed"} <= set(
+        pos
+    )
     thr = pos["threshold_for_target_recall"]
     assert thr["recall"] >= 0.95 and 0 <= thr["threshold"] <= 1
     text = cli("evaluate", "--positive", "cancer")
-    assert "positive class 'cancer': recall" in text.output and "to reach recall 0.95" in text.output
+    assert (
+        "positive class 'cancer': recall" in text.output and "to reach recall 0.95" in text.output
+    )
     r = cli("export", "-o", tmp_path / "out.csv")
     df = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
-    dist_rows = db("SELECT p.image_id, p.label, p.distribution FROM predictions p JOIN runs r ON r.id=p.run_id WHERE r.kind='propagate'")
+    dist_rows = db(
+        "SELECT p.image_id, p.label, p.distribution FROM predictions p JOIN runs r ON "
+        "r.id=p.run_id WHERE r.kind='propagate'"
+    )
     classes = json.loads(db("SELECT stats FROM runs WHERE kind='propagate'")[0][0])["classes"]
     j = classes.index("cancer")
-    expected = {iid for iid, lab, d in dist_rows
-                if lab != "cancer" and np.frombuffer(d, np.float32)[j] >= thr["threshold"]}
+    expected = {
+        iid
+        for iid, lab, d in dist_rows
+        if lab != "cancer" and np.frombuffer(d, np.float32)[j] >= thr["threshold"]
+    }
     got = set(df[df.review_reason.str.contains("possible cancer")].image_id)
     assert got == expected - set(df[df.source == "expert"].image_id)
     bad = cli("evaluate", "--positive", "tumour")
@@ -162,23 +225,32 @@ def test_label_import_is_all_or_nothing_with_clear_errors(image_dir, tmp_path, c
     bad = tmp_path / "bad.csv"
     bad.write_text(
         "path,label\n"
-        f"{image_dir}/unlabeled/u0.png,normal\n"      # fine
-        f"{image_dir}/unlabeled/ghost.png,normal\n"   # unknown image
-        f"{image_dir}/unlabeled/u2.png,\n"            # empty label
+        f"{image_dir}/unlabeled/u0.png,normal\n"  # fine
+        f"{image_dir}/unlabeled/ghost.png,normal\n"  # unknown image
+        f"{image_dir}/unlabeled/u2.png,\n"  # empty label
         f"{image_dir}/unlabeled/u3.png,cancer\n"
-        f"{image_dir}/unlabeled/u3.png,normal\n"      # the same image twice, two labels
+        f"{image_dir}/unlabeled/u3.png,normal\n"  # the same image twice, two labels
     )
     r = cli("labels", "import", bad)
     assert r.exit_code == 1
-    for needle in ["nothing imported", "line 3: ", "ghost.png is not in the store", "line 4: empty label",
-                   "line 6: ", "labeled 'normal' here but 'cancer' on line 5"]:
+    for needle in [
+        "nothing imported",
+        "line 3: ",
+        "ghost.png is not in the store",
+        "line 4: empty label",
+        "line 6: ",
+        "labeled 'normal' here but 'cancer' on line 5",
+    ]:
         assert needle in r.output, needle
     assert db("SELECT image_id, label, source FROM labels ORDER BY image_id") == before
 
     cols = tmp_path / "cols.csv"
     cols.write_text("file,class\nx.png,normal\n")
     r = cli("labels", "import", cols)
-    assert r.exit_code == 1 and "needs the columns `path` (or `sha256`) and `label`; it has: file, class" in r.output
+    assert (
+        r.exit_code == 1
+        and "needs the columns `path` (or `sha256`) and `label`; it has: file, class" in r.output
+    )
 
     typo = tmp_path / "typo.csv"
     typo.write_text(f"sha256,label\n{sha},cancr\n")
@@ -187,25 +259,40 @@ def test_label_import_is_all_or_nothing_with_clear_errors(image_dir, tmp_path, c
 
     # relative paths resolve from the CSV's folder; a row equal to the current label is unchanged
     (image_dir / "good.csv").write_text(
-        f"path,label\nunlabeled/u0.png,normal\n{image_dir}/labeled/cancer/c0.png,cancer\nunlabeled/u1.png,cancer\n")
+        f"path,label\nunlabeled/u0.png,normal\n{image_dir}/labeled/cancer/c0.png,cancer\nunlabeled/u1.png,cancer\n"
+    )
     r = cli("labels", "import", image_dir / "good.csv")
     assert r.exit_code == 0, r.output
     assert "2 added, 0 replaced, 1 unchanged" in r.output
-    rows = dict(db("SELECT i.path, l.source FROM labels l JOIN images i ON i.id=l.image_id WHERE l.source LIKE 'csv:%'"))
+    rows = dict(
+        db(
+            "SELECT i.path, l.source FROM labels l JOIN images i ON i.id=l.image_id WHERE "
+            "l.source LIKE 'csv:%'"
+        )
+    )
     assert set(rows.values()) == {"csv:good.csv"} and len(rows) == 2
 
     by_sha = tmp_path / "sha.csv"
     [(sha2,)] = db("SELECT sha256 FROM images WHERE path LIKE '%u2.png'")
     by_sha.write_text(f"sha256,label\n{sha2.upper()},normal\n")
     assert cli("labels", "import", by_sha).exit_code == 0
-    assert db("SELECT l.label, l.source FROM labels l JOIN images i ON i.id=l.image_id WHERE i.sha256=?", sha2) == [("normal", "csv:sha.csv")]
+    assert db(
+        "SELECT l.label, l.source FROM labels l JOIN images i ON i.id=l.image_id WHERE i.sha256=?",
+        sha2,
+    ) == [("normal", "csv:sha.csv")]
 
     change = tmp_path / "change.csv"
     change.write_text(f"path,label\n{image_dir}/labeled/cancer/c0.png,normal\n")
     r = cli("labels", "import", change)
-    assert r.exit_code == 1 and "already have another expert label" in r.output and "--replace" in r.output
+    assert (
+        r.exit_code == 1
+        and "already have another expert label" in r.output
+        and "--replace" in r.output
+    )
     assert cli("labels", "import", change, "--replace").exit_code == 0
-    assert db("SELECT l.label FROM labels l JOIN images i ON i.id=l.image_id WHERE i.path LIKE '%c0.png'") == [("normal",)]
+    assert db(
+        "SELECT l.label FROM labels l JOIN images i ON i.id=l.image_id WHERE i.path LIKE '%c0.png'"
+    ) == [("normal",)]
 
 
 def test_label_set_and_remove(image_dir, cli, db):
@@ -213,7 +300,10 @@ def test_label_set_and_remove(image_dir, cli, db):
     target = image_dir / "unlabeled" / "u0.png"
     r = cli("labels", "set", target, "cancer")
     assert r.exit_code == 0, r.output
-    assert db("SELECT l.label, l.source FROM labels l JOIN images i ON i.id=l.image_id WHERE i.path=?", str(target)) == [("cancer", "cli")]
+    assert db(
+        "SELECT l.label, l.source FROM labels l JOIN images i ON i.id=l.image_id WHERE i.path=?",
+        str(target),
+    ) == [("cancer", "cli")]
     assert cli("labels", "set", target, "normal").exit_code == 1  # needs --replace
     assert cli("labels", "set", target, "normal", "--replace").exit_code == 0
     assert cli("labels", "set", target, "tumour").exit_code == 1  # unknown class
@@ -246,6 +336,8 @@ def test_expert_label_without_a_vector_in_the_space_does_not_shift_the_classes(i
     assert r.exit_code == 0, r.output
     prop = json.loads(cli("propagate", "--json").stdout)
     assert prop["classes"] == ["cancer", "normal"] and prop["seeds"] == 6
-    for label, dist in db("SELECT label, distribution FROM predictions WHERE run_id=?", prop["run_id"]):
+    for label, dist in db(
+        "SELECT label, distribution FROM predictions WHERE run_id=?", prop["run_id"]
+    ):
         p = np.frombuffer(dist, np.float32)
         assert len(p) == 2 and label == ["cancer", "normal"][int(p.argmax())]

@@ -82,8 +82,13 @@ def test_old_store_is_upgraded_on_open_and_keeps_its_data(store_path, image_dir,
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0001")
         conn.exec_driver_sql(
-            "INSERT INTO images (id, sha256, path, status, added_at) VALUES (7, 'ab', '/x.png', 'ok', '2026-01-01')")
-        conn.exec_driver_sql("INSERT INTO labels (image_id, label, source, created_at) VALUES (7, 'cancer', 'cli', '2026-01-01')")
+            "INSERT INTO images (id, sha256, path, status, added_at) VALUES (7, 'ab', '/x.png', "
+            "'ok', '2026-01-01')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO labels (image_id, label, source, created_at) VALUES (7, 'cancer', 'cli', "
+            "'2026-01-01')"
+        )
     engine.dispose()
     assert db("SELECT version_num FROM alembic_version") == [("0001",)]
     with Store.open(store_path) as store:  # a reader: upgrades under the write lock

@@ -17,9 +17,20 @@ REPO = Path(__file__).resolve().parents[1]
 def _build_wheel(out: Path) -> Path:
     """`pip install .` builds exactly this wheel (setuptools backend) and installs it."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), str(REPO)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
     )
     [wheel] = out.glob("vecstore-*.whl")
     return wheel
@@ -29,10 +40,20 @@ def _build_wheel(out: Path) -> Path:
 def test_wheel_contains_cli_and_migrations(tmp_path):
     wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ["vecstore/cli/__init__.py", "vecstore/migrations/env.py",
-                   "vecstore/migrations/versions/0001_initial_schema.py",
-                   "vecstore/migrations/script.py.mako", "vecstore/store.py",
-                   "vecstore/embedders/resnet.py"]:
+    for needed in [
+        "vecstore/cli/__init__.py",
+        "vecstore/migrations/env.py",
+        "vecstore/migrations/versions/0001_initial_schema.py",
+        "vecstore/migrations/script.py.mako",
+        "vecstore/store.py",
+        "vecstore/embedders/resnet.py",
+        "vecstore/report.html",
+        *(
+            f"{package.relative_to(REPO)}/__init__.py"
+            for package in sorted((REPO / "vecstore").glob("*/"))
+            if (package / "__init__.py").exists()
+        ),
+    ]:
         assert needed in names, f"{needed} missing from the wheel"
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "vecstore = vecstore.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
@@ -46,16 +67,30 @@ def test_plain_install_into_a_fresh_venv_runs_from_any_directory(tmp_path):
     # Dependencies come from this environment's site-packages through a .pth file (they are
     # several GB); a .pth-added folder does not run the editable-install hooks found there, so
     # `vecstore` can only come from the plain install below.
-    target_site = Path(subprocess.check_output(
-        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
-    deps = [p for p in {sysconfig.get_paths()["purelib"], *site.getsitepackages()} if Path(p).is_dir()]
+    target_site = Path(
+        subprocess.check_output(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
+    deps = [
+        p for p in {sysconfig.get_paths()["purelib"], *site.getsitepackages()} if Path(p).is_dir()
+    ]
     (target_site / "zz_vecstore_test_deps.pth").write_text("\n".join(deps) + "\n")
     wheel = _build_wheel(tmp_path / "dist")
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     where = subprocess.check_output(
-        [str(py), "-c", "import vecstore, vecstore.cli, vecstore.migrations; print(vecstore.__file__)"],
-        cwd=tmp_path, text=True).strip()
+        [
+            str(py),
+            "-c",
+            "import vecstore, vecstore.cli, vecstore.migrations; print(vecstore.__file__)",
+        ],
+        cwd=tmp_path,
+        text=True,
+    ).strip()
     assert where.startswith(str(venv)), f"vecstore imported from {where}, not the fresh install"
     exe = venv / "bin" / "vecstore"
     out = subprocess.run([str(exe), "--help"], cwd=tmp_path, capture_output=True, text=True)
@@ -65,17 +100,25 @@ def test_plain_install_into_a_fresh_venv_runs_from_any_directory(tmp_path):
     from .conftest import make_image
 
     make_image(tmp_path / "imgs" / "a.png", seed=1)
-    out = subprocess.run([str(exe), "--store", "s", "ingest", "imgs", "--space", "hog"],
-                         cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(exe), "--store", "s", "ingest", "imgs", "--space", "hog"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
-    info = subprocess.run([str(exe), "--store", "s", "info"], cwd=tmp_path, capture_output=True, text=True)
+    info = subprocess.run(
+        [str(exe), "--store", "s", "info"], cwd=tmp_path, capture_output=True, text=True
+    )
     from vecstore.db import head_revision
 
     assert info.returncode == 0 and f"schema {head_revision()}" in info.stdout
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from click.testing import CliRunner; from vecstore.cli import main; "
-            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys; from click.testing import CliRunner; from vecstore.cli import main; "
+        "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0; "
+        "print('torch' in sys.modules)"
+    )
     assert subprocess.check_output([sys.executable, "-c", code], text=True).strip() == "False"

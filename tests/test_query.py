@@ -51,7 +51,10 @@ def test_query_stored_image_excludes_itself_and_ranks_by_similarity(image_dir, c
 
 def test_query_by_id_and_labels_in_table_and_csv(image_dir, cli, db):
     _ingest(cli, image_dir)
-    [(cid,)] = db("SELECT i.id FROM images i JOIN image_paths p ON p.image_id=i.id WHERE p.path LIKE '%c0.png'")
+    [(cid,)] = db(
+        "SELECT i.id FROM images i JOIN image_paths p ON p.image_id=i.id WHERE p.path LIKE "
+        "'%c0.png'"
+    )
     result = cli("query", "--id", cid, "-k", "9")
     assert result.exit_code == 0, result.output
     assert "rank" in result.stdout and "similarity" in result.stdout
@@ -67,7 +70,9 @@ def test_query_outside_file_is_embedded_with_the_space_model(image_dir, tmp_path
     outside = tmp_path / "elsewhere" / "q.png"
     outside.parent.mkdir()
     outside.write_bytes((image_dir / "unlabeled" / "u3.png").read_bytes())
-    other = make_image(tmp_path / "elsewhere" / "new.png", seed=200 + 3, size=40)  # u3's picture, other size
+    other = make_image(
+        tmp_path / "elsewhere" / "new.png", seed=200 + 3, size=40
+    )  # u3's picture, other size
     # identical bytes elsewhere are the same image: excluded like a stored one
     rows = [json.loads(x) for x in cli("query", outside, "-k", "9", "--json").stdout.splitlines()]
     assert len(rows) == 9 and all(not r["path"].endswith("u3.png") for r in rows)
@@ -95,10 +100,18 @@ def test_info_reports_spaces_labels_and_schema(image_dir, cli):
     r = cli("info", "--json")
     assert r.exit_code == 0, r.output
     info = json.loads(r.stdout)
-    assert info["images"] == 10 and info["failed"] == 0 and info["schema_version"] == head_revision()
-    assert [(s["name"], s["dim"], s["vectors"]) for s in info["spaces"]] == [("pixels", 256, 10), ("hog", 324, 10)]
+    assert (
+        info["images"] == 10 and info["failed"] == 0 and info["schema_version"] == head_revision()
+    )
+    assert [(s["name"], s["dim"], s["vectors"]) for s in info["spaces"]] == [
+        ("pixels", 256, 10),
+        ("hog", 324, 10),
+    ]
     assert all(s["index_file"] for s in info["spaces"])
-    assert {(lab["label"], lab["count"]) for lab in info["labels"]} == {("cancer", 3), ("normal", 3)}
+    assert {(lab["label"], lab["count"]) for lab in info["labels"]} == {
+        ("cancer", 3),
+        ("normal", 3),
+    }
     text = cli("info").output
     assert "Flat (auto), exact" in text and "cancer" in text and f"schema {head_revision()}" in text
 

@@ -17,8 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 def tour_commands() -> list[str]:
     text = (REPO / "README.md").read_text()
     tour = text.split("## A tour of the CLI", 1)[1].split("###", 1)[0]
-    return [re.sub(r"\s+#.*$", "", line.strip()) for line in tour.splitlines()
-            if line.strip().startswith("vecstore ")]
+    return [
+        re.sub(r"\s+#.*$", "", line.strip())
+        for line in tour.splitlines()
+        if line.strip().startswith("vecstore ")
+    ]
 
 
 # Largest difference allowed between a figure of the README's demo table and the one the demo
@@ -64,11 +67,15 @@ def assert_same_table(quoted: list[list[str]], printed: list[list[str]]) -> None
 
 def test_demo_table_comparison_allows_cpu_noise_and_nothing_else():
     quoted = [["space", "p@10", "acc"], ["---", "---", "---"], ["pixels", "0.9628", "-"]]
-    assert_same_table(quoted, [["space", "p@10", "acc"], ["---", "---", "---"], ["pixels", "0.9650", "-"]])
-    for wrong in ([["space", "p@10", "acc"], ["---", "---", "---"], ["pixels", "0.9800", "-"]],
-                  [["space", "p@10", "acc"], ["---", "---", "---"], ["hog", "0.9628", "-"]],
-                  [["space", "p@10", "acc"], ["---", "---", "---"], ["pixels", "0.9628", "0.5"]],
-                  [["space", "p@10", "acc"], ["---", "---", "---"]]):
+    assert_same_table(
+        quoted, [["space", "p@10", "acc"], ["---", "---", "---"], ["pixels", "0.9650", "-"]]
+    )
+    for wrong in (
+        [["space", "p@10", "acc"], ["---", "---", "---"], ["pixels", "0.9800", "-"]],
+        [["space", "p@10", "acc"], ["---", "---", "---"], ["hog", "0.9628", "-"]],
+        [["space", "p@10", "acc"], ["---", "---", "---"], ["pixels", "0.9628", "0.5"]],
+        [["space", "p@10", "acc"], ["---", "---", "---"]],
+    ):
         with pytest.raises(AssertionError):
             assert_same_table(quoted, wrong)
 
@@ -87,10 +94,19 @@ def test_tour_commands_work_as_written(tmp_path):
     commands = tour_commands()
     assert len(commands) >= 6, commands
     bindir = Path(sys.executable).parent
-    env = {**os.environ, "VECSTORE_STORE": "demo-data/store", "PATH": f"{bindir}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "VECSTORE_STORE": "demo-data/store",
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+    }
     # what `make demo` runs
-    demo = subprocess.run(["vecstore", "--store", "demo-data/store", "demo", "--out", "demo-data"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    demo = subprocess.run(
+        ["vecstore", "--store", "demo-data/store", "demo", "--out", "demo-data"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert demo.returncode == 0, demo.stderr
     assert "the whole pipeline per space" in demo.stdout
     assert (tmp_path / "demo-data" / "pseudo_labels.csv").exists()

@@ -27,7 +27,12 @@ def _bad_files(root: Path) -> dict[str, str]:
     (root / "bad" / "corrupt.png").write_bytes(bytes(corrupt))
     (root / "bad" / "empty.png").write_bytes(b"")
     (root / "bad" / "notes.jpg").write_text("this is a text file with an image name")
-    return {"truncated.png": "", "corrupt.png": "", "empty.png": "empty", "notes.jpg": "not an image"}
+    return {
+        "truncated.png": "",
+        "corrupt.png": "",
+        "empty.png": "empty",
+        "notes.jpg": "not an image",
+    }
 
 
 def test_bad_files_are_recorded_with_reasons_and_skipped(tmp_path, cli, db):
@@ -36,7 +41,9 @@ def test_bad_files_are_recorded_with_reasons_and_skipped(tmp_path, cli, db):
     result = cli("ingest", tmp_path / "in", "--space", "pixels")
     assert result.exit_code == 0, result.output
     assert "added 2" in result.output and f"failed {len(expected)}" in result.output
-    failed = {Path(p).name: e for p, e in db("SELECT path, error FROM images WHERE status='failed'")}
+    failed = {
+        Path(p).name: e for p, e in db("SELECT path, error FROM images WHERE status='failed'")
+    }
     assert set(failed) == set(expected)
     for name, word in expected.items():
         assert word in failed[name] and failed[name]  # a reason, never empty
@@ -68,7 +75,9 @@ def test_unreadable_file_is_recorded_and_retried_once_readable(tmp_path, cli, db
     result = cli("ingest", tmp_path / "in", "--space", "pixels")
     assert result.exit_code == 0, result.output
     assert "locked.png: cannot read file: Permission denied" in result.output
-    assert db("SELECT status, sha256 FROM images WHERE path LIKE '%locked.png'") == [("failed", None)]
+    assert db("SELECT status, sha256 FROM images WHERE path LIKE '%locked.png'") == [
+        ("failed", None)
+    ]
     again = cli("ingest", tmp_path / "in")  # still unreadable: same row, no duplicate
     assert again.exit_code == 0
     assert db("SELECT COUNT(*) FROM images") == [(2,)]
@@ -90,7 +99,12 @@ def test_symlink_loop_and_odd_names(tmp_path, cli, db):
     result = cli("ingest", root, "--space", "pixels")
     assert result.exit_code == 0, result.output
     assert "added 4" in result.output
-    stored = {Path(p).name for (p,) in db("SELECT p.path FROM image_paths p JOIN images i ON i.id=p.image_id WHERE i.status='ok'")}
+    stored = {
+        Path(p).name
+        for (p,) in db(
+            "SELECT p.path FROM image_paths p JOIN images i ON i.id=p.image_id WHERE i.status='ok'"
+        )
+    }
     assert stored == set(names)
     q = cli("query", root / "sub dir" / "脳スキャン.PNG", "-k", "3", "--json")
     assert q.exit_code == 0 and len(q.stdout.splitlines()) == 3
@@ -119,8 +133,19 @@ def test_sigkill_mid_ingest_leaves_a_consistent_store_that_resumes(tmp_path):
     for i in range(n):
         make_image(root / f"img{i:03d}.png", seed=i, size=64)
     # A CNN space with small batches: slow enough to be killed between two committed batches.
-    cmd = _vecstore("ingest", str(root), "--space", "resnet18", "--weights", "random",
-                    "--batch-size", "4", "--workers", "0", store=store)
+    cmd = _vecstore(
+        "ingest",
+        str(root),
+        "--space",
+        "resnet18",
+        "--weights",
+        "random",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        store=store,
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     sql = "SELECT COUNT(*) FROM vectors"
@@ -135,7 +160,9 @@ def test_sigkill_mid_ingest_leaves_a_consistent_store_that_resumes(tmp_path):
     check = subprocess.run(_vecstore("check", store=store), capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "not embedded yet" in check.stdout  # the unfinished work is visible, not hidden
-    resumed = subprocess.run(_vecstore("ingest", str(root), "--json", store=store), capture_output=True, text=True)
+    resumed = subprocess.run(
+        _vecstore("ingest", str(root), "--json", store=store), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     rep = json.loads(resumed.stdout)
     assert rep["added"] == 0 and rep["unchanged"] == n
@@ -143,7 +170,14 @@ def test_sigkill_mid_ingest_leaves_a_consistent_store_that_resumes(tmp_path):
     assert _count(store, "SELECT COUNT(*) FROM images") == n
     assert _count(store, "SELECT COUNT(*) FROM image_paths") == n
     assert _count(store, "SELECT COUNT(*) FROM vectors") == n
-    assert _count(store, "SELECT COUNT(*) FROM (SELECT image_id FROM vectors GROUP BY image_id, space_id HAVING COUNT(*) > 1)") == 0
+    assert (
+        _count(
+            store,
+            "SELECT COUNT(*) FROM (SELECT image_id FROM vectors GROUP BY image_id, space_id "
+            "HAVING COUNT(*) > 1)",
+        )
+        == 0
+    )
     final = subprocess.run(_vecstore("check", store=store), capture_output=True, text=True)
     assert final.returncode == 0 and "index and database agree on 48 ids" in final.stdout
 
@@ -154,10 +188,17 @@ def test_sigkill_during_scan_then_resume(tmp_path):
     n = 1200
     for i in range(n):
         make_image(root / f"d{i // 100}" / f"img{i:04d}.png", seed=i, size=24)
-    proc = subprocess.Popen(_vecstore("ingest", str(root), "--space", "hog", store=store),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _vecstore("ingest", str(root), "--space", "hog", store=store),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
-    while _count(store, "SELECT COUNT(*) FROM images") == 0 and time.time() < deadline and proc.poll() is None:
+    while (
+        _count(store, "SELECT COUNT(*) FROM images") == 0
+        and time.time() < deadline
+        and proc.poll() is None
+    ):
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -165,7 +206,9 @@ def test_sigkill_during_scan_then_resume(tmp_path):
     # what was committed is whole: every image row has its vector (same transaction)
     assert _count(store, "SELECT COUNT(*) FROM vectors") == partial
     assert subprocess.run(_vecstore("check", store=store), capture_output=True).returncode == 0
-    resumed = subprocess.run(_vecstore("ingest", str(root), "--json", store=store), capture_output=True, text=True)
+    resumed = subprocess.run(
+        _vecstore("ingest", str(root), "--json", store=store), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     rep = json.loads(resumed.stdout)
     assert rep["added"] == n - partial and rep["unchanged"] == partial
@@ -178,19 +221,27 @@ def test_second_writer_is_refused_while_queries_keep_working(image_dir, tmp_path
     store = tmp_path / "store"
     assert cli("ingest", image_dir, "--space", "pixels").exit_code == 0
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\n"
-         "from vecstore.store import Store\n"
-         f"s = Store.open({str(store)!r}, write=True)\n"
-         "print('locked', flush=True)\n"
-         "sys.stdin.read()\n"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from vecstore.store import Store\n"
+            f"s = Store.open({str(store)!r}, write=True)\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
         r = cli("ingest", image_dir)
         assert r.exit_code == 1
-        assert "store is locked by another vecstore process" in r.output and f"pid {holder.pid}" in r.output
+        assert (
+            "store is locked by another vecstore process" in r.output
+            and f"pid {holder.pid}" in r.output
+        )
         assert cli("embed", "--space", "hog").exit_code == 1
         q = cli("query", image_dir / "unlabeled" / "u0.png", "-k", "2", "--json")
         assert q.exit_code == 0 and len(q.stdout.splitlines()) == 2

@@ -15,18 +15,29 @@ from .test_labeling import digits  # noqa: F401  (fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--use-gl=swiftshader", "--enable-unsafe-swiftshader",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-gl=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--no-first-run",
 ]
 
 
 def _pipeline(cli, root, tmp_path, positive=False):
-    assert cli("ingest", root, "--space", "pixels", "--space", "hog", "--labels-from-folders").exit_code == 0
+    assert (
+        cli(
+            "ingest", root, "--space", "pixels", "--space", "hog", "--labels-from-folders"
+        ).exit_code
+        == 0
+    )
     assert cli("cluster", "--compare", "-k", "4" if positive else "10").exit_code == 0
     assert cli("propagate", "--space", "pixels").exit_code == 0
-    args = ["evaluate", "--space", "pixels"] + (["--positive", "cancer"] if positive else
-                                                ["--truth", tmp_path / "truth.csv"])
+    args = ["evaluate", "--space", "pixels"] + (
+        ["--positive", "cancer"] if positive else ["--truth", tmp_path / "truth.csv"]
+    )
     r = cli(*args)
     assert r.exit_code == 0, r.output
 
@@ -42,7 +53,9 @@ def test_report_is_self_contained(digits, tmp_path, cli):  # noqa: F811
     # checks that the page makes no network request at all)
     assert not re.search(r"""<(script|link|img)[^>]+(src|href)\s*=\s*["']https?://""", page)
     assert "<script src" not in page
-    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1))
+    data = json.loads(
+        re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1)
+    )
     assert data["space"]["name"] == "pixels" and len(data["points"]) == 400
     assert {p["cluster"] for p in data["points"]} == set(range(10))
     assert sum(1 for p in data["points"] if p["thumb"]) == 400  # small sets: every point
@@ -84,15 +97,27 @@ def test_report_in_a_real_browser(tmp_path, cli):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on(
+            "console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None
+        )
         requests: list[str] = []
-        page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
+        page.on(
+            "request",
+            lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:")) else None,
+        )
         page.goto(out.as_uri())
         page.wait_for_function("window.vecstoreReportReady === true", timeout=60000)
-        drawn = page.evaluate("""Object.fromEntries([...document.querySelectorAll('.js-plotly-plot')]
-            .map(d => [d.id, d.querySelectorAll('.main-svg').length + d.querySelectorAll('canvas').length]))""")
-        assert set(drawn) == {"map", "compare", "confusion", "coverage", "pr"} and min(drawn.values()) > 0, drawn
-        assert page.evaluate("document.querySelectorAll('#map canvas').length") > 0  # the 3D (WebGL) map
+        drawn = page.evaluate("""Object.fromEntries(
+            [...document.querySelectorAll('.js-plotly-plot')]
+            .map(d => [d.id, d.querySelectorAll('.main-svg').length
+                             + d.querySelectorAll('canvas').length]))""")
+        assert (
+            set(drawn) == {"map", "compare", "confusion", "coverage", "pr"}
+            and min(drawn.values()) > 0
+        ), drawn
+        assert (
+            page.evaluate("document.querySelectorAll('#map canvas').length") > 0
+        )  # the 3D (WebGL) map
         assert page.evaluate("document.querySelectorAll('#review tr').length") > 1
         assert "precision-recall of" in page.inner_text("#pr")
         # choosing a cluster highlights it and shows its images

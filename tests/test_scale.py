@@ -18,7 +18,9 @@ from vecstore.store import Store
 from .conftest import make_image
 
 
-def mixture(n: int, dim: int = 32, clusters: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def mixture(
+    n: int, dim: int = 32, clusters: int = 20, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Clusters on low-rank subspaces, like embeddings: an ANN index has real work to do."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, clusters, n)
@@ -45,7 +47,9 @@ def test_choose_index_follows_size_dimension_and_budget():
     assert big.factory == "IVF2048,SQ8" and not big.exact  # 2 sqrt(1M) lists
     assert choose_index(4_000_000, 2048, 6 * 2**30).factory == "IVF4096,SQ4"  # 8 GB of SQ8 > 6 GiB
     pq = choose_index(4_000_000, 2048, 2 * 2**30)
-    assert pq.factory == "IVF4096,PQ256" and pq.bytes <= 2 * 2**30 and "product quantisation" in pq.why
+    assert (
+        pq.factory == "IVF4096,PQ256" and pq.bytes <= 2 * 2**30 and "product quantisation" in pq.why
+    )
 
 
 def test_parse_size():
@@ -126,11 +130,17 @@ def test_index_switches_to_ivf_when_the_space_grows(tmp_path, cli):
     npy, paths = write_npy(tmp_path / "a", x[:12000], [f"img/{i:05d}.png" for i in range(12000)])
     assert cli("import-vectors", npy, "--paths", paths, "--space", "emb").exit_code == 0
     assert json.loads(cli("info", "--json").output)["spaces"][0]["index_type"] == "Flat"
-    npy, paths = write_npy(tmp_path / "b", x[12000:], [f"img/{i:05d}.png" for i in range(12000, 20000)])
+    npy, paths = write_npy(
+        tmp_path / "b", x[12000:], [f"img/{i:05d}.png" for i in range(12000, 20000)]
+    )
     r = cli("import-vectors", npy, "--paths", paths, "--space", "emb", "--base", tmp_path / "a")
     assert r.exit_code == 0, r.output
     info = json.loads(cli("info", "--json").output)["spaces"][0]
-    assert info["vectors"] == 20000 and info["index_type"].startswith("IVF") and info["index_type"].endswith(",SQ8")
+    assert (
+        info["vectors"] == 20000
+        and info["index_type"].startswith("IVF")
+        and info["index_type"].endswith(",SQ8")
+    )
     assert info["index_recall_at_10"] >= 0.95 and info["index_built_for"] == 20000
     assert "index and database agree on 20000 ids" in cli("check").output
 
@@ -144,23 +154,39 @@ def test_import_npy_is_idempotent_and_vectors_load_back_exactly(tmp_path, cli, d
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["new_images"] == 0 and rep["skipped_already_imported"] == 500
-    assert db("SELECT count(*) FROM images") == [(500,)] and db("SELECT count(*) FROM vectors") == [(500,)]
+    assert db("SELECT count(*) FROM images") == [(500,)] and db("SELECT count(*) FROM vectors") == [
+        (500,)
+    ]
     assert db("SELECT model, dim FROM spaces") == [("imported", 32)]
     with Store.open(store_path) as st:
         ids, got = st.vectors(st.get_space("clip"))
         paths_by_id = dict(db("SELECT id, path FROM images"))
     order = [int(Path(paths_by_id[i]).stem) for i in ids]
     np.testing.assert_array_equal(got, x[order])  # raw float32, bit for bit
-    assert paths_by_id[ids[0]] == str((Path.cwd() / "img/00000.png").resolve())  # relative to the cwd
+    assert paths_by_id[ids[0]] == str(
+        (Path.cwd() / "img/00000.png").resolve()
+    )  # relative to the cwd
 
 
 def test_import_parquet_then_ingest_the_files_keeps_the_image(tmp_path, cli, db):
     folder = tmp_path / "scans"
     files = [make_image(folder / f"s{i}.png", seed=i) for i in range(4)]
     x, _ = mixture(4, dim=8)
-    pd.DataFrame({"file": [f.name for f in files], "emb": list(x)}).to_parquet(tmp_path / "e.parquet")
-    r = cli("import-vectors", tmp_path / "e.parquet", "--space", "gpu-model", "--path-column", "file",
-            "--vector-column", "emb", "--base", folder)
+    pd.DataFrame({"file": [f.name for f in files], "emb": list(x)}).to_parquet(
+        tmp_path / "e.parquet"
+    )
+    r = cli(
+        "import-vectors",
+        tmp_path / "e.parquet",
+        "--space",
+        "gpu-model",
+        "--path-column",
+        "file",
+        "--vector-column",
+        "emb",
+        "--base",
+        folder,
+    )
     assert r.exit_code == 0, r.output
     before = dict(db("SELECT path, id FROM images"))
     assert db("SELECT count(*) FROM images WHERE sha256 IS NULL") == [(4,)]
@@ -168,8 +194,10 @@ def test_import_parquet_then_ingest_the_files_keeps_the_image(tmp_path, cli, db)
     assert r.exit_code == 0, r.output
     assert dict(db("SELECT path, id FROM images")) == before  # same images, now with their hash
     assert db("SELECT count(*) FROM images WHERE sha256 IS NULL") == [(0,)]
-    assert db("SELECT s.name, count(*) FROM vectors v JOIN spaces s ON s.id = v.space_id GROUP BY s.name "
-              "ORDER BY s.name") == [("gpu-model", 4), ("hog", 4)]
+    assert db(
+        "SELECT s.name, count(*) FROM vectors v JOIN spaces s ON s.id = v.space_id GROUP BY s.name "
+        "ORDER BY s.name"
+    ) == [("gpu-model", 4), ("hog", 4)]
 
 
 def test_import_refuses_bad_files_and_writes_nothing(tmp_path, cli, db, store_path):
@@ -209,14 +237,19 @@ def test_propagation_on_a_large_space_uses_the_approximate_graph(tmp_path, cli, 
     assert cli("import-vectors", npy, "--paths", paths, "--space", "emb").exit_code == 0
     rng = np.random.default_rng(0)
     seeds = rng.choice(len(x), 40, replace=False)
-    (tmp_path / "l.csv").write_text("path,label\n" + "".join(
-        f"{Path.cwd() / f'img/{i:05d}.png'},c{y[i]}\n" for i in seeds))
+    (tmp_path / "l.csv").write_text(
+        "path,label\n" + "".join(f"{Path.cwd() / f'img/{i:05d}.png'},c{y[i]}\n" for i in seeds)
+    )
     assert cli("labels", "import", tmp_path / "l.csv", "--new-class").exit_code == 0
     r = cli("propagate", "--space", "emb", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["graph"]["method"] == "ivf-self-join" and out["graph"]["recall"] >= 0.95
-    assert set(out["seconds"]) == {"load", "graph", "solve", "write"} and out["seconds"]["graph"] > 0
+    assert (
+        set(out["seconds"]) == {"load", "graph", "solve", "write"} and out["seconds"]["graph"] > 0
+    )
     pred = dict(db("SELECT i.path, p.label FROM predictions p JOIN images i ON i.id = p.image_id"))
-    right = np.mean([pred[str(Path.cwd() / f"img/{i:05d}.png")] == f"c{y[i]}" for i in range(len(x))])
+    right = np.mean(
+        [pred[str(Path.cwd() / f"img/{i:05d}.png")] == f"c{y[i]}" for i in range(len(x))]
+    )
     assert right >= 0.9

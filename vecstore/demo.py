@@ -76,8 +76,9 @@ def read_truth(path: str | os.PathLike[str]) -> dict[str, str]:
         return {row["path"]: row["label"] for row in csv.DictReader(f)}
 
 
-def neighbour_agreement(store: Store, space: str, truth: dict[str, str],
-                        k: int = 10) -> dict[str, float]:
+def neighbour_agreement(
+    store: Store, space: str, truth: dict[str, str], k: int = 10
+) -> dict[str, float]:
     """How often an image's nearest neighbours share its true label (precision@1 and @k)."""
     ids, nn, _ = store.neighbours(space, k)
     path_of = store.image_paths()
@@ -118,15 +119,22 @@ def run_demo(store: Store, out: Path, spaces: Sequence[str], k: int) -> DemoResu
     return DemoResult(counts["images"], counts["labeled"], rep, examples, rows, best, exported)
 
 
-def _space_row(store: Store, space: str, truth: dict[int, str], truth_paths: dict[str, str],
-               k: int) -> dict[str, Any]:
+def _space_row(
+    store: Store, space: str, truth: dict[int, str], truth_paths: dict[str, str], k: int
+) -> dict[str, Any]:
     agree = neighbour_agreement(store, space, truth_paths, k)
     km = store.cluster(space, ClusterParams(k=10), truth=truth).metrics
     spec = store.cluster(space, ClusterParams(k=10, method="spectral"), truth=truth).metrics
     store.propagate(space)
     ev = store.evaluate(space, truth=truth)
     nf = ev.not_flagged
-    return {"space": space, f"p@{k}": agree[f"p@{k}"], "AMI kmeans": km["ami"],
-            "AMI spectral": spec["ami"], "propagation acc": ev.scores.accuracy,
-            "review below": ev.review_below, "unflagged acc": nf.accuracy if nf else None,
-            "unflagged share": nf.coverage if nf else None}
+    return {
+        "space": space,
+        f"p@{k}": agree[f"p@{k}"],
+        "AMI kmeans": km["ami"],
+        "AMI spectral": spec["ami"],
+        "propagation acc": ev.scores.accuracy,
+        "review below": ev.review_below,
+        "unflagged acc": nf.accuracy if nf else None,
+        "unflagged share": nf.coverage if nf else None,
+    }

@@ -93,9 +93,15 @@ class EvaluationParams:
             raise ValueError("repeats must be at least 1")
 
     def run_params(self, mode: str) -> dict:
-        return {"mode": mode, "positive": self.positive, "target_recall": self.target_recall,
-                "target_accuracy": self.target_accuracy, "test_size": self.test_size,
-                "repeats": self.repeats, "seed": self.seed}
+        return {
+            "mode": mode,
+            "positive": self.positive,
+            "target_recall": self.target_recall,
+            "target_accuracy": self.target_accuracy,
+            "test_size": self.test_size,
+            "repeats": self.repeats,
+            "seed": self.seed,
+        }
 
 
 @dataclass(frozen=True)
@@ -127,5 +133,6 @@ class PlanRequest:
 
     def __post_init__(self) -> None:
         if self.images < 1 or self.budget_eur < 0 or self.eur_per_label <= 0:
-            raise ValueError("the images must be positive, the budget >= 0 and the price of a "
-                             "label > 0")
+            raise ValueError(
+                "the images must be positive, the budget >= 0 and the price of a label > 0"
+            )

@@ -34,8 +34,11 @@ def measured_throughput(db: Database, space: str) -> dict[str, dict[str, float]]
                 continue
             dev = "cuda" if str(e.get("device", "cpu")).startswith("cuda") else "cpu"
             if e["embedded"] > best.get(dev, {}).get("images", 0):
-                best[dev] = {"images_per_s": float(e["images_per_s"]),
-                             "images": int(e["embedded"]), "run": run.id}
+                best[dev] = {
+                    "images_per_s": float(e["images_per_s"]),
+                    "images": int(e["embedded"]),
+                    "run": run.id,
+                }
     return best
 
 
@@ -43,12 +46,19 @@ def _embed_entries(run: Run) -> list[dict[str, Any]]:
     if run.kind == "ingest":
         return run.stats.get("embedded", [])
     st = run.stats
-    return [{"space": run.space, "embedded": st.get("embedded", 0),
-             "images_per_s": st.get("images_per_s", 0), "device": st.get("device", "cpu")}]
+    return [
+        {
+            "space": run.space,
+            "embedded": st.get("embedded", 0),
+            "images_per_s": st.get("images_per_s", 0),
+            "device": st.get("device", "cpu"),
+        }
+    ]
 
 
-def expected_at(points: list[dict[str, Any]], fit: CurveFit | None, m: int,
-                key: str = "accuracy") -> tuple[float | None, float | None, str]:
+def expected_at(
+    points: list[dict[str, Any]], fit: CurveFit | None, m: int, key: str = "accuracy"
+) -> tuple[float | None, float | None, str]:
     """(conservative value, optimistic fitted value, how) at m labels: measured points
     interpolated in log(m); beyond the last one, its value (the fit extrapolates)."""
     xs = np.array([p["labels"] for p in points], dtype=np.float64)
@@ -57,8 +67,16 @@ def expected_at(points: list[dict[str, Any]], fit: CurveFit | None, m: int,
     if m < xs[0]:
         return fitted, fitted, f"fewer labels than measured ({int(xs[0])})"
     if m > xs[-1]:
-        return float(ys[-1]), fitted, f"beyond the measured range ({int(xs[-1])} labels): its last value"
-    return float(np.interp(np.log(m), np.log(xs), ys)), fitted, "interpolated between measured points"
+        return (
+            float(ys[-1]),
+            fitted,
+            f"beyond the measured range ({int(xs[-1])} labels): its last value",
+        )
+    return (
+        float(np.interp(np.log(m), np.log(xs), ys)),
+        fitted,
+        "interpolated between measured points",
+    )
 
 
 def make_plan(db: Database, req: PlanRequest) -> Plan:
@@ -75,18 +93,29 @@ def make_plan(db: Database, req: PlanRequest) -> Plan:
     quality = _quality(curve_run, labels, classes, assumptions)
     problems = _problems(compute[choice], spent, labels, classes, quality, req)
     return Plan(
-        space=sp.name, images=req.images, budget_eur=req.budget_eur,
-        eur_per_label=req.eur_per_label, compute=compute, compute_choice=choice,
-        max_hours=req.max_hours, compute_eur=spent, labels_affordable=labels, storage=storage,
-        quality=quality, classes=classes, target_accuracy=req.target_accuracy,
-        feasible=not problems, problems=problems,
+        space=sp.name,
+        images=req.images,
+        budget_eur=req.budget_eur,
+        eur_per_label=req.eur_per_label,
+        compute=compute,
+        compute_choice=choice,
+        max_hours=req.max_hours,
+        compute_eur=spent,
+        labels_affordable=labels,
+        storage=storage,
+        quality=quality,
+        classes=classes,
+        target_accuracy=req.target_accuracy,
+        feasible=not problems,
+        problems=problems,
         conditions=_conditions(compute, choice, labels, quality, storage, req.images),
         assumptions=assumptions,
     )
 
 
-def _compute_options(db: Database, sp: Space, req: PlanRequest,
-                     assumptions: list[str]) -> dict[str, ComputeOption]:
+def _compute_options(
+    db: Database, sp: Space, req: PlanRequest, assumptions: list[str]
+) -> dict[str, ComputeOption]:
     """Embedding time and cost on this CPU (measured) and on a GPU (measured or given)."""
     rates = measured_throughput(db, sp.name)
     compute: dict[str, ComputeOption] = {}
@@ -97,21 +126,27 @@ def _compute_options(db: Database, sp: Space, req: PlanRequest,
         assumptions.append(
             f"this machine's CPU embeds {sp.name} at {r:.1f} images/s (measured, run "
             f"{rates['cpu']['run']}, {rates['cpu']['images']} images); CPU time costs "
-            f"{req.cpu_eur_per_hour:g} EUR/h")
+            f"{req.cpu_eur_per_hour:g} EUR/h"
+        )
     if is_cnn(sp.name) and ("cuda" in rates or req.gpu_images_per_s):
         measured = "cuda" in rates and not req.gpu_images_per_s
         r = rates["cuda"]["images_per_s"] if measured else float(req.gpu_images_per_s)
         hours = req.images / r / 3600
         compute["gpu"] = ComputeOption(r, measured, hours, hours * req.gpu_eur_per_hour)
         how = "measured" if measured else "given by --gpu-images-per-s, not measured"
-        assumptions.append(f"a GPU embeds {sp.name} at {r:.0f} images/s ({how}) and costs "
-                           f"{req.gpu_eur_per_hour:g} EUR/h")
+        assumptions.append(
+            f"a GPU embeds {sp.name} at {r:.0f} images/s ({how}) and costs "
+            f"{req.gpu_eur_per_hour:g} EUR/h"
+        )
     elif is_cnn(sp.name):
-        assumptions.append("no GPU throughput: pass --gpu-images-per-s (or ingest once with "
-                           "--device cuda)")
+        assumptions.append(
+            "no GPU throughput: pass --gpu-images-per-s (or ingest once with --device cuda)"
+        )
     if not compute:
-        raise BadInput(f"the store has no measured embedding rate for space {sp.name!r}; ingest "
-                       "or embed some images in it first")
+        raise BadInput(
+            f"the store has no measured embedding rate for space {sp.name!r}; ingest "
+            "or embed some images in it first"
+        )
     return compute
 
 
@@ -130,74 +165,109 @@ def _storage(db: Database, sp: Space, req: PlanRequest, assumptions: list[str]) 
     index = choose_index(req.images, sp.dim, req.memory_budget)
     assumptions.append(
         f"database: {sp.dim * 4} bytes of vector per image plus {per_image_db:.0f} bytes of rows "
-        f"and paths, as measured on this store ({n_store} images)")
+        f"and paths, as measured on this store ({n_store} images)"
+    )
     return StoragePlan(
         vectors_bytes=req.images * sp.dim * 4,
         database_bytes=int(req.images * (per_image_db + sp.dim * 4)),
-        db_overhead_per_image=round(per_image_db, 1), index=index.factory,
-        index_bytes=index.bytes, index_why=index.why,
+        db_overhead_per_image=round(per_image_db, 1),
+        index=index.factory,
+        index_bytes=index.bytes,
+        index_why=index.why,
     )
 
 
-def _quality(curve_run: Run | None, labels: int, classes: list[str],
-             assumptions: list[str]) -> QualityEstimate:
+def _quality(
+    curve_run: Run | None, labels: int, classes: list[str], assumptions: list[str]
+) -> QualityEstimate:
     """The accuracy (and recall) to expect at ``labels`` labels, from the learning curve."""
     if curve_run is None:
-        assumptions.append("no learning curve yet (`vecstore evaluate --curve`): no accuracy "
-                           "estimate")
+        assumptions.append(
+            "no learning curve yet (`vecstore evaluate --curve`): no accuracy estimate"
+        )
         return QualityEstimate()
     st = curve_run.stats
     acc, fitted, how = (None, None, "no labels")
     if labels:
         acc, fitted, how = expected_at(st["points"], CurveFit.from_dict(st.get("fit")), labels)
-    q = QualityEstimate(curve_run=curve_run.id, labels=labels,
-                        per_class=labels / max(1, len(classes)), expected_accuracy=acc,
-                        fitted_accuracy=fitted, how=how)
+    q = QualityEstimate(
+        curve_run=curve_run.id,
+        labels=labels,
+        per_class=labels / max(1, len(classes)),
+        expected_accuracy=acc,
+        fitted_accuracy=fitted,
+        how=how,
+    )
     if st.get("positive") and labels:
-        rec, rfit, _ = expected_at(st["points"], CurveFit.from_dict(st.get("recall_fit")),
-                                   labels, "recall")
+        rec, rfit, _ = expected_at(
+            st["points"], CurveFit.from_dict(st.get("recall_fit")), labels, "recall"
+        )
         q.positive, q.expected_recall, q.fitted_recall = st["positive"], rec, rfit
     assumptions.append(
         f"accuracy depends on the number of expert labels as on the learning curve of run "
         f"{curve_run.id} ({st['known']} known labels, {st['store_images']} images): more "
-        "unlabeled images are assumed to neither help nor hurt")
+        "unlabeled images are assumed to neither help nor hurt"
+    )
     return q
 
 
-def _problems(chosen: ComputeOption, spent: float, labels: int, classes: list[str],
-              q: QualityEstimate, req: PlanRequest) -> list[str]:
+def _problems(
+    chosen: ComputeOption,
+    spent: float,
+    labels: int,
+    classes: list[str],
+    q: QualityEstimate,
+    req: PlanRequest,
+) -> list[str]:
     problems = []
     if chosen.hours > req.max_hours:
-        problems.append(f"embedding takes {chosen.hours:.0f} h at best, over --max-hours "
-                        f"{req.max_hours:g}")
+        problems.append(
+            f"embedding takes {chosen.hours:.0f} h at best, over --max-hours {req.max_hours:g}"
+        )
     if spent > req.budget_eur:
-        problems.append(f"embedding alone costs {spent:.0f} EUR, over the {req.budget_eur:g} EUR "
-                        "budget")
+        problems.append(
+            f"embedding alone costs {spent:.0f} EUR, over the {req.budget_eur:g} EUR budget"
+        )
     if classes and labels < len(classes):
         problems.append(f"{labels} labels cannot cover the {len(classes)} classes")
     acc = q.expected_accuracy
     if acc is not None and acc < req.target_accuracy:
-        problems.append(f"expected accuracy {acc:.3f} at {labels} labels is under the target "
-                        f"{req.target_accuracy:g}")
+        problems.append(
+            f"expected accuracy {acc:.3f} at {labels} labels is under the target "
+            f"{req.target_accuracy:g}"
+        )
     return problems
 
 
-def _conditions(compute: dict[str, ComputeOption], choice: str, labels: int, q: QualityEstimate,
-                storage: StoragePlan, images: int) -> list[str]:
+def _conditions(
+    compute: dict[str, ComputeOption],
+    choice: str,
+    labels: int,
+    q: QualityEstimate,
+    storage: StoragePlan,
+    images: int,
+) -> list[str]:
     conditions = []
     if "cpu" in compute and choice != "cpu":
         gpu, cpu = compute["gpu"], compute["cpu"]
-        conditions.append(f"embed on a GPU ({gpu.hours:.1f} h, {gpu.eur:.0f} EUR); this CPU would "
-                          f"need {cpu.hours / 24:.1f} days")
+        conditions.append(
+            f"embed on a GPU ({gpu.hours:.1f} h, {gpu.eur:.0f} EUR); this CPU would "
+            f"need {cpu.hours / 24:.1f} days"
+        )
     elif choice == "cpu":
         cpu = compute["cpu"]
         conditions.append(f"embed on this CPU: {cpu.hours:.1f} h ({cpu.hours / 24:.1f} days)")
-    conditions.append(f"spend the {labels} labels on the images `vecstore suggest` picks, in "
-                      "rounds, not at random")
+    conditions.append(
+        f"spend the {labels} labels on the images `vecstore suggest` picks, in "
+        "rounds, not at random"
+    )
     if q.expected_accuracy is not None:
-        conditions.append(f"about {(1 - q.expected_accuracy) * images:,.0f} pseudo-labels will be "
-                          "wrong; ship only those not flagged needs_review and have people check "
-                          "the flagged ones")
-    conditions.append(f"index: {storage.index} ({storage.index_bytes / 2**30:.1f} GiB): "
-                      f"{storage.index_why}")
+        conditions.append(
+            f"about {(1 - q.expected_accuracy) * images:,.0f} pseudo-labels will be "
+            "wrong; ship only those not flagged needs_review and have people check "
+            "the flagged ones"
+        )
+    conditions.append(
+        f"index: {storage.index} ({storage.index_bytes / 2**30:.1f} GiB): {storage.index_why}"
+    )
     return conditions

@@ -7,5 +7,6 @@ def progress_bar(total: int | None, desc: str, enabled: bool):
     """A tqdm bar (a silent one when not ``enabled``)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False,
-                dynamic_ncols=True)
+    return tqdm(
+        total=total, desc=desc, unit="img", disable=not enabled, leave=False, dynamic_ncols=True
+    )

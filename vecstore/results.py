@@ -32,10 +32,15 @@ class SpaceEmbedStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "space": self.space, "embedded": self.embedded, "failed": self.failed,
-            "seconds": round(self.seconds, 3), "images_per_s": round(self.per_second, 1),
-            "device": self.device, "weights": self.weights,
-            "weights_random": self.weights_random, "shared_with": self.shared_with,
+            "space": self.space,
+            "embedded": self.embedded,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(self.per_second, 1),
+            "device": self.device,
+            "weights": self.weights,
+            "weights_random": self.weights_random,
+            "shared_with": self.shared_with,
         }
 
 
@@ -153,8 +158,15 @@ class QueryResult:
     hits: list[Hit]
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{**asdict(h), "similarity": round(h.similarity, 6), "space": self.space,
-                 "weights_random": self.weights_random} for h in self.hits]
+        return [
+            {
+                **asdict(h),
+                "similarity": round(h.similarity, 6),
+                "space": self.space,
+                "weights_random": self.weights_random,
+            }
+            for h in self.hits
+        ]
 
 
 @dataclass
@@ -199,12 +211,16 @@ class StoreInfo:
 
     def to_dict(self) -> dict[str, Any]:
         out = {
-            "store": self.store, "schema_version": self.schema_version,
-            "vecstore_version": self.vecstore_version, "images": self.images,
-            "failed": self.failed, "paths": self.paths,
+            "store": self.store,
+            "schema_version": self.schema_version,
+            "vecstore_version": self.vecstore_version,
+            "images": self.images,
+            "failed": self.failed,
+            "paths": self.paths,
             "spaces": [asdict(s) for s in self.spaces],
-            "labels": [{"label": c.label, "source": c.source, "count": c.count}
-                       for c in self.labels],
+            "labels": [
+                {"label": c.label, "source": c.source, "count": c.count} for c in self.labels
+            ],
         }
         if self.failures is not None:
             out["failures"] = [{"path": p, "reason": r} for p, r in self.failures]
@@ -337,11 +353,16 @@ class Evaluation:
     weights_random: bool
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"space": self.space, "mode": self.mode, **asdict(self.details),
-               **self.scores.to_dict(),
-               "coverage_curve": [c.to_dict() for c in self.coverage_curve],
-               "target_accuracy": self.target_accuracy, "review_below": self.review_below,
-               "weights_random": self.weights_random}
+        out = {
+            "space": self.space,
+            "mode": self.mode,
+            **asdict(self.details),
+            **self.scores.to_dict(),
+            "coverage_curve": [c.to_dict() for c in self.coverage_curve],
+            "target_accuracy": self.target_accuracy,
+            "review_below": self.review_below,
+            "weights_random": self.weights_random,
+        }
         if self.not_flagged is not None:
             out["not_flagged"] = asdict(self.not_flagged)
         return {**out, "run_id": self.run_id}
@@ -379,7 +400,14 @@ class LearningCurve:
 # ---- suggestions, export, report -----------------------------------------------------------
 
 SUGGESTION_COLUMNS = [
-    "path", "label", "reason", "pseudo_label", "confidence", "margin", "cluster", "image_id",
+    "path",
+    "label",
+    "reason",
+    "pseudo_label",
+    "confidence",
+    "margin",
+    "cluster",
+    "image_id",
     "space",
 ]
 

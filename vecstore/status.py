@@ -18,13 +18,18 @@ if TYPE_CHECKING:  # pragma: no cover
 SHOWN_MISSING = 5  # missing files named in a check problem
 
 
-def store_info(db: Database, path: Path, indexes: IndexCache, version: str, *,
-               failures: bool = False) -> StoreInfo:
+def store_info(
+    db: Database, path: Path, indexes: IndexCache, version: str, *, failures: bool = False
+) -> StoreInfo:
     counts = db.images.counts()
     per_space = db.spaces.vector_counts()
     return StoreInfo(
-        store=str(path.resolve()), schema_version=db.revision(), vecstore_version=version,
-        images=counts["ok"], failed=counts["failed"], paths=counts["paths"],
+        store=str(path.resolve()),
+        schema_version=db.revision(),
+        vecstore_version=version,
+        images=counts["ok"],
+        failed=counts["failed"],
+        paths=counts["paths"],
         spaces=[_summary(sp, per_space.get(sp.id, 0), indexes.path(sp)) for sp in db.spaces.all()],
         labels=[LabelCount(lab, src, n) for lab, src, n in db.labels.counts()],
         failures=db.images.failures() if failures else None,
@@ -34,11 +39,20 @@ def store_info(db: Database, path: Path, indexes: IndexCache, version: str, *,
 def _summary(sp: Space, vectors: int, index_file: Path) -> SpaceSummary:
     stats = sp.index_stats or {}
     return SpaceSummary(
-        name=sp.name, model=sp.model, layer=sp.layer, dim=sp.dim, vectors=vectors,
-        weights=sp.weights, weights_random=sp.weights_random, preprocessing=sp.preprocessing,
-        index_type=sp.index_type, index_setting=sp.index_factory or "auto",
-        memory_budget=sp.memory_budget, index_params=stats.get("params"),
-        index_recall_at_10=stats.get("recall"), index_recall_sample=stats.get("sample"),
+        name=sp.name,
+        model=sp.model,
+        layer=sp.layer,
+        dim=sp.dim,
+        vectors=vectors,
+        weights=sp.weights,
+        weights_random=sp.weights_random,
+        preprocessing=sp.preprocessing,
+        index_type=sp.index_type,
+        index_setting=sp.index_factory or "auto",
+        memory_budget=sp.memory_budget,
+        index_params=stats.get("params"),
+        index_recall_at_10=stats.get("recall"),
+        index_recall_sample=stats.get("sample"),
         index_built_for=stats.get("n"),
         index_file=str(index_file) if index_file.exists() else None,
     )
@@ -55,7 +69,9 @@ def check_store(db: Database, indexes: IndexCache) -> CheckReport:
     _check_files(db, rep)
     counts = db.images.counts()
     if counts["failed"]:
-        rep.notes.append(f"{counts['failed']} files recorded as failed (see `vecstore info --failed`)")
+        rep.notes.append(
+            f"{counts['failed']} files recorded as failed (see `vecstore info --failed`)"
+        )
     for sp in db.spaces.all():
         _check_space(db, indexes, sp, counts["ok"], rep)
     return rep
@@ -73,9 +89,12 @@ def _check_files(db: Database, rep: CheckReport) -> None:
     if missing_imported:
         rep.notes.append(
             f"{missing_imported} images known only by their imported vectors are not on this "
-            "machine (queries by id work; thumbnails and re-embedding need the files)")
+            "machine (queries by id work; thumbnails and re-embedding need the files)"
+        )
     if missing:
-        shown = ", ".join(missing[:SHOWN_MISSING]) + (" ..." if len(missing) > SHOWN_MISSING else "")
+        shown = ", ".join(missing[:SHOWN_MISSING]) + (
+            " ..." if len(missing) > SHOWN_MISSING else ""
+        )
         rep.problems.append(f"{len(missing)} files missing on disk: {shown}")
 
 
@@ -83,27 +102,38 @@ def _check_space(db: Database, indexes: IndexCache, sp: Space, n_ok: int, rep: C
     bad, n_vec = db.vectors.wrong_length(sp), db.vectors.count(sp)
     if bad:
         rep.problems.append(
-            f"space {sp.name}: {bad} vectors of the wrong length (expected {sp.dim} float32)")
+            f"space {sp.name}: {bad} vectors of the wrong length (expected {sp.dim} float32)"
+        )
     if n_vec < n_ok:
-        rep.warnings.append(f"space {sp.name}: {n_ok - n_vec} images not embedded yet "
-                            f"(`vecstore embed --space {sp.name}`)")
+        rep.warnings.append(
+            f"space {sp.name}: {n_ok - n_vec} images not embedded yet "
+            f"(`vecstore embed --space {sp.name}`)"
+        )
     path = indexes.path(sp)
     if not path.exists():
-        rep.warnings.append(f"space {sp.name}: no index file; it is built from the database on "
-                            "next use (or `vecstore reindex`)")
+        rep.warnings.append(
+            f"space {sp.name}: no index file; it is built from the database on "
+            "next use (or `vecstore reindex`)"
+        )
         return
     idx = SpaceIndex.load(path, sp.dim)
     if idx is None:
-        rep.problems.append(f"space {sp.name}: index file {path} is unreadable or of another "
-                            "dimension; run `vecstore reindex`")
+        rep.problems.append(
+            f"space {sp.name}: index file {path} is unreadable or of another "
+            "dimension; run `vecstore reindex`"
+        )
         return
     db_ids = db.vectors.ids(sp)
     st = idx.state(db_ids)
     if st.orphans:
-        rep.problems.append(f"space {sp.name}: index holds {st.orphans} ids the database does not "
-                            "have; run `vecstore reindex`")
+        rep.problems.append(
+            f"space {sp.name}: index holds {st.orphans} ids the database does not "
+            "have; run `vecstore reindex`"
+        )
     if st.missing:
-        rep.warnings.append(f"space {sp.name}: index is {st.missing} vectors behind the database "
-                            "(a cache: caught up on next use, or `vecstore reindex`)")
+        rep.warnings.append(
+            f"space {sp.name}: index is {st.missing} vectors behind the database "
+            "(a cache: caught up on next use, or `vecstore reindex`)"
+        )
     if not st.orphans and not st.missing:
         rep.notes.append(f"space {sp.name}: index and database agree on {len(db_ids)} ids")

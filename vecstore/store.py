@@ -117,8 +117,9 @@ class Store:
 
     # ---- opening, locking ---------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, create: bool = False,
-             write: bool = False) -> Store:
+    def open(
+        cls, path: str | os.PathLike[str], *, create: bool = False, write: bool = False
+    ) -> Store:
         """Open a store (creating it when ``create``); ``write`` takes the one-writer lock."""
         p = Path(path).expanduser()
         if p.exists() and not p.is_dir():
@@ -189,12 +190,19 @@ class Store:
         names = list(dict.fromkeys(spaces or [s.name for s in self.spaces()] or [DEFAULT_SPACE]))
         # Everything that can fail on bad options fails before any file is touched.
         opts = IngestOptions(
-            labels_from_folders=labels_from_folders, unlabeled_names=list(unlabeled_names),
-            metadata=read_metadata_csv(metadata_csv) if metadata_csv else None, progress=progress,
-            run_params={"root": root, "spaces": names, "labels_from_folders": labels_from_folders,
-                        "unlabeled_names": list(unlabeled_names),
-                        "metadata_csv": str(metadata_csv) if metadata_csv else None,
-                        "device": device, "batch_size": batch_size},
+            labels_from_folders=labels_from_folders,
+            unlabeled_names=list(unlabeled_names),
+            metadata=read_metadata_csv(metadata_csv) if metadata_csv else None,
+            progress=progress,
+            run_params={
+                "root": root,
+                "spaces": names,
+                "labels_from_folders": labels_from_folders,
+                "unlabeled_names": list(unlabeled_names),
+                "metadata_csv": str(metadata_csv) if metadata_csv else None,
+                "device": device,
+                "batch_size": batch_size,
+            },
         )
         embedders = [self._embedder(n, weights, device, batch_size, workers) for n in names]
         report = ingest_folder(self._db, root, embedders, opts)
@@ -224,13 +232,21 @@ class Store:
             self._refresh([name])
         return out
 
-    def _embedder(self, name: str, weights: str | None, device: str, batch_size: int | None,
-                  workers: int | None) -> Embedder:
-        return embedder_for(self._db, name, weights=weights, device=device,
-                            batch_size=batch_size, workers=workers)
+    def _embedder(
+        self,
+        name: str,
+        weights: str | None,
+        device: str,
+        batch_size: int | None,
+        workers: int | None,
+    ) -> Embedder:
+        return embedder_for(
+            self._db, name, weights=weights, device=device, batch_size=batch_size, workers=workers
+        )
 
-    def import_vectors(self, vector_file: VectorFile, space: str, *,
-                       progress: bool = False) -> VectorImport:
+    def import_vectors(
+        self, vector_file: VectorFile, space: str, *, progress: bool = False
+    ) -> VectorImport:
         """Make precomputed embeddings a space (see vecstore.ingest.vectors_import); its
         index is built and tuned at the end."""
         self._require_write()
@@ -249,8 +265,9 @@ class Store:
         """The named space, or the store's first space when ``name`` is None."""
         return self._db.spaces.get(name)
 
-    def vectors(self, space: Space, ids: Sequence[int] | np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def vectors(
+        self, space: Space, ids: Sequence[int] | np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of a space, all of them or the given ids, in id order (raw, as
         stored: not normalised)."""
         return self._db.vectors.get(space, ids)
@@ -268,8 +285,14 @@ class Store:
         sims, rows = knn_search(x, k)
         return ids, np.where(rows >= 0, ids[rows], -1), sims
 
-    def reindex(self, spaces: Sequence[str] | None = None, *, index: str | None = None,
-                memory_budget: int | None = None, progress: bool = False) -> list[Reindexed]:
+    def reindex(
+        self,
+        spaces: Sequence[str] | None = None,
+        *,
+        index: str | None = None,
+        memory_budget: int | None = None,
+        progress: bool = False,
+    ) -> list[Reindexed]:
         """Rebuild the FAISS index of each space from the database. ``index`` (a FAISS factory
         string, "auto" to go back to the automatic choice) and ``memory_budget`` (bytes) are
         kept for the space's later builds."""
@@ -278,20 +301,35 @@ class Store:
         out = []
         for sp in targets:
             if index is not None or memory_budget is not None:
-                sp = self._db.spaces.set_index_settings(sp.id, factory=index,
-                                                       memory_budget=memory_budget)
+                sp = self._db.spaces.set_index_settings(
+                    sp.id, factory=index, memory_budget=memory_budget
+                )
             idx = self._indexes.build(sp, progress=progress)
             self._indexes.save(sp, idx)
             out.append(Reindexed(sp.name, len(idx), IndexStats.from_dict(sp.index_stats)))
         return out
 
     # ---- search ------------------------------------------------------------------------------
-    def query(self, *, path: str | None = None, image_id: int | None = None,
-              space: str | None = None, k: int = 10, device: str = "auto") -> QueryResult:
+    def query(
+        self,
+        *,
+        path: str | None = None,
+        image_id: int | None = None,
+        space: str | None = None,
+        k: int = 10,
+        device: str = "auto",
+    ) -> QueryResult:
         """The k most similar images to a stored image (by id or path) or to an outside file."""
         sp = self.get_space(space)
-        return run_query(self._db, self._indexes, sp, path=path, image_id=image_id, k=k,
-                         embedder=lambda: self._embedder(sp.name, None, device, None, 0))
+        return run_query(
+            self._db,
+            self._indexes,
+            sp,
+            path=path,
+            image_id=image_id,
+            k=k,
+            embedder=lambda: self._embedder(sp.name, None, device, None, 0),
+        )
 
     def image_by_path(self, path: str) -> Image | None:
         return self._db.images.by_path(path)
@@ -328,18 +366,27 @@ class Store:
         """An image id from a path (or identical bytes), a sha256 or an id number."""
         return label_ops.resolve_image(self._db, target)
 
-    def set_label(self, target: str, label: str, *, replace: bool = False,
-                  new_class: bool = False, source: str = "cli") -> LabelChange:
+    def set_label(
+        self,
+        target: str,
+        label: str,
+        *,
+        replace: bool = False,
+        new_class: bool = False,
+        source: str = "cli",
+    ) -> LabelChange:
         self._require_write()
-        return label_ops.set_label(self._db, target, label, replace=replace,
-                                   new_class=new_class, source=source)
+        return label_ops.set_label(
+            self._db, target, label, replace=replace, new_class=new_class, source=source
+        )
 
     def remove_label(self, target: str) -> LabelChange:
         self._require_write()
         return label_ops.remove_label(self._db, target)
 
-    def import_labels(self, csv_path: str | os.PathLike[str], *, replace: bool = False,
-                      new_class: bool = False) -> LabelImport:
+    def import_labels(
+        self, csv_path: str | os.PathLike[str], *, replace: bool = False, new_class: bool = False
+    ) -> LabelImport:
         """Expert labels from a CSV (path or sha256, label): all rows or none."""
         self._require_write()
         return label_ops.import_labels(self._db, csv_path, replace=replace, new_class=new_class)
@@ -353,8 +400,13 @@ class Store:
         return label_ops.label_counts(self._db)
 
     # ---- clustering, propagation, evaluation -------------------------------------------------
-    def cluster(self, space: str | None = None, params: ClusterParams | None = None, *,
-                truth: Truth | None = None) -> Clustering:
+    def cluster(
+        self,
+        space: str | None = None,
+        params: ClusterParams | None = None,
+        *,
+        truth: Truth | None = None,
+    ) -> Clustering:
         """Cluster a space, store the assignment as a run, score it against the expert labels
         (or ``truth``)."""
         from .labeling.clustering import cluster
@@ -362,34 +414,60 @@ class Store:
         self._require_write()
         return cluster(self._db, space, params or ClusterParams(), self._truth(truth))
 
-    def propagate(self, space: str | None = None, params: PropagationParams | None = None, *,
-                  progress: bool = False) -> Propagation:
+    def propagate(
+        self,
+        space: str | None = None,
+        params: PropagationParams | None = None,
+        *,
+        progress: bool = False,
+    ) -> Propagation:
         """Spread the expert labels over the k-NN graph of a space; store the pseudo-labels."""
         from .labeling.propagation import propagate
 
         self._require_write()
         return propagate(self._db, space, params or PropagationParams(), progress=progress)
 
-    def evaluate(self, space: str | None = None, params: EvaluationParams | None = None, *,
-                 truth: Truth | None = None, run_id: int | None = None) -> Evaluation:
+    def evaluate(
+        self,
+        space: str | None = None,
+        params: EvaluationParams | None = None,
+        *,
+        truth: Truth | None = None,
+        run_id: int | None = None,
+    ) -> Evaluation:
         """Score pseudo-labels: against ``truth`` (the latest or given propagation run), or by
         repeated stratified hold-out of the expert labels."""
         from .labeling.evaluation import evaluate
 
         self._require_write()
-        return evaluate(self._db, space, params or EvaluationParams(), truth=self._truth(truth),
-                        run_id=run_id)
+        return evaluate(
+            self._db, space, params or EvaluationParams(), truth=self._truth(truth), run_id=run_id
+        )
 
-    def learning_curve(self, space: str | None = None, *, truth: Truth | None = None,
-                       sizes: list[int] | None = None, repeats: int = 5, seed: int = 0,
-                       positive: str | None = None) -> LearningCurve:
+    def learning_curve(
+        self,
+        space: str | None = None,
+        *,
+        truth: Truth | None = None,
+        sizes: list[int] | None = None,
+        repeats: int = 5,
+        seed: int = 0,
+        positive: str | None = None,
+    ) -> LearningCurve:
         """Accuracy (and recall of ``positive``) against the number of labels, fitted
         a - b m^-c; stored as the run that `vecstore plan` extrapolates."""
         from .labeling.curve import learning_curve
 
         self._require_write()
-        return learning_curve(self._db, space, truth=self._truth(truth), sizes=sizes,
-                              repeats=repeats, seed=seed, positive=positive)
+        return learning_curve(
+            self._db,
+            space,
+            truth=self._truth(truth),
+            sizes=sizes,
+            repeats=repeats,
+            seed=seed,
+            positive=positive,
+        )
 
     def suggest(self, n: int, space: str | None = None, *, seed: int = 0) -> list[Suggestion]:
         """The n images whose labels would help most, with why each was picked."""
@@ -407,11 +485,19 @@ class Store:
         review flag per image."""
         return export_csv(self._db, out, opts or ExportOptions())
 
-    def report(self, out: str | os.PathLike[str], *, space: str | None = None,
-               run_id: int | None = None, projection: str = "pca", seed: int = 0) -> ReportFile:
+    def report(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        space: str | None = None,
+        run_id: int | None = None,
+        projection: str = "pca",
+        seed: int = 0,
+    ) -> ReportFile:
         """Write the self-contained HTML report of a space."""
-        return write_report(self._db, out, space=space, run_id=run_id, projection=projection,
-                            seed=seed)
+        return write_report(
+            self._db, out, space=space, run_id=run_id, projection=projection, seed=seed
+        )
 
     def plan(self, request: PlanRequest) -> Plan:
         """What a labeling budget buys at a given scale, from what this store measured."""

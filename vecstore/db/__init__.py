@@ -5,6 +5,10 @@ from .engine import make_engine
 from .migrate import alembic_config, current_revision, head_revision, run_migrations
 
 __all__ = [
-    "Database", "alembic_config", "current_revision", "head_revision", "make_engine",
+    "Database",
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "make_engine",
     "run_migrations",
 ]

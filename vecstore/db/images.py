@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session
 from .models import Image, ImagePath, Vector
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .database import Database
-
+    from .connections import Connections
 
 
 @dataclass
@@ -33,7 +32,7 @@ class ChunkWrite:
 
 
 class ImageRepo:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connections) -> None:
         self.db = db
 
     # ---- lookups ----------------------------------------------------------------------------
@@ -82,7 +81,9 @@ class ImageRepo:
     def counts(self) -> dict[str, int]:
         """{"ok": usable images, "failed": failed files, "paths": file paths}."""
         with self.db.session() as s:
-            by_status = dict(s.execute(select(Image.status, func.count()).group_by(Image.status)).all())
+            by_status = dict(
+                s.execute(select(Image.status, func.count()).group_by(Image.status)).all()
+            )
             paths = s.scalar(select(func.count()).select_from(ImagePath)) or 0
         return {"ok": by_status.get("ok", 0), "failed": by_status.get("failed", 0), "paths": paths}
 
@@ -133,8 +134,13 @@ class ImageRepo:
         """path -> (path_id, path, image_id, size, mtime_ns, status, sha256) for known paths."""
         q = (
             select(
-                ImagePath.id.label("path_id"), ImagePath.path, ImagePath.image_id,
-                ImagePath.size, ImagePath.mtime_ns, Image.status, Image.sha256,
+                ImagePath.id.label("path_id"),
+                ImagePath.path,
+                ImagePath.image_id,
+                ImagePath.size,
+                ImagePath.mtime_ns,
+                Image.status,
+                Image.sha256,
             )
             .join(Image, Image.id == ImagePath.image_id)
             .where(ImagePath.path.in_(list(paths)))
@@ -164,8 +170,11 @@ class ImageRepo:
             stmt = (
                 tbl.update()
                 .where(tbl.c.id == bindparam("b_id"))
-                .values(image_id=bindparam("b_image_id"), size=bindparam("b_size"),
-                        mtime_ns=bindparam("b_mtime"))
+                .values(
+                    image_id=bindparam("b_image_id"),
+                    size=bindparam("b_size"),
+                    mtime_ns=bindparam("b_mtime"),
+                )
             )
             s.connection().execute(stmt, w.path_updates)
         for image_id in w.left:

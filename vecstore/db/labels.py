@@ -10,11 +10,11 @@ from sqlalchemy import delete, func, select
 from .models import Label
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .database import Database
+    from .connections import Connections
 
 
 class LabelRepo:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connections) -> None:
         self.db = db
 
     def all(self) -> dict[int, str]:

@@ -48,7 +48,9 @@ class Image(Base):
     error: Mapped[str | None] = mapped_column(Text)
     metadata_json: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
-    paths: Mapped[list[ImagePath]] = relationship(back_populates="image", cascade="all, delete-orphan")
+    paths: Mapped[list[ImagePath]] = relationship(
+        back_populates="image", cascade="all, delete-orphan"
+    )
 
     __table_args__ = (Index("ix_images_status", "status"),)
 

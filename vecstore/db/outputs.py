@@ -12,16 +12,17 @@ from sqlalchemy import insert, select
 from .models import ClusterAssignment, Prediction
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .database import Database
+    from .connections import Connections
 
 
 class OutputRepo:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connections) -> None:
         self.db = db
 
     def save_clusters(self, run_id: int, ids: np.ndarray, clusters: np.ndarray) -> None:
-        rows = [{"run_id": run_id, "image_id": int(i), "cluster": int(c)}
-                for i, c in zip(ids, clusters)]
+        rows = [
+            {"run_id": run_id, "image_id": int(i), "cluster": int(c)} for i, c in zip(ids, clusters)
+        ]
         with self.db.session() as s:
             s.execute(insert(ClusterAssignment), rows)
             s.commit()

@@ -20,7 +20,7 @@ from ..errors import NoRun
 from .models import Run
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .database import Database
+    from .connections import Connections
 
 
 @dataclass
@@ -32,7 +32,7 @@ class RunHandle:
 
 
 class RunRepo:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connections) -> None:
         self.db = db
 
     def start(self, kind: str, space: str | None, params: dict[str, Any]) -> int:

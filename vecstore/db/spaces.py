@@ -12,11 +12,11 @@ from .models import Space, Vector
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..embedders import SpaceInfo
-    from .database import Database
+    from .connections import Connections
 
 
 class SpaceRepo:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connections) -> None:
         self.db = db
         self._cache: tuple[int, list[Space]] | None = None
 

@@ -16,7 +16,7 @@ from ..errors import VecstoreError
 from .models import Vector, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .database import Database
+    from .connections import Connections
     from .models import Space
 
 SQLITE_MAX_PARAMS = 30000  # bound parameters per statement, under SQLite's limit
@@ -37,7 +37,7 @@ class ImportCounts:
 
 
 class VectorRepo:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connections) -> None:
         self.db = db
 
     def ids(self, space: Space) -> np.ndarray:
@@ -109,8 +109,10 @@ class VectorRepo:
         """Insert one batch of vectors in session ``s`` (the caller commits)."""
         if len(ids):
             vecs = np.asarray(vectors, dtype=np.float32)
-            rows = [{"image_id": i, "space_id": space_id, "vector": v.tobytes()}
-                    for i, v in zip(ids, vecs)]
+            rows = [
+                {"image_id": i, "space_id": space_id, "vector": v.tobytes()}
+                for i, v in zip(ids, vecs)
+            ]
             s.execute(insert(Vector), rows)
 
     def count(self, space: Space) -> int:
@@ -121,8 +123,10 @@ class VectorRepo:
     def wrong_length(self, space: Space) -> int:
         """How many vectors of a space are not ``dim`` float32 long."""
         with self.db.session() as s:
-            q = select(func.count()).select_from(Vector).where(
-                Vector.space_id == space.id, func.length(Vector.vector) != space.dim * 4
+            q = (
+                select(func.count())
+                .select_from(Vector)
+                .where(Vector.space_id == space.id, func.length(Vector.vector) != space.dim * 4)
             )
             return s.scalar(q) or 0
 
@@ -195,4 +199,3 @@ def _insert_all(raw, images: list[tuple], path_rows: list[tuple], vec_rows: list
     except BaseException:
         raw.execute("ROLLBACK")
         raise
-

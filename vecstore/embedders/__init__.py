@@ -43,6 +43,14 @@ def get_embedder(
 
 
 __all__ = [
-    "Batch", "Embedder", "SpaceInfo", "NAMES", "CNN_NAMES", "get_embedder", "is_cnn",
-    "open_image", "to_gray", "to_rgb",
+    "Batch",
+    "Embedder",
+    "SpaceInfo",
+    "NAMES",
+    "CNN_NAMES",
+    "get_embedder",
+    "is_cnn",
+    "open_image",
+    "to_gray",
+    "to_rgb",
 ]

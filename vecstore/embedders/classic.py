@@ -40,31 +40,42 @@ def pixel_features(img: Image.Image) -> np.ndarray:
     return _gray_resized(img, PIXELS_SIZE, Image.Resampling.BOX).ravel()
 
 
-_HOG_DIM = (
-    (HOG_SIZE // 8 - 1) ** 2 * 2 * 2 * HOG_PARAMS["orientations"]
-)
+_HOG_DIM = (HOG_SIZE // 8 - 1) ** 2 * 2 * 2 * HOG_PARAMS["orientations"]
 
 CLASSIC = {
     "hog": (
         hog_features,
         SpaceInfo(
-            name="hog", model="hog", layer=None, dim=_HOG_DIM,
-            preprocessing=(f"gray, resize {HOG_SIZE}x{HOG_SIZE} bilinear, skimage hog "
-                           "orientations=9 pixels_per_cell=8x8 cells_per_block=2x2 L2-Hys"),
+            name="hog",
+            model="hog",
+            layer=None,
+            dim=_HOG_DIM,
+            preprocessing=(
+                f"gray, resize {HOG_SIZE}x{HOG_SIZE} bilinear, skimage hog "
+                "orientations=9 pixels_per_cell=8x8 cells_per_block=2x2 L2-Hys"
+            ),
         ),
     ),
     "histogram": (
         histogram_features,
         SpaceInfo(
-            name="histogram", model="histogram", layer=None, dim=256,
+            name="histogram",
+            model="histogram",
+            layer=None,
+            dim=256,
             preprocessing="gray 8-bit (16-bit / 257), 256-bin histogram normalised to sum 1",
         ),
     ),
     "pixels": (
         pixel_features,
         SpaceInfo(
-            name="pixels", model="pixels", layer=None, dim=PIXELS_SIZE * PIXELS_SIZE,
-            preprocessing=f"gray, resize {PIXELS_SIZE}x{PIXELS_SIZE} box (area average), values / 255",
+            name="pixels",
+            model="pixels",
+            layer=None,
+            dim=PIXELS_SIZE * PIXELS_SIZE,
+            preprocessing=(
+                f"gray, resize {PIXELS_SIZE}x{PIXELS_SIZE} box (area average), values / 255"
+            ),
         ),
     ),
 }

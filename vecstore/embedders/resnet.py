@@ -60,7 +60,9 @@ def _load_state_dict_file(path: str) -> dict[str, Any]:
     import torch
 
     if not os.path.isfile(path):
-        raise WeightsUnavailable(f"weights file not found: {path}. Pass --weights PATH to a .pth file.")
+        raise WeightsUnavailable(
+            f"weights file not found: {path}. Pass --weights PATH to a .pth file."
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -255,7 +257,9 @@ class ResNetEmbedder:
         import torch
 
         with torch.inference_mode():
-            x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            x = batch.to(self.device, non_blocking=True).contiguous(
+                memory_format=torch.channels_last
+            )
             return (model or self.model)(x).float().cpu().numpy()
 
     def embed_image(self, img: Image.Image) -> np.ndarray:
@@ -287,5 +291,7 @@ class ResNetEmbedder:
             ids = [int(i) for i in ids_t]
             good = [j for j, e in enumerate(errs) if not e]
             failed = [(ids[j], errs[j]) for j in range(len(ids)) if errs[j]]
-            vecs = self._forward(x[good], model) if good else np.zeros((0, self.info.dim), np.float32)
+            vecs = (
+                self._forward(x[good], model) if good else np.zeros((0, self.info.dim), np.float32)
+            )
             yield [ids[j] for j in good], vecs, failed

@@ -33,8 +33,7 @@ def embedder_for(
     weights = weights if is_cnn(name) else None
     if existing is not None and is_cnn(name):
         weights = _recorded_weights(name, existing.weights, weights)
-    emb = get_embedder(name, weights=weights, device=device, batch_size=batch_size,
-                       workers=workers)
+    emb = get_embedder(name, weights=weights, device=device, batch_size=batch_size, workers=workers)
     if existing is not None:
         if existing.dim != emb.info.dim:
             raise BadInput(
@@ -68,8 +67,12 @@ def embed_space(db: Database, emb: Embedder, progress: bool) -> SpaceEmbedStats:
     (its vectors, and its failures marked on their images) is committed on its own: a crash
     loses at most one."""
     info = emb.info
-    stats = SpaceEmbedStats(space=info.name, device=getattr(emb, "device", "cpu"),
-                            weights=info.weights, weights_random=info.weights_random)
+    stats = SpaceEmbedStats(
+        space=info.name,
+        device=getattr(emb, "device", "cpu"),
+        weights=info.weights,
+        weights_random=info.weights_random,
+    )
     with db.session() as s:
         space_id = db.spaces.ensure(s, info).id
         s.commit()

@@ -53,7 +53,9 @@ def match(meta: Metadata, root: str, path_to_image: dict[str, int]) -> MetadataM
     """Join the rows to the images found under ``root``."""
     by_key: dict[str, list[int]] = {}
     for path, iid in path_to_image.items():
-        keys = {path, os.path.relpath(path, root)} if meta.by == "path" else {os.path.basename(path)}
+        keys = (
+            {path, os.path.relpath(path, root)} if meta.by == "path" else {os.path.basename(path)}
+        )
         for k in keys:
             by_key.setdefault(os.path.normpath(k), []).append(iid)
     out = MetadataMatch({}, 0, [])

@@ -47,7 +47,10 @@ def ingest_folder(
 
 
 def _phases(
-    db: Database, root: str, embedders: Sequence[Embedder], options: IngestOptions,
+    db: Database,
+    root: str,
+    embedders: Sequence[Embedder],
+    options: IngestOptions,
     report: IngestReport,
 ) -> None:
     scan_t0 = time.perf_counter()
@@ -71,7 +74,10 @@ def _phases(
 
 
 def _labels_from_folders(
-    db: Database, root: str, path_to_image: dict[str, int], unlabeled: Sequence[str],
+    db: Database,
+    root: str,
+    path_to_image: dict[str, int],
+    unlabeled: Sequence[str],
     report: IngestReport,
 ) -> None:
     """Each image the label of its parent folder; a label already recorded is kept and a
@@ -99,8 +105,12 @@ def embed_spaces(
     for emb in embedders:
         with db.runs.record("embed", emb.info.name, run_params) as run:
             stats = embed_space(db, emb, progress)
-            run.stats = {"embedded": stats.embedded, "failed": stats.failed,
-                         "seconds": stats.seconds, "images_per_s": stats.per_second,
-                         "device": stats.device}
+            run.stats = {
+                "embedded": stats.embedded,
+                "failed": stats.failed,
+                "seconds": stats.seconds,
+                "images_per_s": stats.per_second,
+                "device": stats.device,
+            }
         out.append(stats)
     return out

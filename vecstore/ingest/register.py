@@ -87,8 +87,10 @@ class _Registrar:
             if todo:
                 results = list(pool.map(self.work, todo, chunksize=max(1, len(todo) // 32)))
                 shas = [r.sha256 for r in results if r.sha256]
-                by_sha = {sha: _Seen(r.id, r.sha256, r.status, r.path)
-                          for sha, r in self.db.images.by_shas(s, shas).items()}
+                by_sha = {
+                    sha: _Seen(r.id, r.sha256, r.status, r.path)
+                    for sha, r in self.db.images.by_shas(s, shas).items()
+                }
                 w = ChunkWrite()
                 for res in results:
                     self._place(res, known.get(res.found.path), by_sha, w)
@@ -112,7 +114,13 @@ class _Registrar:
             w.errors.append((k.image_id, error))  # still unreadable: refresh the reason
             return
         hit = by_sha.get(sha) if sha else None
-        if hit is None and error is None and k is not None and k.sha256 is None and k.status == "ok":
+        if (
+            hit is None
+            and error is None
+            and k is not None
+            and k.sha256 is None
+            and k.status == "ok"
+        ):
             self._adopt(res, k, by_sha, w)
             return
         iid = self._image_of(res, k, hit, by_sha, w)
@@ -124,17 +132,30 @@ class _Registrar:
         """An image known from import-vectors, read for the first time: same image id (its
         imported vectors stay), now with its content hash and descriptors."""
         f = res.found
-        w.adopted.append({"id": k.image_id, "sha256": res.sha256, "size": _size(res),
-                          "width": res.width, "height": res.height, "mode": res.mode})
+        w.adopted.append(
+            {
+                "id": k.image_id,
+                "sha256": res.sha256,
+                "size": _size(res),
+                "width": res.width,
+                "height": res.height,
+                "mode": res.mode,
+            }
+        )
         by_sha[res.sha256] = _Seen(k.image_id, res.sha256, "ok", f.path)
         self.path_to_image[f.path] = k.image_id
-        w.path_updates.append({"b_id": k.path_id, "b_image_id": k.image_id, "b_size": f.size,
-                               "b_mtime": f.mtime_ns})
+        w.path_updates.append(
+            {"b_id": k.path_id, "b_image_id": k.image_id, "b_size": f.size, "b_mtime": f.mtime_ns}
+        )
         self.report.added += 1
         self._vectors(res, k.image_id, w)
 
     def _image_of(
-        self, res: Decoded, k: Row | None, hit: _Seen | None, by_sha: dict[str, _Seen],
+        self,
+        res: Decoded,
+        k: Row | None,
+        hit: _Seen | None,
+        by_sha: dict[str, _Seen],
         w: ChunkWrite,
     ) -> int:
         """The image id of a file's content: the one with the same bytes, else a new one."""
@@ -145,11 +166,19 @@ class _Registrar:
             return hit.id
         iid, self.next_id = self.next_id, self.next_id + 1
         status = "ok" if error is None else "failed"
-        w.new_images.append({
-            "id": iid, "sha256": res.sha256, "path": f.path, "size": _size(res),
-            "width": res.width, "height": res.height, "mode": res.mode, "status": status,
-            "error": error,
-        })
+        w.new_images.append(
+            {
+                "id": iid,
+                "sha256": res.sha256,
+                "path": f.path,
+                "size": _size(res),
+                "width": res.width,
+                "height": res.height,
+                "mode": res.mode,
+                "status": status,
+                "error": error,
+            }
+        )
         if res.sha256:  # later files of this chunk with the same bytes are duplicates
             by_sha[res.sha256] = _Seen(iid, res.sha256, status, f.path)
         if error is None:
@@ -161,11 +190,13 @@ class _Registrar:
         """The file's path row: new, or pointed at ``iid`` (its old image may now be gone)."""
         f, ok = res.found, res.error is None
         if k is None:
-            w.new_paths.append({"image_id": iid, "path": f.path, "size": f.size,
-                                "mtime_ns": f.mtime_ns})
+            w.new_paths.append(
+                {"image_id": iid, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns}
+            )
             return
-        w.path_updates.append({"b_id": k.path_id, "b_image_id": iid, "b_size": f.size,
-                               "b_mtime": f.mtime_ns})
+        w.path_updates.append(
+            {"b_id": k.path_id, "b_image_id": iid, "b_size": f.size, "b_mtime": f.mtime_ns}
+        )
         if k.image_id == iid:
             if ok:
                 self.report.unchanged += 1  # touched, same bytes
@@ -176,7 +207,11 @@ class _Registrar:
 
     def _vectors(self, res: Decoded, image_id: int, w: ChunkWrite) -> None:
         for name, v in res.features.items():
-            w.new_vectors.append({"image_id": image_id, "space_id": self.space_ids[name],
-                                  "vector": np.asarray(v, np.float32).tobytes()})
+            w.new_vectors.append(
+                {
+                    "image_id": image_id,
+                    "space_id": self.space_ids[name],
+                    "vector": np.asarray(v, np.float32).tobytes(),
+                }
+            )
             self.report.scan_vectors[name] = self.report.scan_vectors.get(name, 0) + 1
-

@@ -33,8 +33,10 @@ class VectorFile:
         suffix = self.path.suffix.lower()
         if suffix == ".npy":
             if self.paths_file is None:
-                raise BadInput(f"{self.path} holds only vectors: give the image paths with --paths "
-                               "FILE (one path per line, in the same order)")
+                raise BadInput(
+                    f"{self.path} holds only vectors: give the image paths with --paths "
+                    "FILE (one path per line, in the same order)"
+                )
             if not self.paths_file.exists():
                 raise BadInput(f"paths file not found: {self.paths_file}")
             try:
@@ -42,8 +44,10 @@ class VectorFile:
             except (ValueError, OSError) as exc:
                 raise BadInput(f"cannot read {self.path} as a .npy array: {exc}") from None
             if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
-                raise BadInput(f"{self.path} holds a {x.dtype} array of shape {x.shape}; expected "
-                               "a 2-D float array (one row per image)")
+                raise BadInput(
+                    f"{self.path} holds a {x.dtype} array of shape {x.shape}; expected "
+                    "a 2-D float array (one row per image)"
+                )
             self._npy = x
             return x.shape[0], x.shape[1]
         if suffix == ".parquet":
@@ -56,10 +60,14 @@ class VectorFile:
             names = self._pq.schema_arrow.names
             missing = [c for c in (self.path_column, self.vector_column) if c not in names]
             if missing:
-                raise BadInput(f"{self.path} has no column {', '.join(map(repr, missing))} (its columns: "
-                               f"{', '.join(names)}); name them with --path-column / --vector-column")
+                raise BadInput(
+                    f"{self.path} has no column {', '.join(map(repr, missing))} (its columns: "
+                    f"{', '.join(names)}); name them with --path-column / --vector-column"
+                )
             first = next(self._pq.iter_batches(batch_size=1, columns=[self.vector_column]), None)
-            dim = len(first.column(0)[0].as_py() or []) if first is not None and first.num_rows else 0
+            dim = (
+                len(first.column(0)[0].as_py() or []) if first is not None and first.num_rows else 0
+            )
             return self._pq.metadata.num_rows, dim
         raise BadInput(f"{self.path}: expected a .npy file (with --paths) or a .parquet file")
 
@@ -84,16 +92,29 @@ class VectorFile:
                     start += len(lines)
             return
         start = 0
-        for batch in self._pq.iter_batches(batch_size=CHUNK, columns=[self.path_column, self.vector_column]):
+        for batch in self._pq.iter_batches(
+            batch_size=CHUNK, columns=[self.path_column, self.vector_column]
+        ):
             paths = batch.column(0).to_pylist()
             col = batch.column(1)
-            lengths = col.value_lengths().to_numpy(zero_copy_only=False) if hasattr(col, "value_lengths") else None
+            lengths = (
+                col.value_lengths().to_numpy(zero_copy_only=False)
+                if hasattr(col, "value_lengths")
+                else None
+            )
             if lengths is None or (lengths != dim).any():
                 bad = start + (int(np.flatnonzero(lengths != dim)[0]) if lengths is not None else 0)
-                raise BadInput(f"{self.path}: row {bad + 1} has a vector of length "
-                               f"{int(lengths[bad - start]) if lengths is not None else '?'}, expected {dim} "
-                               f"(column {self.vector_column!r} must be a list of floats)")
-            x = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+                raise BadInput(
+                    f"{self.path}: row {bad + 1} has a vector of length "
+                    f"{int(lengths[bad - start]) if lengths is not None else '?'}, expected {dim} "
+                    f"(column {self.vector_column!r} must be a list of floats)"
+                )
+            x = (
+                col.flatten()
+                .to_numpy(zero_copy_only=False)
+                .astype(np.float32, copy=False)
+                .reshape(-1, dim)
+            )
             yield start, paths, x
             start += len(paths)
 
@@ -107,17 +128,25 @@ class VectorFile:
         n = 0
         for start, paths, x in self.chunks(dim):
             if len(paths) != len(x):
-                raise BadInput(f"{self.paths_file} has more paths than {self.path} has rows ({len(x) + start})")
+                raise BadInput(
+                    f"{self.paths_file} has more paths than {self.path} has rows ({len(x) + start})"
+                )
             bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
             if len(bad):
-                raise BadInput(f"{self.path}: row {start + bad[0] + 1} holds NaN or infinite values")
+                raise BadInput(
+                    f"{self.path}: row {start + bad[0] + 1} holds NaN or infinite values"
+                )
             for j, p in enumerate(paths):
                 if not p:
-                    raise BadInput(f"{self.paths_file or self.path}: line {start + j + 1} has an empty path")
+                    raise BadInput(
+                        f"{self.paths_file or self.path}: line {start + j + 1} has an empty path"
+                    )
                 a = self.resolve(p)
                 if a in seen:
-                    raise BadInput(f"{self.paths_file or self.path}: line {start + j + 1} repeats the path "
-                                   f"of line {seen[a]} ({p}); each image once")
+                    raise BadInput(
+                        f"{self.paths_file or self.path}: line {start + j + 1} repeats the path "
+                        f"of line {seen[a]} ({p}); each image once"
+                    )
                 seen[a] = start + j + 1
             n += len(paths)
         if n != rows:

@@ -39,9 +39,17 @@ def import_vectors(
         bar.update(len(paths))
     bar.close()
     seconds = round(time.perf_counter() - t0, 2)
-    return VectorImport(space=space, dim=dim, rows=rows, new_images=total.added,
-                        existing_images=total.reused, skipped_already_imported=total.skipped,
-                        seconds_rows=seconds, seconds=seconds, index=None)
+    return VectorImport(
+        space=space,
+        dim=dim,
+        rows=rows,
+        new_images=total.added,
+        existing_images=total.reused,
+        skipped_already_imported=total.skipped,
+        seconds_rows=seconds,
+        seconds=seconds,
+        index=None,
+    )
 
 
 def _target_space(db: Database, name: str, dim: int, vector_file: VectorFile) -> Space:
@@ -56,7 +64,9 @@ def _target_space(db: Database, name: str, dim: int, vector_file: VectorFile) ->
             )
         return db.spaces.create_imported(name, dim, vector_file.path.name)
     if sp.model != "imported":
-        raise BadInput(f"space {name!r} is computed by vecstore ({sp.model}); import into another space")
+        raise BadInput(
+            f"space {name!r} is computed by vecstore ({sp.model}); import into another space"
+        )
     if sp.dim != dim:
         raise BadInput(f"space {name!r} has dimension {sp.dim}; {vector_file.path} has {dim}")
     return sp

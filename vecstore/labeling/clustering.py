@@ -41,15 +41,25 @@ def cluster(
         reference = truth if truth is not None else db.labels.all()
         known = np.array([int(i) in reference for i in ids])
         y = np.array([reference[int(i)] for i in ids[known]], dtype=object)
-        metrics = clustering_metrics(y if known.any() else None,
-                                     labels[known] if known.any() else labels, None,
-                                     seed=params.seed)
+        metrics = clustering_metrics(
+            y if known.any() else None,
+            labels[known] if known.any() else labels,
+            None,
+            seed=params.seed,
+        )
         sil = clustering_metrics(None, labels, x, sample_size=SILHOUETTE_SAMPLE, seed=params.seed)
         result = Clustering(
-            run_id=run.id, space=sp.name, method=params.method, k=k, n=len(ids),
+            run_id=run.id,
+            space=sp.name,
+            method=params.method,
+            k=k,
+            n=len(ids),
             scored_against="truth" if truth is not None else "expert labels",
-            n_scored=int(known.sum()), sizes=np.bincount(labels, minlength=k).tolist(),
-            silhouette_by_k=scores, weights_random=sp.weights_random, metrics={**metrics, **sil},
+            n_scored=int(known.sum()),
+            sizes=np.bincount(labels, minlength=k).tolist(),
+            silhouette_by_k=scores,
+            weights_random=sp.weights_random,
+            metrics={**metrics, **sil},
         )
         db.outputs.save_clusters(run.id, ids, labels)
         run.stats = result.to_dict()

@@ -38,8 +38,12 @@ class _Scored:
 
 
 def evaluate(
-    db: Database, space: str | None, params: EvaluationParams, *,
-    truth: dict[int, str] | None = None, run_id: int | None = None,
+    db: Database,
+    space: str | None,
+    params: EvaluationParams,
+    *,
+    truth: dict[int, str] | None = None,
+    run_id: int | None = None,
     propagation: PropagationParams | None = None,
 ) -> Evaluation:
     """Score against ``truth`` (the latest or given propagation run of the space), or by
@@ -47,8 +51,10 @@ def evaluate(
     sp = db.spaces.get(space)
     known = store_classes(db)
     if params.positive is not None and params.positive not in known:
-        raise BadInput(f"--positive {params.positive!r} is not a label of this store "
-                       f"({', '.join(known) or 'none'})")
+        raise BadInput(
+            f"--positive {params.positive!r} is not a label of this store "
+            f"({', '.join(known) or 'none'})"
+        )
     mode = "truth" if truth is not None else "holdout"
     with db.runs.record("evaluate", sp.name, params.run_params(mode)) as run:
         if truth is not None:
@@ -64,8 +70,10 @@ def _score_run(db: Database, sp: Space, truth: dict[int, str], run_id: int | Non
     """The predictions of a propagation run for the unlabeled images the truth file names."""
     run = db.runs.get(run_id, "propagate") if run_id else db.runs.latest("propagate", sp.name)
     if run is None:
-        raise NoRun(f"no propagation run for space {sp.name!r} yet: run "
-                    f"`vecstore propagate --space {sp.name}`")
+        raise NoRun(
+            f"no propagation run for space {sp.name!r} yet: run "
+            f"`vecstore propagate --space {sp.name}`"
+        )
     classes = run.stats["classes"]
     seeds = db.labels.all()
     preds = db.outputs.predictions(run.id)
@@ -76,16 +84,21 @@ def _score_run(db: Database, sp: Space, truth: dict[int, str], run_id: int | Non
     if unknown:
         raise BadInput(f"truth labels {unknown} are not classes of the propagation ({classes})")
     return _Scored(
-        y_true=[truth[p.image_id] for p in scored], y_pred=[p.label for p in scored],
+        y_true=[truth[p.image_id] for p in scored],
+        y_pred=[p.label for p in scored],
         confidence=np.array([p.confidence for p in scored]),
         proba=np.stack([np.frombuffer(p.distribution, np.float32) for p in scored]),
-        classes=classes, details=TruthDetails(run.id, len(scored)),
+        classes=classes,
+        details=TruthDetails(run.id, len(scored)),
         space=db.spaces.get(run.space),
     )
 
 
 def _score_holdout(
-    db: Database, sp: Space, classes: list[str], params: EvaluationParams,
+    db: Database,
+    sp: Space,
+    classes: list[str],
+    params: EvaluationParams,
     propagation: PropagationParams | None,
 ) -> _Scored:
     """Hide a share of the expert labels, propagate from the rest, score the hidden ones;
@@ -117,13 +130,19 @@ def _score_holdout(
         conf.append(lp.confidence_[rows])
         proba.append(p)
     details = HoldoutDetails(
-        repeats=params.repeats, test_size=params.test_size, n_neighbors=prop.n_neighbors,
-        alpha=prop.alpha, gamma=prop.gamma, hidden_per_repeat=len(y_true) // params.repeats,
-        accuracy_per_repeat=accs, accuracy_mean=float(np.mean(accs)),
+        repeats=params.repeats,
+        test_size=params.test_size,
+        n_neighbors=prop.n_neighbors,
+        alpha=prop.alpha,
+        gamma=prop.gamma,
+        hidden_per_repeat=len(y_true) // params.repeats,
+        accuracy_per_repeat=accs,
+        accuracy_mean=float(np.mean(accs)),
         accuracy_std=float(np.std(accs)),
     )
-    return _Scored(y_true, y_pred, np.concatenate(conf), np.concatenate(proba), classes,
-                   details, sp)
+    return _Scored(
+        y_true, y_pred, np.concatenate(conf), np.concatenate(proba), classes, details, sp
+    )
 
 
 def _latest_params(db: Database, space: str) -> PropagationParams:
@@ -132,15 +151,20 @@ def _latest_params(db: Database, space: str) -> PropagationParams:
     last = db.runs.latest("propagate", space)
     p = last.params if last is not None else {}
     d = PropagationParams()
-    return PropagationParams(p.get("n_neighbors", d.n_neighbors), p.get("alpha", d.alpha),
-                             p.get("gamma", d.gamma))
+    return PropagationParams(
+        p.get("n_neighbors", d.n_neighbors), p.get("alpha", d.alpha), p.get("gamma", d.gamma)
+    )
 
 
 def _summarise(run_id: int, s: _Scored, params: EvaluationParams) -> Evaluation:
     try:
         scores = classification_metrics(
-            s.y_true, s.y_pred, classes=list(s.classes), proba=s.proba,
-            positive=params.positive, target_recall=params.target_recall,
+            s.y_true,
+            s.y_pred,
+            classes=list(s.classes),
+            proba=s.proba,
+            positive=params.positive,
+            target_recall=params.target_recall,
         )
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
@@ -150,11 +174,18 @@ def _summarise(run_id: int, s: _Scored, params: EvaluationParams) -> Evaluation:
     not_flagged = None
     if recommended is not None:
         kept = s.confidence >= recommended
-        not_flagged = Coverage(float(kept.mean()),
-                               float(correct[kept].mean()) if kept.any() else None)
+        not_flagged = Coverage(
+            float(kept.mean()), float(correct[kept].mean()) if kept.any() else None
+        )
     return Evaluation(
-        run_id=run_id, space=s.space.name, mode="truth" if isinstance(s.details, TruthDetails)
-        else "holdout", details=s.details, scores=scores, coverage_curve=curve,
-        target_accuracy=params.target_accuracy, review_below=recommended,
-        not_flagged=not_flagged, weights_random=s.space.weights_random,
+        run_id=run_id,
+        space=s.space.name,
+        mode="truth" if isinstance(s.details, TruthDetails) else "holdout",
+        details=s.details,
+        scores=scores,
+        coverage_curve=curve,
+        target_accuracy=params.target_accuracy,
+        review_below=recommended,
+        not_flagged=not_flagged,
+        weights_random=s.space.weights_random,
     )

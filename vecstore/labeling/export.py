@@ -22,8 +22,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_REVIEW_BELOW = 0.3  # confidence under which a pseudo-label needs review (see evaluate)
 EXPORT_COLUMNS = [
-    "image_id", "path", "sha256", "label", "source", "confidence", "second_label", "margin",
-    "cluster", "needs_review", "review_reason", "run_id",
+    "image_id",
+    "path",
+    "sha256",
+    "label",
+    "source",
+    "confidence",
+    "second_label",
+    "margin",
+    "cluster",
+    "needs_review",
+    "review_reason",
+    "run_id",
 ]
 
 
@@ -47,8 +57,11 @@ def review_rules(db: Database, run: Run, review_below: float | None) -> ReviewRu
         pos = ev.stats.get("positive") or {}
         thr = pos.get("threshold_for_target_recall")
         if thr:
-            positive = {"label": pos["label"], "threshold": thr["threshold"],
-                        "target_recall": pos.get("target_recall")}
+            positive = {
+                "label": pos["label"],
+                "threshold": thr["threshold"],
+                "target_recall": pos.get("target_recall"),
+            }
     if review_below is not None:
         return ReviewRules(review_below, "given", positive)
     if ev is not None and ev.stats.get("review_below") is not None:
@@ -69,15 +82,34 @@ def export_rows(
     clusters = db.outputs.clusters(cluster_run.id) if cluster_run else {}
     rows = []
     for iid, path, sha in db.images.export_rows():
-        row = {"image_id": iid, "path": path, "sha256": sha, "cluster": clusters.get(iid),
-               "run_id": run.id}
+        row = {
+            "image_id": iid,
+            "path": path,
+            "sha256": sha,
+            "cluster": clusters.get(iid),
+            "run_id": run.id,
+        }
         if iid in seeds:
-            row.update(label=seeds[iid], source="expert", confidence=1.0, second_label=None,
-                       margin=None, needs_review=False, review_reason="")
+            row.update(
+                label=seeds[iid],
+                source="expert",
+                confidence=1.0,
+                second_label=None,
+                margin=None,
+                needs_review=False,
+                review_reason="",
+            )
         elif iid not in preds:
             why = f"not in propagation run {run.id} (run `vecstore propagate` again)"
-            row.update(label=None, source="none", confidence=0.0, second_label=None,
-                       margin=None, needs_review=True, review_reason=why)
+            row.update(
+                label=None,
+                source="none",
+                confidence=0.0,
+                second_label=None,
+                margin=None,
+                needs_review=True,
+                review_reason=why,
+            )
         else:
             row.update(_pseudo_label(preds[iid], rules, pos_j))
         rows.append(row)
@@ -95,11 +127,19 @@ def _pseudo_label(pr: Prediction, rules: ReviewRules, pos_j: int | None) -> dict
     if pos_j is not None and pr.label != rules.positive["label"]:
         p_pos = float(np.frombuffer(pr.distribution, np.float32)[pos_j])
         if p_pos >= rules.positive["threshold"]:
-            reasons.append(f"possible {rules.positive['label']}: p={p_pos:.3f} >= "
-                           f"{rules.positive['threshold']:.3f} (recall target)")
-    return {"label": pr.label, "source": "propagated", "confidence": round(pr.confidence, 6),
-            "second_label": pr.second_label, "margin": round(pr.margin, 6),
-            "needs_review": bool(reasons), "review_reason": "; ".join(reasons)}
+            reasons.append(
+                f"possible {rules.positive['label']}: p={p_pos:.3f} >= "
+                f"{rules.positive['threshold']:.3f} (recall target)"
+            )
+    return {
+        "label": pr.label,
+        "source": "propagated",
+        "confidence": round(pr.confidence, 6),
+        "second_label": pr.second_label,
+        "margin": round(pr.margin, 6),
+        "needs_review": bool(reasons),
+        "review_reason": "; ".join(reasons),
+    }
 
 
 def propagation_run(db: Database, space: str | None, run_id: int | None) -> Run:
@@ -128,9 +168,13 @@ def export_table(db: Database, opts: ExportOptions) -> tuple[pd.DataFrame, Expor
     df = pd.DataFrame(rows, columns=EXPORT_COLUMNS)
     df["cluster"] = df["cluster"].astype("Int64")
     summary = Export(
-        path="", rows=len(df), run_id=run.id, space=run.space,
+        path="",
+        rows=len(df),
+        run_id=run.id,
+        space=run.space,
         cluster_run_id=cluster_run.id if cluster_run else None,
-        review_below=rules.review_below, review_below_from=rules.origin,
+        review_below=rules.review_below,
+        review_below_from=rules.origin,
         positive_rule=rules.positive,
         needs_review=int(df["needs_review"].sum()) if len(df) else 0,
         by_source={str(k): int(v) for k, v in df["source"].value_counts().items()},

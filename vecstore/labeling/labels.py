@@ -57,7 +57,12 @@ def check_new_classes(db: Database, labels: set[str], allow_new: bool) -> None:
 
 
 def set_label(
-    db: Database, target: str, label: str, *, replace: bool = False, new_class: bool = False,
+    db: Database,
+    target: str,
+    label: str,
+    *,
+    replace: bool = False,
+    new_class: bool = False,
     source: str = "cli",
 ) -> LabelChange:
     """Set the expert label of one image."""
@@ -122,8 +127,9 @@ def resolve_rows(
     base = os.path.dirname(os.path.abspath(csv_path))
     for line, k, label in rows:
         if not k or not label:
-            problems.append(f"line {line}: empty {key}" if not k else
-                            f"line {line}: empty label for {k}")
+            problems.append(
+                f"line {line}: empty {key}" if not k else f"line {line}: empty label for {k}"
+            )
             continue
         img = _find(db, key, k, base)
         if img is None:
@@ -148,7 +154,10 @@ def _problem_list(problems: list[str]) -> str:
 
 
 def import_labels(
-    db: Database, csv_path: str | os.PathLike[str], *, replace: bool = False,
+    db: Database,
+    csv_path: str | os.PathLike[str],
+    *,
+    replace: bool = False,
     new_class: bool = False,
 ) -> LabelImport:
     """Expert labels from a CSV (path or sha256, label): all rows or none."""
@@ -175,8 +184,9 @@ def import_labels(
     changed = {i: lab for i, lab in resolved.items() if existing.get(i) != lab}
     db.labels.write(changed, f"csv:{os.path.basename(str(csv_path))}")
     added = sum(1 for i in changed if i not in existing)
-    return LabelImport(added=added, replaced=len(changed) - added,
-                       unchanged=len(resolved) - len(changed))
+    return LabelImport(
+        added=added, replaced=len(changed) - added, unchanged=len(resolved) - len(changed)
+    )
 
 
 def read_truth(db: Database, csv_path: str | os.PathLike[str]) -> dict[int, str]:
@@ -202,6 +212,7 @@ def label_counts(db: Database) -> list[LabelCount]:
     flagged = Counter((r["label"], r["needs_review"]) for r in table if r["source"] == "propagated")
     for lab in sorted({k[0] for k in flagged}, key=str):
         n = flagged[(lab, True)] + flagged[(lab, False)]
-        rows.append(LabelCount(lab, f"propagated (run {run.id}, {run.space})", n,
-                               flagged[(lab, True)]))
+        rows.append(
+            LabelCount(lab, f"propagated (run {run.id}, {run.space})", n, flagged[(lab, True)])
+        )
     return rows

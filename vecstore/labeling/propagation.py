@@ -24,7 +24,10 @@ GRAPH_NOTE = "kNN, cosine: exact (FAISS) up to 20,000 vectors, else IVF self-joi
 
 
 def spread(
-    x: np.ndarray, ids: np.ndarray, seeds: dict[int, str], params: PropagationParams,
+    x: np.ndarray,
+    ids: np.ndarray,
+    seeds: dict[int, str],
+    params: PropagationParams,
     progress: bool = False,
 ) -> tuple[list[str], LabelPropagation]:
     """Label propagation from the ``seeds`` (image id -> label) among the rows ``ids`` of x.
@@ -34,11 +37,15 @@ def spread(
     in_space = {int(i) for i in ids}
     classes = sorted({lab for i, lab in seeds.items() if i in in_space})
     if not classes:
-        raise BadInput("no expert labels yet: add some with `vecstore labels import FILE.csv`, "
-                       "`vecstore labels set PATH LABEL` or `ingest --labels-from-folders`")
+        raise BadInput(
+            "no expert labels yet: add some with `vecstore labels import FILE.csv`, "
+            "`vecstore labels set PATH LABEL` or `ingest --labels-from-folders`"
+        )
     if len(classes) < 2:
-        raise BadInput(f"only one class ({classes[0]!r}) among the expert labels; propagation "
-                       "needs at least two")
+        raise BadInput(
+            f"only one class ({classes[0]!r}) among the expert labels; propagation "
+            "needs at least two"
+        )
     code = {c: j for j, c in enumerate(classes)}
     y = np.array([code[seeds[int(i)]] if int(i) in seeds else -1 for i in ids])
     lp = LabelPropagation(params.n_neighbors, params.alpha, params.gamma, progress=progress)
@@ -53,8 +60,12 @@ def propagate(
     sp, ids, x = space_matrix(db, space)
     load_s = time.perf_counter() - t0
     seeds = db.labels.all()
-    run_params = {**params.to_dict(), "graph": GRAPH_NOTE, "class_balanced": True,
-                  "solver": "conjugate gradient"}
+    run_params = {
+        **params.to_dict(),
+        "graph": GRAPH_NOTE,
+        "class_balanced": True,
+        "solver": "conjugate gradient",
+    }
     with db.runs.record("propagate", sp.name, run_params) as run:
         classes, lp = spread(x, ids, seeds, params, progress)
         t0 = time.perf_counter()
@@ -62,23 +73,36 @@ def propagate(
         counts: Counter = Counter()
         db.outputs.save_predictions(_prediction_rows(run.id, ids, classes, lp, unlabeled, counts))
         result = Propagation(
-            run_id=run.id, space=sp.name, n=len(ids), classes=classes,
-            seeds=sum(1 for i in ids if int(i) in seeds), propagated=int(unlabeled.sum()),
-            counts={str(k): v for k, v in counts.items()}, graph=lp.graph_,
+            run_id=run.id,
+            space=sp.name,
+            n=len(ids),
+            classes=classes,
+            seeds=sum(1 for i in ids if int(i) in seeds),
+            propagated=int(unlabeled.sum()),
+            counts={str(k): v for k, v in counts.items()},
+            graph=lp.graph_,
             unreached=int((~lp.reached_).sum()),
             no_label=int((lp.label_distributions_.sum(axis=1) <= 0).sum()),
             mean_confidence=float(lp.confidence_[unlabeled].mean()) if unlabeled.any() else None,
-            cg_iterations=lp.n_iter_, weights_random=sp.weights_random,
-            seconds={"load": round(load_s, 2), **lp.seconds_,
-                     "write": round(time.perf_counter() - t0, 2)},
+            cg_iterations=lp.n_iter_,
+            weights_random=sp.weights_random,
+            seconds={
+                "load": round(load_s, 2),
+                **lp.seconds_,
+                "write": round(time.perf_counter() - t0, 2),
+            },
         )
         run.stats = result.to_dict()
     return result
 
 
 def _prediction_rows(
-    run_id: int, ids: np.ndarray, classes: list[str], lp: LabelPropagation,
-    unlabeled: np.ndarray, counts: Counter,
+    run_id: int,
+    ids: np.ndarray,
+    classes: list[str],
+    lp: LabelPropagation,
+    unlabeled: np.ndarray,
+    counts: Counter,
 ) -> Iterator[list[dict[str, Any]]]:
     """Prediction rows, WRITE_ROWS at a time; counts the pseudo-labels of unlabeled images."""
     p = lp.label_distributions_
@@ -95,13 +119,18 @@ def _prediction_rows(
         for r in range(len(part)):
             g = start + r
             ok = bool(has[g])
-            recs.append({"run_id": run_id, "image_id": int(ids[g]),
-                         "label": classes[best[r]] if ok else None,
-                         "confidence": float(lp.confidence_[g]),
-                         "second_label": classes[second[r]] if ok and two else None,
-                         "margin": float(margin[r]) if ok else 0.0,
-                         "reached": bool(lp.reached_[g]),
-                         "distribution": part[r].astype(np.float32).tobytes()})
+            recs.append(
+                {
+                    "run_id": run_id,
+                    "image_id": int(ids[g]),
+                    "label": classes[best[r]] if ok else None,
+                    "confidence": float(lp.confidence_[g]),
+                    "second_label": classes[second[r]] if ok and two else None,
+                    "margin": float(margin[r]) if ok else 0.0,
+                    "reached": bool(lp.reached_[g]),
+                    "distribution": part[r].astype(np.float32).tobytes(),
+                }
+            )
             if unlabeled[g]:
                 counts[recs[-1]["label"]] += 1
         yield recs

@@ -21,7 +21,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def suggest(
-    db: Database, n: int, space: str | None, *, seed: int = 0,
+    db: Database,
+    n: int,
+    space: str | None,
+    *,
+    seed: int = 0,
     params: PropagationParams | None = None,
 ) -> list[Suggestion]:
     """The n images whose labels would help most. Once the expert labels cover two classes,
@@ -43,13 +47,18 @@ def suggest(
     out = []
     for r, reason, cluster in choose_to_label(x, labeled, n, margin=margin, seed=seed):
         iid = int(ids[r])
-        out.append(Suggestion(
-            image_id=iid, path=path_of.get(iid), reason=reason,
-            pseudo_label=predicted[r] if predicted else None,
-            confidence=round(float(confidence[r]), 6) if confidence is not None else None,
-            margin=round(float(margin[r]), 6) if margin is not None else None,
-            cluster=cluster, space=sp.name,
-        ))
+        out.append(
+            Suggestion(
+                image_id=iid,
+                path=path_of.get(iid),
+                reason=reason,
+                pseudo_label=predicted[r] if predicted else None,
+                confidence=round(float(confidence[r]), 6) if confidence is not None else None,
+                margin=round(float(margin[r]), 6) if margin is not None else None,
+                cluster=cluster,
+                space=sp.name,
+            )
+        )
     return out
 
 

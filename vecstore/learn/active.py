@@ -57,7 +57,9 @@ def choose_to_label(
         i = _first_distinct(x, members[np.argsort(key)], chosen, duplicate_similarity)
         if i is None:
             continue
-        picks.append((i, _reason(int(c), int(sizes[c]), c in covered, margin, i, uncertain), int(c)))
+        picks.append(
+            (i, _reason(int(c), int(sizes[c]), c in covered, margin, i, uncertain), int(c))
+        )
         chosen.append(x[i])
         if len(picks) == n:
             break
@@ -77,8 +79,10 @@ def _first_distinct(
 
 def _reason(c: int, size: int, covered: bool, margin, i: int, uncertain: bool) -> str:
     if uncertain:
-        return (f"least certain pseudo-label of cluster {c} ({size} images): "
-                f"margin {margin[i]:.3f} between its two best labels")
+        return (
+            f"least certain pseudo-label of cluster {c} ({size} images): "
+            f"margin {margin[i]:.3f} between its two best labels"
+        )
     if not covered:
         return f"most typical image of cluster {c} ({size} images), which has no label yet"
     return f"most typical image of cluster {c} ({size} images)"

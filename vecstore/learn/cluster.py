@@ -19,8 +19,15 @@ class FaissKMeans:
     centroids of the normalised rows).
     """
 
-    def __init__(self, n_clusters: int = 8, n_init: int = 10, max_iter: int = 50, seed: int = 1234,
-                 normalize_rows: bool = True, max_points_per_centroid: int = 512) -> None:
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        n_init: int = 10,
+        max_iter: int = 50,
+        seed: int = 1234,
+        normalize_rows: bool = True,
+        max_points_per_centroid: int = 512,
+    ) -> None:
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.max_iter = max_iter
@@ -37,10 +44,18 @@ class FaissKMeans:
     def fit(self, X: np.ndarray) -> FaissKMeans:
         x = self._prep(X)
         if not 1 <= self.n_clusters <= len(x):
-            raise ValueError(f"n_clusters={self.n_clusters} must be between 1 and {len(x)} (the rows)")
+            raise ValueError(
+                f"n_clusters={self.n_clusters} must be between 1 and {len(x)} (the rows)"
+            )
         km = faiss.Kmeans(
-            x.shape[1], self.n_clusters, niter=self.max_iter, nredo=self.n_init, seed=self.seed,
-            verbose=False, max_points_per_centroid=self.max_points_per_centroid, min_points_per_centroid=1,
+            x.shape[1],
+            self.n_clusters,
+            niter=self.max_iter,
+            nredo=self.n_init,
+            seed=self.seed,
+            verbose=False,
+            max_points_per_centroid=self.max_points_per_centroid,
+            min_points_per_centroid=1,
         )
         km.train(x)
         self._km = km
@@ -61,8 +76,14 @@ class SpectralFaissClustering:
     normalised, clustered by FAISS k-means. Sets ``labels_`` and ``embedding_``.
     """
 
-    def __init__(self, n_clusters: int = 8, n_neighbors: int = 10, gamma: float = 1.0,
-                 n_init: int = 10, seed: int = 1234) -> None:
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        n_neighbors: int = 10,
+        gamma: float = 1.0,
+        n_init: int = 10,
+        seed: int = 1234,
+    ) -> None:
         self.n_clusters = n_clusters
         self.n_neighbors = n_neighbors
         self.gamma = gamma
@@ -110,8 +131,11 @@ def choose_k(
         labels = make_clusterer(params, k).fit(x).labels_
         if len(np.unique(labels)) < 2:
             continue
-        scores[k] = float(silhouette_score(x, labels, metric="cosine",
-                                           sample_size=min(sample_size, len(x)), random_state=seed))
+        scores[k] = float(
+            silhouette_score(
+                x, labels, metric="cosine", sample_size=min(sample_size, len(x)), random_state=seed
+            )
+        )
     if not scores:
         raise ValueError(f"no k in {list(ks)} can be scored on {len(x)} images")
     return max(scores, key=scores.get), scores

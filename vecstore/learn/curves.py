@@ -47,8 +47,9 @@ def fit_learning_curve(
     sigma = None if spread is None else np.asarray(spread, dtype=np.float64) + 0.005
     start = (min(1.0, y.max() + 0.02), max(y.max() - y.min(), 0.05), 0.5)
     try:
-        (a, b, c), _ = curve_fit(_power_law, m, y, p0=start, sigma=sigma,
-                                 bounds=([0, 0, 0.01], [1, 10, 3]), maxfev=20000)
+        (a, b, c), _ = curve_fit(
+            _power_law, m, y, p0=start, sigma=sigma, bounds=([0, 0, 0.01], [1, 10, 3]), maxfev=20000
+        )
     except (RuntimeError, ValueError):
         return None
     resid = y - _power_law(m, a, b, c)

@@ -58,8 +58,16 @@ def _exact(x: np.ndarray, k: int, bar, step: int = 4096) -> tuple[np.ndarray, np
 
 def _centroids(x: np.ndarray, nlist: int, seed: int) -> np.ndarray:
     """Spherical k-means centroids trained on a sample of 32 rows a cell (a coarse quantizer)."""
-    km = faiss.Kmeans(x.shape[1], nlist, niter=10, seed=seed, spherical=True,
-                      max_points_per_centroid=32, min_points_per_centroid=1, verbose=False)
+    km = faiss.Kmeans(
+        x.shape[1],
+        nlist,
+        niter=10,
+        seed=seed,
+        spherical=True,
+        max_points_per_centroid=32,
+        min_points_per_centroid=1,
+        verbose=False,
+    )
     rng = np.random.default_rng(seed)
     km.train(x[np.sort(rng.choice(len(x), size=min(len(x), 32 * nlist), replace=False))])
     return km.centroids
@@ -74,8 +82,9 @@ def _nearest_cells(x: np.ndarray, cent: np.ndarray, p: int) -> np.ndarray:
     return out
 
 
-def _choose_nprobe(x: np.ndarray, k: int, cent: np.ndarray, target: float, sample: int,
-                   seed: int) -> tuple[int, float, int]:
+def _choose_nprobe(
+    x: np.ndarray, k: int, cent: np.ndarray, target: float, sample: int, seed: int
+) -> tuple[int, float, int]:
     """Smallest nprobe at which sampled rows' probed cells hold >= target of their exact k-NN.
 
     A row's search is exact within the cells it probes, so the recall of the join is the
@@ -85,7 +94,9 @@ def _choose_nprobe(x: np.ndarray, k: int, cent: np.ndarray, target: float, sampl
     _, truth = exact_knn(x[q], x, min(k, len(x) - 1), exclude=q)
     valid = truth >= 0
     home = _nearest_cells(x[np.where(valid, truth, 0).ravel()], cent, 1).reshape(truth.shape)
-    ladder = [p for p in NPROBES if p < len(cent)] + ([len(cent)] if len(cent) <= max(NPROBES) else [])
+    ladder = [p for p in NPROBES if p < len(cent)] + (
+        [len(cent)] if len(cent) <= max(NPROBES) else []
+    )
     probes = _nearest_cells(x[q], cent, ladder[-1])
     best = (ladder[-1], 1.0)
     for p in ladder:
@@ -97,9 +108,17 @@ def _choose_nprobe(x: np.ndarray, k: int, cent: np.ndarray, target: float, sampl
     return best[0], best[1], len(q)
 
 
-def knn_search(x: np.ndarray, k: int, *, exact_max: int = EXACT_MAX, target_recall: float = 0.95,
-               nlist: int | None = None, progress: bool = False, seed: int = 0,
-               return_stats: bool = False):
+def knn_search(
+    x: np.ndarray,
+    k: int,
+    *,
+    exact_max: int = EXACT_MAX,
+    target_recall: float = 0.95,
+    nlist: int | None = None,
+    progress: bool = False,
+    seed: int = 0,
+    return_stats: bool = False,
+):
     """k nearest neighbours (cosine) of every row among the rows, itself left out.
 
     Returns (similarities, indices), each (n, k), -1 / 0 padding where a row has fewer than k
@@ -165,7 +184,9 @@ def _lists(cells: np.ndarray, nlist: int, stride: int = 1) -> list[np.ndarray]:
     return [order[bounds[c] : bounds[c + 1]] for c in range(nlist)]
 
 
-def knn_graph(x: np.ndarray, k: int, gamma: float = 3.0, *, return_stats: bool = False, **search_kw):
+def knn_graph(
+    x: np.ndarray, k: int, gamma: float = 3.0, *, return_stats: bool = False, **search_kw
+):
     """Symmetric sparse affinity W = A + A^T with A_ij = max(s_ij, 0)^gamma for j in kNN(i).
 
     ``search_kw`` go to :func:`knn_search` (exact_max, target_recall, progress, ...)."""

@@ -31,8 +31,12 @@ def cluster_entropy(y_true: np.ndarray, clusters: np.ndarray) -> float:
 
 
 def clustering_metrics(
-    y_true: np.ndarray | None, clusters: np.ndarray, x: np.ndarray | None = None, *,
-    sample_size: int = 10000, seed: int = 0,
+    y_true: np.ndarray | None,
+    clusters: np.ndarray,
+    x: np.ndarray | None = None,
+    *,
+    sample_size: int = 10000,
+    seed: int = 0,
 ) -> dict[str, float]:
     """AMI, ARI, homogeneity, completeness, V-measure, purity, entropy against the known labels
     (when given) and the cosine silhouette (on a sample for large n, when vectors are given)."""
@@ -48,8 +52,15 @@ def clustering_metrics(
             entropy=cluster_entropy(y_true, clusters),
         )
     if x is not None and 1 < len(np.unique(clusters)) < len(x):
-        out["silhouette"] = float(skm.silhouette_score(
-            x, clusters, metric="cosine", sample_size=min(sample_size, len(x)), random_state=seed))
+        out["silhouette"] = float(
+            skm.silhouette_score(
+                x,
+                clusters,
+                metric="cosine",
+                sample_size=min(sample_size, len(x)),
+                random_state=seed,
+            )
+        )
     return out
 
 
@@ -108,7 +119,9 @@ class ClassificationScores:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "n": self.n, "accuracy": self.accuracy, "balanced_accuracy": self.balanced_accuracy,
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "balanced_accuracy": self.balanced_accuracy,
             "per_class": [asdict(c) for c in self.per_class],
             "confusion": {"labels": self.confusion_labels, "matrix": self.confusion},
         }
@@ -117,7 +130,9 @@ class ClassificationScores:
         return out
 
 
-def threshold_for_recall(y_pos: np.ndarray, score: np.ndarray, target: float) -> RecallThreshold | None:
+def threshold_for_recall(
+    y_pos: np.ndarray, score: np.ndarray, target: float
+) -> RecallThreshold | None:
     """The highest score threshold whose recall of the positive class reaches ``target``, with
     the precision it costs. None when there is no positive."""
     if y_pos.sum() == 0:
@@ -146,24 +161,33 @@ def classification_metrics(
     y_pred = np.asarray([NONE if p is None else p for p in y_pred], dtype=object)
     classes = list(classes)
     labels = classes + ([NONE] if (y_pred == NONE).any() else [])
-    p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    p, r, f, s = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, zero_division=0
+    )
     balanced = skm.recall_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)
     return ClassificationScores(
         n=int(len(y_true)),
         accuracy=float(skm.accuracy_score(y_true, y_pred)),
         balanced_accuracy=float(balanced),
-        per_class=[ClassScore(c, float(p[i]), float(r[i]), float(f[i]), int(s[i]))
-                   for i, c in enumerate(classes)],
+        per_class=[
+            ClassScore(c, float(p[i]), float(r[i]), float(f[i]), int(s[i]))
+            for i, c in enumerate(classes)
+        ],
         confusion_labels=labels,
         confusion=skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-        positive=None if positive is None else positive_scores(
-            y_true, y_pred, classes, proba, positive, target_recall),
+        positive=None
+        if positive is None
+        else positive_scores(y_true, y_pred, classes, proba, positive, target_recall),
     )
 
 
 def positive_scores(
-    y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], proba: np.ndarray | None,
-    positive: str, target_recall: float,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    classes: list[str],
+    proba: np.ndarray | None,
+    positive: str,
+    target_recall: float,
 ) -> PositiveScores:
     """The scores of the positive class; with probabilities, ROC-AUC, the precision-recall
     curve and the threshold that reaches ``target_recall``."""
@@ -186,9 +210,11 @@ def positive_scores(
     if pos.sum():
         prec, rec, thr_pts = skm.precision_recall_curve(pos, score)
         keep = np.unique(np.linspace(0, len(thr_pts) - 1, min(len(thr_pts), 200)).astype(int))
-        out.pr_curve = {"precision": prec[keep].round(5).tolist(),
-                        "recall": rec[keep].round(5).tolist(),
-                        "threshold": thr_pts[keep].round(5).tolist()}
+        out.pr_curve = {
+            "precision": prec[keep].round(5).tolist(),
+            "recall": rec[keep].round(5).tolist(),
+            "threshold": thr_pts[keep].round(5).tolist(),
+        }
     thr = threshold_for_recall(pos, score, target_recall)
     if thr is not None:
         out.target_recall = target_recall
@@ -216,11 +242,13 @@ def coverage_curve(
     rows = []
     for t in thresholds:
         keep = confidence >= t
-        rows.append(CoveragePoint(
-            threshold=float(t),
-            coverage=float(keep.mean()) if len(keep) else 0.0,
-            accuracy=float(correct[keep].mean()) if keep.any() else float("nan"),
-        ))
+        rows.append(
+            CoveragePoint(
+                threshold=float(t),
+                coverage=float(keep.mean()) if len(keep) else 0.0,
+                accuracy=float(correct[keep].mean()) if keep.any() else float("nan"),
+            )
+        )
     return rows
 
 
@@ -237,7 +265,16 @@ def recommend_review_threshold(curve: list[CoveragePoint], target_accuracy: floa
 
 
 __all__ = [
-    "ClassScore", "ClassificationScores", "CoveragePoint", "PositiveScores", "RecallThreshold",
-    "classification_metrics", "cluster_entropy", "clustering_metrics", "coverage_curve",
-    "purity", "recommend_review_threshold", "threshold_for_recall",
+    "ClassScore",
+    "ClassificationScores",
+    "CoveragePoint",
+    "PositiveScores",
+    "RecallThreshold",
+    "classification_metrics",
+    "cluster_entropy",
+    "clustering_metrics",
+    "coverage_curve",
+    "purity",
+    "recommend_review_threshold",
+    "threshold_for_recall",
 ]

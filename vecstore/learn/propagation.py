@@ -81,8 +81,9 @@ class LabelPropagation:
         if len(self.classes_) == 0:
             raise ValueError("no labeled rows (every y is -1)")
         t0 = time.perf_counter()
-        w, self.graph_ = knn_graph(X, self.n_neighbors, self.gamma, return_stats=True,
-                                   progress=self.progress)
+        w, self.graph_ = knn_graph(
+            X, self.n_neighbors, self.gamma, return_stats=True, progress=self.progress
+        )
         self.seconds_ = {"graph": round(time.perf_counter() - t0, 2)}
         t0 = time.perf_counter()
         perm = reverse_cuthill_mckee(w, symmetric_mode=True)  # neighbours close in memory

@@ -98,8 +98,15 @@ class IndexCache:
             bar.update(min(ADD_ROWS, len(ids) - start))
         bar.close()
         tuned = idx.tune(x, ids)
-        stats = {"factory": factory, "why": why, "exact": idx.exact, "n": len(ids), **tuned,
-                 "seconds": round(time.perf_counter() - t0, 2), "built_at": utcnow().isoformat()}
+        stats = {
+            "factory": factory,
+            "why": why,
+            "exact": idx.exact,
+            "n": len(ids),
+            **tuned,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "built_at": utcnow().isoformat(),
+        }
         if self.write:
             self.db.spaces.record_index(space.id, factory, stats)
         space.index_type, space.index_stats = factory, stats

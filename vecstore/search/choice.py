@@ -14,6 +14,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .index import SpaceIndex
 
 EXACT_MAX_BYTES = 32 * 2**20  # a Flat scan of 32 MiB answers a query in a few ms
+
+
 def default_memory_budget() -> int:
     """Half of this machine's RAM."""
     try:
@@ -29,7 +31,9 @@ def parse_size(text: str) -> int:
     try:
         value = float(t[:-1] if mult > 1 else t)
     except ValueError:
-        raise ValueError(f"cannot read {text!r} as a size: write e.g. 8G, 512M or 1000000") from None
+        raise ValueError(
+            f"cannot read {text!r} as a size: write e.g. 8G, 512M or 1000000"
+        ) from None
     if value <= 0:
         raise ValueError(f"a memory budget must be positive, not {text!r}")
     return int(value * mult)
@@ -57,24 +61,36 @@ def choose_index(n: int, dim: int, memory_budget: int | None = None) -> IndexPla
     ids = n * 16  # ids + the inverted-list overhead
     flat = n * dim * 4
     if flat <= EXACT_MAX_BYTES:
-        return IndexPlan("Flat", flat + n * 8, True,
-                         f"{n:,} vectors x {dim} ({flat / 2**20:.0f} MiB): exact search is fast enough")
+        return IndexPlan(
+            "Flat",
+            flat + n * 8,
+            True,
+            f"{n:,} vectors x {dim} ({flat / 2**20:.0f} MiB): exact search is fast enough",
+        )
     budget = memory_budget if memory_budget is not None else default_memory_budget()
     nlist = int(2 ** round(np.log2(2 * np.sqrt(n))))
     nlist = max(16, min(nlist, n // 39))  # FAISS wants >= 39 training points per list
     quant = nlist * dim * 4
     for factory, per in ((f"IVF{nlist},SQ8", dim), (f"IVF{nlist},SQ4", dim // 2)):
         if n * per + ids + quant <= budget:
-            return IndexPlan(factory, n * per + ids + quant, False,
-                             f"{n:,} vectors x {dim}: IVF with {nlist} lists, {per} bytes a vector "
-                             f"within the {budget / 2**30:.1f} GiB budget")
+            return IndexPlan(
+                factory,
+                n * per + ids + quant,
+                False,
+                f"{n:,} vectors x {dim}: IVF with {nlist} lists, {per} bytes a vector "
+                f"within the {budget / 2**30:.1f} GiB budget",
+            )
     m = max(8, dim // 8)
     while dim % m:
         m -= 1
-    return IndexPlan(f"IVF{nlist},PQ{m}", n * m + ids + quant, False,
-                     f"{n:,} vectors x {dim}: 4-bit vectors ({n * dim / 2 / 2**30:.1f} GiB) exceed the "
-                     f"{budget / 2**30:.1f} GiB budget: product quantisation, {m} bytes a vector "
-                     "(recall may stay under the target)")
+    return IndexPlan(
+        f"IVF{nlist},PQ{m}",
+        n * m + ids + quant,
+        False,
+        f"{n:,} vectors x {dim}: 4-bit vectors ({n * dim / 2 / 2**30:.1f} GiB) exceed the "
+        f"{budget / 2**30:.1f} GiB budget: product quantisation, {m} bytes a vector "
+        "(recall may stay under the target)",
+    )
 
 
 def plan_for(space: Space, n: int) -> tuple[str, str]:

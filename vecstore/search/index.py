@@ -62,7 +62,9 @@ class SpaceIndex:
         try:
             inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            raise ValueError(f"FAISS cannot build index {factory!r}: {str(exc).splitlines()[0]}") from None
+            raise ValueError(
+                f"FAISS cannot build index {factory!r}: {str(exc).splitlines()[0]}"
+            ) from None
         if _ivf(inner) is None:
             inner = faiss.IndexIDMap2(inner)
         idx = cls(dim, inner, factory)
@@ -80,8 +82,11 @@ class SpaceIndex:
         if ivf is None:
             return faiss.vector_to_array(self.index.id_map).astype(np.int64)
         inv = ivf.invlists
-        parts = [faiss.rev_swig_ptr(inv.get_ids(lst), inv.list_size(lst)).copy()
-                 for lst in range(ivf.nlist) if inv.list_size(lst)]
+        parts = [
+            faiss.rev_swig_ptr(inv.get_ids(lst), inv.list_size(lst)).copy()
+            for lst in range(ivf.nlist)
+            if inv.list_size(lst)
+        ]
         return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     def __len__(self) -> int:
@@ -123,8 +128,16 @@ class SpaceIndex:
             ivf.parallel_mode = 1 if len(queries) < faiss.omp_get_max_threads() else 0
         return self.index.search(normalize(queries), k)
 
-    def tune(self, x: np.ndarray, ids: np.ndarray, *, target: float = 0.95, k: int = 10,
-             sample: int = 1000, seed: int = 0) -> dict:
+    def tune(
+        self,
+        x: np.ndarray,
+        ids: np.ndarray,
+        *,
+        target: float = 0.95,
+        k: int = 10,
+        sample: int = 1000,
+        seed: int = 0,
+    ) -> dict:
         """Smallest search parameter (nprobe / efSearch) whose recall@k against exact search
         reaches ``target`` on ``sample`` rows of x used as queries. Returns what was chosen and
         measured: {"target", "k", "params", "recall", "sample"}."""

@@ -47,9 +47,16 @@ def query(
     sims, ids = indexes.get(space).search(qv, k + (1 if query_id is not None else 0))
     found = [(int(i), float(d)) for i, d in zip(ids[0], sims[0]) if i >= 0 and i != query_id][:k]
     rows = db.images.paths_and_labels([i for i, _ in found])
-    hits = [Hit(rank=r + 1, id=i, path=rows.get(i, ("?", None))[0], similarity=sim,
-                label=rows.get(i, ("?", None))[1])
-            for r, (i, sim) in enumerate(found)]
+    hits = [
+        Hit(
+            rank=r + 1,
+            id=i,
+            path=rows.get(i, ("?", None))[0],
+            similarity=sim,
+            label=rows.get(i, ("?", None))[1],
+        )
+        for r, (i, sim) in enumerate(found)
+    ]
     return QueryResult(space.name, space.weights, space.weights_random, desc, query_id, hits)
 
 
@@ -68,7 +75,10 @@ def _stored_image(db: Database, path: str) -> int | None:
 
 
 def _query_vector(
-    db: Database, space: Space, query_id: int | None, path: str | None,
+    db: Database,
+    space: Space,
+    query_id: int | None,
+    path: str | None,
     embedder: Callable[[], Embedder],
 ) -> np.ndarray:
     """(1, dim): the stored vector of ``query_id``, or the embedding of the file ``path``."""
