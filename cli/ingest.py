@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vecstore.ingest.scan import DEFAULT_UNLABELED
+from vecstore.params import DEFAULT_UNLABELED
 
 from .context import Ctx
 from .options import embedding_options, output_option, spaces_option
@@ -209,11 +209,16 @@ def import_vectors(
       vecstore import-vectors emb.npy --paths paths.txt --space clip-vit-b32
       vecstore import-vectors emb.parquet --space clip-vit-b32 --base /data/scans
     """
-    from vecstore.ingest.vector_file import VectorFile
-
-    vf = VectorFile(vector_file, paths_file, path_column, vector_column, base)
     with obj.open(write=True, create=True) as store:
-        rep = store.import_vectors(vf, space, progress=fmt == "table")
+        rep = store.import_vectors(
+            vector_file,
+            space,
+            paths=paths_file,
+            path_column=path_column,
+            vector_column=vector_column,
+            base=base,
+            progress=fmt == "table",
+        )
     if fmt == "table":
         _print_import(rep)
         return

@@ -498,11 +498,8 @@ def suggest(obj: Ctx, n: int, out: Path, space, seed: int) -> None:
       # fill the label column, then:
       vecstore labels import to_label.csv
     """
-    from vecstore.labeling.suggestion import write_suggestions
-
     with obj.open() as store:
-        picks = store.suggest(n, space, seed=seed)
-    write_suggestions(out, picks)
+        picks = store.suggest(n, space, seed=seed, out=out)
     click.echo(
         f"wrote {len(picks)} images to label to {out} (fill the `label` column, then "
         f"`vecstore labels import {out}`)"

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from vecstore.params import PropagationParams
+from vecstore.params import PropagationParams, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -106,8 +106,6 @@ def seed_option(default: int) -> Callable[[F], F]:
 
 
 def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
-    from vecstore.search.choice import parse_size
-
     try:
         return None if value is None else parse_size(value)
     except ValueError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from vecstore.cli import main
+from vecstore.demo import digit_images
 
 
 def make_image(path: Path, seed: int, size: int = 32, mode: str = "L") -> Path:
@@ -81,3 +83,22 @@ def db(store_path: Path) -> Callable[[str], list[tuple]]:
             con.close()
 
     return query
+
+
+@pytest.fixture
+def digits(tmp_path):
+    """400 digits: 3 per class in labeled/<d>/, the rest in unlabeled/, truth.csv beside."""
+    imgs, y = digit_images(scale=2)
+    root = tmp_path / "digits"
+    seen: dict[int, int] = {}
+    rows = []
+    for i in range(400):
+        d = int(y[i])
+        seen[d] = seen.get(d, 0) + 1
+        p = root / ("labeled/" + str(d) if seen[d] <= 3 else "unlabeled") / f"d{i:04d}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(imgs[i], "L").save(p)
+        rows.append((str(p), d))
+    with open(tmp_path / "truth.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("path", "label"), *rows])
+    return root

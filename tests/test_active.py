@@ -11,10 +11,8 @@ from PIL import Image
 
 from vecstore.db import Database
 
-from .test_labeling import digits  # noqa: F401  (fixture)
 
-
-def test_suggest_cold_start_then_uncertain_and_the_loop_closes(digits, tmp_path, cli, db):  # noqa: F811
+def test_suggest_cold_start_then_uncertain_and_the_loop_closes(digits, tmp_path, cli, db):
     # a near-duplicate pair: the same picture, one pixel different
     src = next((digits / "unlabeled").glob("*.png"))
     arr = np.asarray(Image.open(src)).copy()
@@ -46,7 +44,7 @@ def test_suggest_cold_start_then_uncertain_and_the_loop_closes(digits, tmp_path,
     assert nxt.pseudo_label.ne("").all() and nxt.margin.ne("").all()
 
 
-def test_learning_curve_run(digits, tmp_path, cli, db):  # noqa: F811
+def test_learning_curve_run(digits, tmp_path, cli, db):
     assert cli("ingest", digits, "--space", "pixels").exit_code == 0
     r = cli(
         "evaluate",

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from .conftest import make_binary_scans
-from .test_labeling import digits  # noqa: F401  (fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = [
@@ -42,7 +41,7 @@ def _pipeline(cli, root, tmp_path, positive=False):
     assert r.exit_code == 0, r.output
 
 
-def test_report_is_self_contained(digits, tmp_path, cli):  # noqa: F811
+def test_report_is_self_contained(digits, tmp_path, cli):
     _pipeline(cli, digits, tmp_path)
     out = tmp_path / "report.html"
     r = cli("report", "-o", out)

@@ -12,7 +12,8 @@ import pytest
 
 from vecstore.learn.graph import knn_search
 from vecstore.learn.knn import exact_knn
-from vecstore.search.choice import choose_index, parse_size
+from vecstore.params import parse_size
+from vecstore.search.choice import choose_index
 from vecstore.store import Store
 
 from .conftest import make_image

@@ -30,7 +30,6 @@ _EXPORTS = {
     "EvaluationParams": "vecstore.params",
     "ExportOptions": "vecstore.params",
     "PlanRequest": "vecstore.params",
-    "VectorFile": "vecstore.ingest.vector_file",
     "VecstoreError": "vecstore.errors",
 }
 

@@ -40,13 +40,19 @@ from .errors import BadInput, StoreNotFound, VecstoreError
 from .ingest.embedding import embedder_for
 from .ingest.metadata import read_metadata_csv
 from .ingest.pipeline import DEFAULT_SPACE, IngestOptions, embed_spaces, ingest_folder
-from .ingest.scan import DEFAULT_UNLABELED
 from .ingest.vector_file import VectorFile
 from .ingest.vectors_import import import_vectors
 from .labeling import labels as label_ops
 from .labeling.data import space_matrix
 from .labeling.export import export_csv, export_table
-from .params import ClusterParams, EvaluationParams, ExportOptions, PlanRequest, PropagationParams
+from .params import (
+    DEFAULT_UNLABELED,
+    ClusterParams,
+    EvaluationParams,
+    ExportOptions,
+    PlanRequest,
+    PropagationParams,
+)
 from .plan import make_plan
 from .report import write_report
 from .results import (
@@ -245,13 +251,30 @@ class Store:
         )
 
     def import_vectors(
-        self, vector_file: VectorFile, space: str, *, progress: bool = False
+        self,
+        vector_file: str | os.PathLike[str],
+        space: str,
+        *,
+        paths: str | os.PathLike[str] | None = None,
+        path_column: str = "path",
+        vector_column: str = "vector",
+        base: str | os.PathLike[str] | None = None,
+        progress: bool = False,
     ) -> VectorImport:
-        """Make precomputed embeddings a space (see vecstore.ingest.vectors_import); its
-        index is built and tuned at the end."""
+        """Make precomputed embeddings a space: a .npy matrix with ``paths`` (a text file, one
+        image path per line in the rows' order), or a .parquet file with a path and a vector
+        column; relative paths are taken from ``base``. The file is checked whole before
+        anything is written; the space's index is built and tuned at the end."""
         self._require_write()
         t0 = time.perf_counter()
-        result = import_vectors(self._db, vector_file, space, progress=progress)
+        vf = VectorFile(
+            Path(vector_file),
+            Path(paths) if paths else None,
+            path_column,
+            vector_column,
+            Path(base) if base else None,
+        )
+        result = import_vectors(self._db, vf, space, progress=progress)
         self._refresh([space], progress=progress)
         result.index = IndexStats.from_dict(self._db.spaces.get(space).index_stats)
         result.seconds = round(time.perf_counter() - t0, 2)
@@ -469,11 +492,23 @@ class Store:
             positive=positive,
         )
 
-    def suggest(self, n: int, space: str | None = None, *, seed: int = 0) -> list[Suggestion]:
-        """The n images whose labels would help most, with why each was picked."""
-        from .labeling.suggestion import suggest
+    def suggest(
+        self,
+        n: int,
+        space: str | None = None,
+        *,
+        seed: int = 0,
+        out: str | os.PathLike[str] | None = None,
+    ) -> list[Suggestion]:
+        """The n images whose labels would help most, with why each was picked; with
+        ``out``, also written there as a CSV whose `label` column is left to fill (then
+        ``import_labels`` it)."""
+        from .labeling.suggestion import suggest, write_suggestions
 
-        return suggest(self._db, n, space, seed=seed)
+        picks = suggest(self._db, n, space, seed=seed)
+        if out is not None:
+            write_suggestions(out, picks)
+        return picks
 
     # ---- outputs -----------------------------------------------------------------------------
     def export_table(self, opts: ExportOptions | None = None) -> pd.DataFrame:

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..params import DEFAULT_UNLABELED
 from ..results import IngestReport, SpaceEmbedStats
 from .embedding import embed_space
 from .metadata import Metadata, match
 from .register import register_files
-from .scan import DEFAULT_UNLABELED, folder_label
+from .scan import folder_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..db import Database

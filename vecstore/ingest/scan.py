@@ -7,8 +7,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..params import DEFAULT_UNLABELED
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
-DEFAULT_UNLABELED = ("unlabeled", "sans_label")
 
 
 @dataclass(frozen=True)

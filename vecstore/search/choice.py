@@ -24,21 +24,6 @@ def default_memory_budget() -> int:
         return 8 * 2**30
 
 
-def parse_size(text: str) -> int:
-    """'8G', '512M', '2.5GiB' or a number of bytes -> bytes."""
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(t[-1:], 1)
-    try:
-        value = float(t[:-1] if mult > 1 else t)
-    except ValueError:
-        raise ValueError(
-            f"cannot read {text!r} as a size: write e.g. 8G, 512M or 1000000"
-        ) from None
-    if value <= 0:
-        raise ValueError(f"a memory budget must be positive, not {text!r}")
-    return int(value * mult)
-
-
 @dataclass
 class IndexPlan:
     factory: str  # faiss.index_factory string (inner product metric)
