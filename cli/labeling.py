@@ -14,8 +14,10 @@ from .context import Ctx
 from .options import (
     build,
     k_range,
+    output_file_option,
     output_option,
     propagation_options,
+    run_option,
     seed_option,
     space_option,
     truth_option,
@@ -170,9 +172,7 @@ def _print_propagation(r: Propagation) -> None:
 @truth_option(
     "CSV (path or sha256, label) of true labels: score the latest propagation against it."
 )
-@click.option(
-    "--run", "run_id", type=int, default=None, help="The propagation run to score (with --truth)."
-)
+@run_option("The propagation run to score (with --truth).")
 @click.option("--positive", default=None, help="The class whose misses cost most (e.g. cancer).")
 @click.option(
     "--target-recall",
@@ -421,16 +421,9 @@ def _print_review_threshold(r: Evaluation) -> None:
 
 
 @click.command()
-@click.option(
-    "-o",
-    "--output",
-    "out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="CSV file to write.",
-)
+@output_file_option("CSV file to write.")
 @space_option("Default: the latest propagation of all spaces.")
-@click.option("--run", "run_id", type=int, default=None, help="Use this propagation run.")
+@run_option("Use this propagation run.")
 @click.option("--only-unlabeled", is_flag=True, help="Leave out the images with an expert label.")
 @click.option(
     "--min-confidence", type=click.FloatRange(0, 1), default=None, help="Leave out rows below it."
@@ -474,14 +467,7 @@ def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_
 @click.option(
     "-n", "n", type=click.IntRange(1), default=50, show_default=True, help="How many images."
 )
-@click.option(
-    "-o",
-    "--output",
-    "out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="CSV to write (fill its `label` column, then `vecstore labels import` it).",
-)
+@output_file_option("CSV to write (fill its `label` column, then `vecstore labels import` it).")
 @space_option()
 @seed_option(0)
 @click.pass_obj

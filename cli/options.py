@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -89,6 +90,17 @@ def embedding_options(f: F) -> F:
             help="Decoding workers (default: up to 2 for CNNs, 4 threads for descriptors).",
         ),
     )(f)
+
+
+def output_file_option(help: str) -> Callable[[F], F]:
+    """-o/--output FILE, required (stored as `out`, a Path)."""
+    path = click.Path(dir_okay=False, path_type=Path)
+    return click.option("-o", "--output", "out", type=path, required=True, help=help)
+
+
+def run_option(help: str) -> Callable[[F], F]:
+    """--run N: a propagation run (stored as `run_id`, None when not given)."""
+    return click.option("--run", "run_id", type=int, default=None, help=help)
 
 
 def truth_option(help: str) -> Callable[[F], F]:

@@ -11,7 +11,15 @@ from vecstore.params import PlanRequest
 
 from .context import Ctx
 from .ingest import print_ingest_report
-from .options import build, memory_budget_option, output_option, seed_option, space_option
+from .options import (
+    build,
+    memory_budget_option,
+    output_file_option,
+    output_option,
+    run_option,
+    seed_option,
+    space_option,
+)
 from .output import emit_json, table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,18 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @click.command()
-@click.option(
-    "-o",
-    "--output",
-    "out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="HTML file to write.",
-)
+@output_file_option("HTML file to write.")
 @space_option("Default: that of the propagation run, else the first.")
-@click.option(
-    "--run", "run_id", type=int, default=None, help="Propagation run whose pseudo-labels to show."
-)
+@run_option("Propagation run whose pseudo-labels to show.")
 @click.option(
     "--projection",
     type=click.Choice(["pca", "tsne", "umap"]),

@@ -80,6 +80,12 @@ def test_demo_table_comparison_allows_cpu_noise_and_nothing_else():
             assert_same_table(quoted, wrong)
 
 
+def python_example() -> str:
+    """The README's Python API example (its one python code block)."""
+    text = (REPO / "README.md").read_text().split("## Python API", 1)[1]
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
 def test_makefile_demo_and_test_targets_match_the_readme():
     readme = (REPO / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
@@ -118,3 +124,13 @@ def test_tour_commands_work_as_written(tmp_path):
     for cmd in commands:
         r = subprocess.run(shlex.split(cmd), cwd=tmp_path, env=env, capture_output=True, text=True)
         assert r.returncode == 0, f"{cmd!r} failed: {r.stdout}\n{r.stderr}"
+    # the Python API example, as written, on the same demo store
+    api = subprocess.run(
+        [sys.executable, "-c", python_example()], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert api.returncode == 0, api.stderr
+    lines = api.stdout.splitlines()
+    assert lines[0] == "0 new images, 1797 in the store", api.stdout
+    assert "AMI against the expert labels:" in api.stdout
+    assert "20 expert labels spread to 1777 images" in api.stdout
+    assert "needs_review" in api.stdout

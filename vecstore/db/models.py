@@ -86,7 +86,7 @@ class Space(Base):
     weights_random: Mapped[bool] = mapped_column(Boolean, default=False)
     weights_sha256: Mapped[str | None] = mapped_column(String(64))
     index_type: Mapped[str | None] = mapped_column(String(128))  # the factory of the built index
-    # user's choices (NULL: automatic, see vecstore.index.choose_index)
+    # user's choices (NULL: automatic, see vecstore.search.choice.choose_index)
     index_factory: Mapped[str | None] = mapped_column(String(128))
     memory_budget: Mapped[int | None] = mapped_column(BigInteger)
     # what the last build made: factory, search parameters, recall@10 measured on a sample...

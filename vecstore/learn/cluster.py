@@ -22,9 +22,9 @@ class FaissKMeans:
     def __init__(
         self,
         n_clusters: int = 8,
-        n_init: int = 10,
+        n_init: int = ClusterParams.n_init,
         max_iter: int = 50,
-        seed: int = 1234,
+        seed: int = ClusterParams.seed,
         normalize_rows: bool = True,
         max_points_per_centroid: int = 512,
     ) -> None:
@@ -79,10 +79,10 @@ class SpectralFaissClustering:
     def __init__(
         self,
         n_clusters: int = 8,
-        n_neighbors: int = 10,
+        n_neighbors: int = ClusterParams.n_neighbors,
         gamma: float = 1.0,
-        n_init: int = 10,
-        seed: int = 1234,
+        n_init: int = ClusterParams.n_init,
+        seed: int = ClusterParams.seed,
     ) -> None:
         self.n_clusters = n_clusters
         self.n_neighbors = n_neighbors
