@@ -13,9 +13,9 @@ from vecstore.params import ClusterParams, EvaluationParams, ExportOptions, Prop
 from .context import Ctx
 from .options import (
     build,
-    k_range,
     output_file_option,
     output_option,
+    parse_k_range,
     propagation_options,
     run_option,
     seed_option,
@@ -45,7 +45,7 @@ SHOWN_THRESHOLDS = (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 @click.option("-k", "k", type=int, default=None, help="Number of clusters (2 or more).")
 @click.option(
     "--k-range",
-    callback=k_range,
+    callback=parse_k_range,
     default=None,
     metavar="LO..HI",
     help="Choose k by silhouette (cosine, on a sample) in this range (default 2..20 "

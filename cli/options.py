@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from vecstore.params import PropagationParams, parse_size
+from vecstore.params import ParamError, PropagationParams, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -155,7 +155,7 @@ def propagation_options(f: F) -> F:
     )(f)
 
 
-def k_range(_ctx: click.Context, _param: click.Parameter, value: str | None):
+def parse_k_range(_ctx: click.Context, _param: click.Parameter, value: str | None):
     """LO..HI -> (LO, HI)."""
     if value is None:
         return None
@@ -165,10 +165,15 @@ def k_range(_ctx: click.Context, _param: click.Parameter, value: str | None):
     return int(m.group(1)), int(m.group(2))
 
 
+# the option of each parameter whose name is not --<field with dashes>
+OPTION_OF = {"k": "-k", "n_neighbors": "--neighbors"}
+
+
 def build(factory: Callable[..., Any], **values: Any) -> Any:
-    """A library parameter object; its ValueError (a bad combination of options) becomes a
-    usage error."""
+    """A library parameter object; its check failing (a value out of range, a bad
+    combination) becomes a usage error that names the option."""
     try:
         return factory(**values)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    except ParamError as exc:
+        hint = OPTION_OF.get(exc.field, "--" + exc.field.replace("_", "-"))
+        raise click.BadParameter(exc.reason, param_hint=hint) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 
 import numpy as np
 import pytest
@@ -214,3 +215,26 @@ def test_ingest_of_a_missing_folder_is_a_usage_error(tmp_path, cli):
     result = cli("ingest", tmp_path / "nope")
     assert result.exit_code == 2
     assert "is not a folder" in result.output
+
+
+def test_a_failing_index_update_marks_the_ingest_and_embed_runs_failed(
+    image_dir, store_path, cli, db
+):
+    """Keeping the FAISS index in step is part of the run: when it fails, the run says so
+    (plan trusts the rates of runs that are done)."""
+    assert cli("ingest", image_dir, "--space", "hog").exit_code == 0
+    con = sqlite3.connect(store_path / "vecstore.db")
+    con.execute("UPDATE spaces SET index_factory = 'IVF64,Flat'")  # too few vectors to train
+    con.commit()
+    con.close()
+    make_image(image_dir / "unlabeled" / "new.png", seed=999)
+    r = cli("ingest", image_dir)
+    assert r.exit_code == 1 and "needs at least" in r.output, r.output
+    assert db("SELECT status FROM runs WHERE kind='ingest' ORDER BY id DESC LIMIT 1") == [
+        ("failed",)
+    ]
+    r = cli("embed", "--space", "hog")
+    assert r.exit_code == 1 and "needs at least" in r.output, r.output
+    assert db("SELECT status FROM runs WHERE kind='embed' ORDER BY id DESC LIMIT 1") == [
+        ("failed",)
+    ]

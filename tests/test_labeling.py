@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pandas as pd
@@ -317,3 +319,33 @@ def test_expert_label_without_a_vector_in_the_space_does_not_shift_the_classes(i
     ):
         p = np.frombuffer(dist, np.float32)
         assert len(p) == 2 and label == ["cancer", "normal"][int(p.argmax())]
+
+
+def test_truth_evaluation_of_a_run_is_recorded_under_that_runs_space(digits, tmp_path, cli, db):
+    """The evaluation of another space's propagation (--run) belongs to that space: the
+    export of that run takes its review threshold from it."""
+    _ready(cli, digits, "pixels", "hog")
+    run = json.loads(cli("propagate", "--space", "hog", "--json").stdout)["run_id"]
+    r = cli("evaluate", "--truth", tmp_path / "truth.csv", "--run", run, "--json")
+    assert r.exit_code == 0, r.output
+    ev = json.loads(r.stdout)
+    assert ev["space"] == "hog"
+    assert db("SELECT space FROM runs WHERE id=?", ev["run_id"]) == [("hog",)]
+    out = cli("export", "-o", tmp_path / "hog.csv", "--run", run)
+    assert f"from evaluate run {ev['run_id']}" in out.output, out.output
+
+
+def test_files_written_follow_the_umask(digits, tmp_path, cli):
+    """A CSV handed to annotators is created like any other file: mode 0666 less the umask
+    (written whole to a temporary file first, then renamed)."""
+    _ready(cli, digits)
+    assert cli("propagate", "--space", "pixels").exit_code == 0
+    old = os.umask(0o022)
+    try:
+        assert cli("export", "-o", tmp_path / "out" / "pseudo.csv").exit_code == 0
+        assert cli("suggest", "-n", "5", "-o", tmp_path / "to_label.csv").exit_code == 0
+    finally:
+        os.umask(old)
+    for name in ("out/pseudo.csv", "to_label.csv"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+    assert not list(tmp_path.rglob("*.tmp"))

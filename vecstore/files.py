@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -34,17 +34,19 @@ def read_user_csv(path: str | os.PathLike[str], what: str) -> pd.DataFrame:
 
 def write_atomically(out: str | os.PathLike[str], write: Callable[[IO[str]], None]) -> Path:
     """Call ``write`` on a temporary text file beside ``out``, then rename it over ``out``: a
-    reader never sees half a file, and a failure leaves the old one."""
+    reader never sees half a file, and a failure leaves the old one. The file is created
+    with mode 0666 less the umask, as any program's would be."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             write(f)
         os.replace(tmp, out)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
     return out
 
 

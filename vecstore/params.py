@@ -8,9 +8,19 @@ dataclasses (no heavy import), so that the CLI can show the defaults in --help i
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
-DEFAULT_UNLABELED = ("unlabeled", "sans_label")  # folder names that mean "no label"
+DEFAULT_UNLABELED = ("unlabeled", "sans_label")
+
+
+class ParamError(ValueError):
+    """A parameter out of its range: ``field`` names it, the message says what it must be."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field} {message}")
+        self.field = field
+        self.reason = message  # folder names that mean "no label"
 
 
 def parse_size(text: str) -> int:
@@ -23,8 +33,8 @@ def parse_size(text: str) -> int:
         raise ValueError(
             f"cannot read {text!r} as a size: write e.g. 8G, 512M or 1000000"
         ) from None
-    if value <= 0:
-        raise ValueError(f"a memory budget must be positive, not {text!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"a memory budget must be a positive number of bytes, not {text!r}")
     return int(value * mult)
 
 
@@ -38,11 +48,11 @@ class PropagationParams:
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be between 0 and 1 (exclusive), not {self.alpha}")
+            raise ParamError("alpha", f"must be between 0 and 1 (exclusive), not {self.alpha}")
         if self.n_neighbors < 1:
-            raise ValueError(f"the number of neighbours must be at least 1, not {self.n_neighbors}")
+            raise ParamError("n_neighbors", f"must be at least 1, not {self.n_neighbors}")
         if self.gamma <= 0:
-            raise ValueError(f"gamma must be positive, not {self.gamma}")
+            raise ParamError("gamma", f"must be positive, not {self.gamma}")
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -67,15 +77,16 @@ class ClusterParams:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"unknown clustering method {self.method!r} (kmeans or spectral)")
+            raise ParamError("method", f"{self.method!r} is not kmeans or spectral")
         if self.k is not None and self.k_range is not None:
-            raise ValueError("give k or a range of k, not both")
+            raise ParamError("k", "give k or a range of k, not both")
         if self.k is not None and self.k < 2:
-            raise ValueError(f"k must be at least 2, not {self.k}")
+            raise ParamError("k", f"must be at least 2, not {self.k}")
         if self.k_range is not None and not 2 <= self.k_range[0] <= self.k_range[1]:
-            raise ValueError(f"a range of k needs 2 <= LO <= HI, not {self.k_range}")
+            raise ParamError("k_range", f"needs 2 <= LO <= HI, not {self.k_range}")
         if self.n_init < 1 or self.n_neighbors < 1:
-            raise ValueError("n_init and n_neighbors must be at least 1")
+            field = "n_init" if self.n_init < 1 else "n_neighbors"
+            raise ParamError(field, f"must be at least 1, not {getattr(self, field)}")
 
     def ks(self) -> range:
         """The values of k tried when ``k`` is None."""
@@ -101,13 +112,13 @@ class EvaluationParams:
 
     def __post_init__(self) -> None:
         if not 0 < self.target_recall <= 1:
-            raise ValueError("the target recall must be in (0, 1]")
+            raise ParamError("target_recall", f"must be in (0, 1], not {self.target_recall}")
         if not 0 < self.target_accuracy <= 1:
-            raise ValueError("the target accuracy must be in (0, 1]")
+            raise ParamError("target_accuracy", f"must be in (0, 1], not {self.target_accuracy}")
         if not 0 < self.test_size < 1:
-            raise ValueError("the hold-out share must be in (0, 1)")
+            raise ParamError("test_size", f"must be in (0, 1), not {self.test_size}")
         if self.repeats < 1:
-            raise ValueError("repeats must be at least 1")
+            raise ParamError("repeats", f"must be at least 1, not {self.repeats}")
 
     def run_params(self, mode: str) -> dict:
         return {
@@ -149,7 +160,9 @@ class PlanRequest:
     max_hours: float = 48.0  # embedding must finish within this time
 
     def __post_init__(self) -> None:
-        if self.images < 1 or self.budget_eur < 0 or self.eur_per_label <= 0:
-            raise ValueError(
-                "the images must be positive, the budget >= 0 and the price of a label > 0"
-            )
+        if self.images < 1:
+            raise ParamError("images", f"must be at least 1, not {self.images}")
+        if self.budget_eur < 0:
+            raise ParamError("budget_eur", f"must be 0 or more, not {self.budget_eur}")
+        if self.eur_per_label <= 0:
+            raise ParamError("eur_per_label", f"must be more than 0, not {self.eur_per_label}")

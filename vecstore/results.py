@@ -102,7 +102,8 @@ class IndexStats:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> IndexStats | None:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__}) if d else None
+        """The stats a space's row keeps as JSON (None when no index was built yet)."""
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__}) if d else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,7 +113,7 @@ class IndexStats:
 class Reindexed:
     space: str
     vectors: int
-    index: IndexStats
+    index: IndexStats  # always built by a reindex
 
     def to_dict(self) -> dict[str, Any]:
         return {"space": self.space, "vectors": self.vectors, **self.index.to_dict()}

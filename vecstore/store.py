@@ -163,11 +163,14 @@ class Store:
             raise VecstoreError("internal: this operation needs a store opened with write=True")
 
     def _truth(self, truth: Truth | None) -> dict[int, str] | None:
-        if truth is None or isinstance(truth, Mapping):
-            return None if truth is None else dict(truth)
+        """image id -> true label: given as such, or read from a CSV file."""
+        if truth is None:
+            return None
+        if isinstance(truth, Mapping):
+            return dict(truth)
         return label_ops.read_truth(self._db, truth)
 
-    def _refresh(self, names: Iterable[str], progress: bool = False) -> None:
+    def _refresh(self, *names: str, progress: bool = False) -> None:
         """Catch the FAISS index of each space up with the rows just written, and save it."""
         for name in names:
             self._indexes.refresh(self._db.spaces.get(name), progress=progress)
@@ -191,6 +194,7 @@ class Store:
         store's spaces when none are named; resnet18 for a new store)."""
         self._require_write()
         root = os.path.abspath(root)
+        unlabeled_names = list(unlabeled_names)  # used twice: a generator would be spent
         if not os.path.isdir(root):
             raise BadInput(f"{root} is not a folder; `vecstore ingest` takes a folder of images")
         names = list(dict.fromkeys(spaces or [s.name for s in self.spaces()] or [DEFAULT_SPACE]))
@@ -211,9 +215,7 @@ class Store:
             },
         )
         embedders = [self._embedder(n, weights, device, batch_size, workers) for n in names]
-        report = ingest_folder(self._db, root, embedders, opts)
-        self._refresh(names)
-        return report
+        return ingest_folder(self._db, root, embedders, opts, lambda: self._refresh(*names))
 
     def embed(
         self,
@@ -232,11 +234,7 @@ class Store:
         names = list(dict.fromkeys(spaces))
         embedders = [self._embedder(n, weights, device, batch_size, workers) for n in names]
         params = {"device": device, "batch_size": batch_size}
-        out = []
-        for name, emb in zip(names, embedders):  # each space's index saved once it is done
-            out += embed_spaces(self._db, [emb], params, progress)
-            self._refresh([name])
-        return out
+        return embed_spaces(self._db, embedders, params, progress, self._refresh)
 
     def _embedder(
         self,
@@ -275,7 +273,7 @@ class Store:
             Path(base) if base else None,
         )
         result = import_vectors(self._db, vf, space, progress=progress)
-        self._refresh([space], progress=progress)
+        self._refresh(space, progress=progress)
         result.index = IndexStats.from_dict(self._db.spaces.get(space).index_stats)
         result.seconds = round(time.perf_counter() - t0, 2)
         return result
@@ -343,15 +341,14 @@ class Store:
         device: str = "auto",
     ) -> QueryResult:
         """The k most similar images to a stored image (by id or path) or to an outside file."""
-        sp = self.get_space(space)
         return run_query(
             self._db,
             self._indexes,
-            sp,
+            space,
             path=path,
             image_id=image_id,
             k=k,
-            embedder=lambda: self._embedder(sp.name, None, device, None, 0),
+            embedder=lambda name: self._embedder(name, None, device, None, 0),
         )
 
     def image_by_path(self, path: str) -> Image | None:
@@ -457,14 +454,21 @@ class Store:
         *,
         truth: Truth | None = None,
         run_id: int | None = None,
+        propagation: PropagationParams | None = None,
     ) -> Evaluation:
         """Score pseudo-labels: against ``truth`` (the latest or given propagation run), or by
-        repeated stratified hold-out of the expert labels."""
+        repeated stratified hold-out of the expert labels, propagated with ``propagation``
+        (default: the parameters of the space's latest propagation)."""
         from .labeling.evaluation import evaluate
 
         self._require_write()
         return evaluate(
-            self._db, space, params or EvaluationParams(), truth=self._truth(truth), run_id=run_id
+            self._db,
+            space,
+            params or EvaluationParams(),
+            truth=self._truth(truth),
+            run_id=run_id,
+            propagation=propagation,
         )
 
     def learning_curve(
@@ -476,9 +480,11 @@ class Store:
         repeats: int = 5,
         seed: int = 0,
         positive: str | None = None,
+        propagation: PropagationParams | None = None,
     ) -> LearningCurve:
-        """Accuracy (and recall of ``positive``) against the number of labels, fitted
-        a - b m^-c; stored as the run that `vecstore plan` extrapolates."""
+        """Accuracy (and recall of ``positive``) against the number of labels, propagated
+        with ``propagation`` (default PropagationParams()) and fitted a - b m^-c; stored as
+        the run that `vecstore plan` extrapolates."""
         from .labeling.curve import learning_curve
 
         self._require_write()
@@ -490,6 +496,7 @@ class Store:
             repeats=repeats,
             seed=seed,
             positive=positive,
+            params=propagation,
         )
 
     def suggest(
@@ -499,13 +506,15 @@ class Store:
         *,
         seed: int = 0,
         out: str | os.PathLike[str] | None = None,
+        propagation: PropagationParams | None = None,
     ) -> list[Suggestion]:
         """The n images whose labels would help most, with why each was picked; with
         ``out``, also written there as a CSV whose `label` column is left to fill (then
-        ``import_labels`` it)."""
+        ``import_labels`` it). Pseudo-label margins come from ``propagation`` (default
+        PropagationParams())."""
         from .labeling.suggestion import suggest, write_suggestions
 
-        picks = suggest(self._db, n, space, seed=seed)
+        picks = suggest(self._db, n, space, seed=seed, params=propagation)
         if out is not None:
             write_suggestions(out, picks)
         return picks

@@ -157,8 +157,8 @@ class ImageRepo:
         for image_id, error in w.errors:
             s.execute(update(Image).where(Image.id == image_id).values(error=error))
         for values in w.adopted:
-            image_id = values.pop("id")
-            s.execute(update(Image).where(Image.id == image_id).values(**values))
+            fields = {k: v for k, v in values.items() if k != "id"}
+            s.execute(update(Image).where(Image.id == values["id"]).values(**fields))
         if w.new_images:
             s.execute(insert(Image), w.new_images)
         if w.new_vectors:

@@ -68,8 +68,7 @@ class RunRepo:
         try:
             yield run
         except BaseException as exc:
-            done_so_far = partial() if partial is not None else {}
-            self.finish(run.id, {**done_so_far, "error": repr(exc)}, status="failed")
+            self.finish(run.id, {**_so_far(partial), "error": repr(exc)}, status="failed")
             raise
         self.finish(run.id, run.stats)
 
@@ -92,3 +91,14 @@ class RunRepo:
     def all(self) -> list[Run]:
         with self.db.session() as s:
             return list(s.scalars(select(Run).order_by(Run.id)))
+
+
+def _so_far(partial: Callable[[], dict[str, Any]] | None) -> dict[str, Any]:
+    """What a failed run had done, as ``partial()`` tells; its own failure is recorded too
+    rather than hiding the run's error or leaving the run marked running."""
+    if partial is None:
+        return {}
+    try:
+        return partial()
+    except Exception as exc:
+        return {"partial_error": repr(exc)}

@@ -23,10 +23,18 @@ SQLITE_MAX_PARAMS = 30000  # bound parameters per statement, under SQLite's limi
 FETCH_ROWS = 8192
 
 
-def from_blobs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+def from_blobs(space: Space, blobs: Sequence[bytes]) -> np.ndarray:
+    """(len(blobs), dim) float32 from the stored blobs, each checked to be dim float32 long
+    (a longer and a shorter one would otherwise cancel out and shift the rows between them)."""
+    width = space.dim * 4
+    if any(len(b) != width for b in blobs):
+        raise VecstoreError(
+            f"space {space.name!r} holds vectors of the wrong length "
+            f"(expected {space.dim} float32); run `vecstore check`"
+        )
     if not blobs:
-        return np.zeros((0, dim), np.float32)
-    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
+        return np.zeros((0, space.dim), np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), space.dim)
 
 
 @dataclass
@@ -53,7 +61,7 @@ class VectorRepo:
         rows = self.db.read(
             "SELECT vector FROM vectors WHERE space_id = ? AND image_id = ?", (space.id, image_id)
         )
-        return from_blobs([rows[0][0]], space.dim) if rows else None
+        return from_blobs(space, [rows[0][0]]) if rows else None
 
     def get(
         self, space: Space, ids: Sequence[int] | np.ndarray | None = None
@@ -70,7 +78,7 @@ class VectorRepo:
                 rows.extend(s.execute(q.where(Vector.image_id.in_(chunk))).all())
         rows.sort()
         out_ids = np.asarray([r[0] for r in rows], dtype=np.int64)
-        return out_ids, from_blobs([r[1] for r in rows], space.dim)
+        return out_ids, from_blobs(space, [r[1] for r in rows])
 
     def _all(self, space: Space) -> tuple[np.ndarray, np.ndarray]:
         """All vectors of a space, straight from the DB-API cursor into one preallocated array
@@ -91,19 +99,9 @@ class VectorRepo:
                     ids = np.resize(ids, len(ids) + grow)
                     x = np.resize(x, (len(x) + grow, dim))
                 ids[filled : filled + len(rows)] = [r[0] for r in rows]
-                x[filled : filled + len(rows)] = self._block(space, rows)
+                x[filled : filled + len(rows)] = from_blobs(space, [r[1] for r in rows])
                 filled += len(rows)
         return ids[:filled], x[:filled]
-
-    @staticmethod
-    def _block(space: Space, rows: list[tuple[int, bytes]]) -> np.ndarray:
-        blob = b"".join(r[1] for r in rows)
-        if len(blob) != space.dim * 4 * len(rows):
-            raise VecstoreError(
-                f"space {space.name!r} holds vectors of the wrong length "
-                f"(expected {space.dim} float32); run `vecstore check`"
-            )
-        return np.frombuffer(blob, np.float32).reshape(len(rows), space.dim)
 
     def add(self, s: Session, space_id: int, ids: Sequence[int], vectors: np.ndarray) -> None:
         """Insert one batch of vectors in session ``s`` (the caller commits)."""

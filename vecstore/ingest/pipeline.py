@@ -1,12 +1,12 @@
 """The ingest of a folder, as one recorded run: register the files (phase 1, with the
 descriptor vectors), take labels from folder names and metadata from a CSV, then embed in
-each space what it lacks (phase 2, the CNNs). Also ``embed``: phase 2 alone, for the images
-already in the store."""
+each space what it lacks (phase 2, the CNNs). Also ``embed_spaces``: phase 2 alone, for
+the images already in the store."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,14 +34,21 @@ class IngestOptions:
 
 
 def ingest_folder(
-    db: Database, root: str, embedders: Sequence[Embedder], options: IngestOptions
+    db: Database,
+    root: str,
+    embedders: Sequence[Embedder],
+    options: IngestOptions,
+    written: Callable[[], None] = lambda: None,
 ) -> IngestReport:
-    """Register every image under ``root`` and embed the new ones in each space."""
+    """Register every image under ``root`` and embed the new ones in each space; then call
+    ``written`` (the Store catches its indexes up there), still inside the run, so that a
+    failure there fails the run."""
     t0 = time.perf_counter()
     report = IngestReport(root=root)
     with db.runs.record("ingest", None, options.run_params, partial=report.to_dict) as run:
         report.run_id = run.id
         _phases(db, root, embedders, options, report)
+        written()
         report.seconds = time.perf_counter() - t0
         run.stats = report.to_dict()
     return report
@@ -99,13 +106,19 @@ def _labels_from_folders(
 
 
 def embed_spaces(
-    db: Database, embedders: Sequence[Embedder], run_params: dict[str, Any], progress: bool
+    db: Database,
+    embedders: Sequence[Embedder],
+    run_params: dict[str, Any],
+    progress: bool,
+    written: Callable[[str], None] = lambda space: None,
 ) -> list[SpaceEmbedStats]:
-    """Embed, in each space, the images of the store it lacks; one run per space."""
+    """Embed, in each space, the images of the store it lacks; one run per space, which
+    ends with ``written(space)`` (see ingest_folder)."""
     out = []
     for emb in embedders:
         with db.runs.record("embed", emb.info.name, run_params) as run:
             stats = embed_space(db, emb, progress)
+            written(emb.info.name)
             run.stats = {
                 "embedded": stats.embedded,
                 "failed": stats.failed,

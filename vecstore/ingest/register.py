@@ -62,7 +62,15 @@ def register_files(
     return reg.path_to_image
 
 
+def _imported_only(k: Row | None) -> bool:
+    """A known path whose image came from import-vectors and was never read here."""
+    return k is not None and k.sha256 is None and k.status == "ok"
+
+
 class _Registrar:
+    """Registers the files of one ingest, chunk by chunk: the space ids and descriptor
+    functions, the next image id, and path -> image id of the usable files found."""
+
     def __init__(self, db: Database, report: IngestReport, embedders: Sequence[Embedder]) -> None:
         self.db = db
         self.report = report
@@ -114,13 +122,7 @@ class _Registrar:
             w.errors.append((k.image_id, error))  # still unreadable: refresh the reason
             return
         hit = by_sha.get(sha) if sha else None
-        if (
-            hit is None
-            and error is None
-            and k is not None
-            and k.sha256 is None
-            and k.status == "ok"
-        ):
+        if hit is None and error is None and _imported_only(k):
             self._adopt(res, k, by_sha, w)
             return
         iid = self._image_of(res, k, hit, by_sha, w)

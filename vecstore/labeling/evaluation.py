@@ -21,7 +21,7 @@ from .propagation import spread
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..db import Database
-    from ..db.models import Space
+    from ..db.models import Run, Space
 
 
 @dataclass
@@ -55,10 +55,14 @@ def evaluate(
             f"--positive {params.positive!r} is not a label of this store "
             f"({', '.join(known) or 'none'})"
         )
+    prop = None
+    if truth is not None:  # the evaluation belongs to the space of the run it scores
+        prop = _propagation_run(db, sp, run_id)
+        sp = db.spaces.get(prop.space)
     mode = "truth" if truth is not None else "holdout"
     with db.runs.record("evaluate", sp.name, params.run_params(mode)) as run:
-        if truth is not None:
-            scored = _score_run(db, sp, truth, run_id)
+        if prop is not None:
+            scored = _score_run(db, sp, prop, truth)
         else:
             scored = _score_holdout(db, sp, known, params, propagation)
         result = _summarise(run.id, scored, params)
@@ -66,14 +70,19 @@ def evaluate(
     return result
 
 
-def _score_run(db: Database, sp: Space, truth: dict[int, str], run_id: int | None) -> _Scored:
-    """The predictions of a propagation run for the unlabeled images the truth file names."""
+def _propagation_run(db: Database, sp: Space, run_id: int | None) -> Run:
+    """Propagation run ``run_id``, else the latest of the space."""
     run = db.runs.get(run_id, "propagate") if run_id else db.runs.latest("propagate", sp.name)
     if run is None:
         raise NoRun(
             f"no propagation run for space {sp.name!r} yet: run "
             f"`vecstore propagate --space {sp.name}`"
         )
+    return run
+
+
+def _score_run(db: Database, sp: Space, run: Run, truth: dict[int, str]) -> _Scored:
+    """The predictions of a propagation run for the unlabeled images the truth file names."""
     classes = run.stats["classes"]
     seeds = db.labels.all()
     preds = db.outputs.predictions(run.id)
@@ -90,7 +99,7 @@ def _score_run(db: Database, sp: Space, truth: dict[int, str], run_id: int | Non
         proba=np.stack([np.frombuffer(p.distribution, np.float32) for p in scored]),
         classes=classes,
         details=TruthDetails(run.id, len(scored)),
-        space=db.spaces.get(run.space),
+        space=sp,
     )
 
 

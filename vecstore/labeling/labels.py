@@ -126,10 +126,11 @@ def resolve_rows(
     first_line: dict[int, int] = {}
     base = os.path.dirname(os.path.abspath(csv_path))
     for line, k, label in rows:
-        if not k or not label:
-            problems.append(
-                f"line {line}: empty {key}" if not k else f"line {line}: empty label for {k}"
-            )
+        if not k:
+            problems.append(f"line {line}: empty {key}")
+            continue
+        if not label:
+            problems.append(f"line {line}: empty label for {k}")
             continue
         img = _find(db, key, k, base)
         if img is None:
@@ -196,7 +197,7 @@ def read_truth(db: Database, csv_path: str | os.PathLike[str]) -> dict[int, str]
     resolved, problems = resolve_rows(db, key, rows, str(csv_path))
     problems = [p for p in problems if "is not in the store" not in p]
     if problems:
-        raise BadInput(f"truth CSV {csv_path} has bad rows:\n  " + "\n  ".join(problems[:10]))
+        raise BadInput(f"truth CSV {csv_path} has bad rows:\n  {_problem_list(problems)}")
     if not resolved:
         raise BadInput(f"no row of truth CSV {csv_path} matches an image of the store")
     return resolved

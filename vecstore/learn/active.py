@@ -8,6 +8,7 @@ import numpy as np
 
 from .cluster import FaissKMeans
 from .graph import knn_search
+from .knn import normalize
 
 
 def typicality(x: np.ndarray, k: int = 20) -> np.ndarray:
@@ -35,6 +36,7 @@ def choose_to_label(
     a row whose cosine similarity to a labeled or already picked row reaches
     ``duplicate_similarity`` is skipped as a near-duplicate.
     """
+    x = normalize(x)  # the duplicate check compares cosines
     rows = len(x)
     n = min(n, len(np.setdiff1d(np.arange(rows), labeled)))
     if n <= 0:

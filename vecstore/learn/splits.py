@@ -30,7 +30,10 @@ def draw_with_every_class(
     labels: np.ndarray, classes: list[str], m: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """(drawn, hidden) row indices of ``labels``: m rows drawn at random with at least one of
-    each class (the first of each class drawn first), and the rest."""
+    each class (the first of each class drawn first), and the rest. m below the number of
+    classes is refused."""
+    if m < len(classes):
+        raise ValueError(f"cannot draw {m} rows with one of each of {len(classes)} classes")
     first = [rng.choice(np.flatnonzero(labels == c)) for c in classes]
     rest = rng.permutation(np.setdiff1d(np.arange(len(labels)), first))
     drawn = np.concatenate([first, rest[: m - len(first)]]).astype(int)

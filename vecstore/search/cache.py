@@ -19,6 +19,7 @@ from ..db.models import utcnow
 from ..errors import BadInput
 from ..learn.knn import normalize
 from ..progress import progress_bar
+from ..results import IndexStats
 from .choice import plan_for, wants_rebuild
 from .index import RebuildNeeded, SpaceIndex
 
@@ -98,15 +99,15 @@ class IndexCache:
             bar.update(min(ADD_ROWS, len(ids) - start))
         bar.close()
         tuned = idx.tune(x, ids)
-        stats = {
-            "factory": factory,
-            "why": why,
-            "exact": idx.exact,
-            "n": len(ids),
+        stats = IndexStats(
+            factory=factory,
+            why=why,
+            exact=idx.exact,
+            n=len(ids),
             **tuned,
-            "seconds": round(time.perf_counter() - t0, 2),
-            "built_at": utcnow().isoformat(),
-        }
+            seconds=round(time.perf_counter() - t0, 2),
+            built_at=utcnow().isoformat(),
+        ).to_dict()  # kept as JSON in the space's row
         if self.write:
             self.db.spaces.record_index(space.id, factory, stats)
         space.index_type, space.index_stats = factory, stats

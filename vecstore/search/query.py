@@ -23,19 +23,21 @@ if TYPE_CHECKING:  # pragma: no cover
 def query(
     db: Database,
     indexes: IndexCache,
-    space: Space,
+    space_name: str | None,
     *,
     path: str | None,
     image_id: int | None,
     k: int,
-    embedder: Callable[[], Embedder],
+    embedder: Callable[[str], Embedder],
 ) -> QueryResult:
     """The k images most similar to a stored image (``image_id``, or ``path`` of a stored
-    file: itself left out) or to an outside file (``path``, embedded by ``embedder()``)."""
+    file: itself left out) or to an outside file (``path``, embedded by the space's
+    ``embedder(name)``), in the space named (the store's first when None)."""
     if (path is None) == (image_id is None):
         raise BadInput("give either an image path or --id, not both")
     if k < 1:
         raise BadInput("-k must be at least 1")
+    space = db.spaces.get(space_name)
     if image_id is not None:
         if not db.images.exists(image_id):
             raise UnknownImage(f"no image with id {image_id} in this store (see `vecstore info`)")
@@ -79,7 +81,7 @@ def _query_vector(
     space: Space,
     query_id: int | None,
     path: str | None,
-    embedder: Callable[[], Embedder],
+    embedder: Callable[[str], Embedder],
 ) -> np.ndarray:
     """(1, dim): the stored vector of ``query_id``, or the embedding of the file ``path``."""
     if query_id is not None:
@@ -92,7 +94,7 @@ def _query_vector(
         return v
     from ..embedders import open_image
 
-    model = embedder()
+    model = embedder(space.name)
     try:
         return model.embed_image(open_image(path))[None, :]
     except EmbedError as exc:
