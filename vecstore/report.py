@@ -13,6 +13,7 @@ import io
 import json
 import os
 import time
+from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +103,8 @@ def collect(
         table = export_rows(db, prop, review_rules(db, prop, None), cluster_run)
         rows = {r["image_id"]: r for r in table}
     chosen = _map_sample(ids, experts, rng)
+    facts = _Facts(path_of, experts, clusters, rows)
+    coords = project(x[chosen], projection, seed)
     return {
         "title": f"vecstore report: space {sp.name}",
         "space": {
@@ -120,7 +123,7 @@ def collect(
         "cluster_run": {"run": cluster_run.id, "params": cluster_run.params}
         if cluster_run
         else None,
-        "points": _points(ids, x, chosen, projection, seed, rows, experts, clusters, path_of, rng),
+        "points": _points(ids[chosen], coords, facts, rng),
         "grids": _grids(clusters, path_of, rng),
         "review": _review(rows),
         "review_total": sum(1 for r in rows.values() if r["needs_review"]),
@@ -140,28 +143,40 @@ def _map_sample(ids: np.ndarray, experts: dict[int, str], rng: np.random.Generat
     return np.sort(np.concatenate([must, extra]))[:MAX_POINTS]
 
 
-def _points(ids, x, chosen, projection, seed, rows, experts, clusters, path_of, rng) -> list[dict]:
-    coords = project(x[chosen], projection, seed)
-    thumbs_for = set(rng.choice(len(chosen), min(MAX_THUMBS, len(chosen)), replace=False).tolist())
+@dataclass
+class _Facts:
+    """What the report knows of each image."""
+
+    path_of: dict[int, str]
+    experts: dict[int, str]  # expert labels
+    clusters: dict[int, int]  # of the latest clustering
+    rows: dict[int, dict[str, Any]]  # export rows of the propagation shown
+
+    def point(self, iid: int) -> dict[str, Any]:
+        row = self.rows.get(iid, {})
+        propagated = row.get("source") == "propagated"
+        return {
+            "id": iid,
+            "path": self.path_of.get(iid, "?"),
+            "cluster": self.clusters.get(iid),
+            "expert": self.experts.get(iid),
+            "pseudo": row.get("label") if propagated else self.experts.get(iid),
+            "confidence": row.get("confidence"),
+            "review": bool(row.get("needs_review", False)),
+        }
+
+
+def _points(
+    ids: np.ndarray, coords: np.ndarray, facts: _Facts, rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """The map's points (ids, their coordinates), a sample of them with a thumbnail."""
+    thumbs_for = set(rng.choice(len(ids), min(MAX_THUMBS, len(ids)), replace=False).tolist())
     points = []
-    for j, r in enumerate(chosen):
-        iid = int(ids[r])
-        row = rows.get(iid, {})
-        points.append(
-            {
-                "id": iid,
-                "path": path_of.get(iid, "?"),
-                "x": coords[j].tolist(),
-                "cluster": clusters.get(iid),
-                "expert": experts.get(iid),
-                "pseudo": row.get("label")
-                if row.get("source") == "propagated"
-                else experts.get(iid),
-                "confidence": row.get("confidence"),
-                "review": bool(row.get("needs_review", False)),
-                "thumb": thumbnail(path_of[iid]) if j in thumbs_for and iid in path_of else None,
-            }
-        )
+    for j, i in enumerate(ids):
+        iid = int(i)
+        path = facts.path_of.get(iid)
+        thumb = thumbnail(path) if j in thumbs_for and path is not None else None
+        points.append({**facts.point(iid), "x": coords[j].tolist(), "thumb": thumb})
     return points
 
 
