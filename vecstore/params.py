@@ -166,3 +166,21 @@ class PlanRequest:
             raise ParamError("budget_eur", f"must be 0 or more, not {self.budget_eur}")
         if self.eur_per_label <= 0:
             raise ParamError("eur_per_label", f"must be more than 0, not {self.eur_per_label}")
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """What vecstore agrees to read as an image: a regular file (never a FIFO or a device),
+    at most ``max_bytes`` long, of at most ``max_pixels`` pixels once decoded (a small file
+    can declare a huge image: a decompression bomb); links leaving the ingested folder are
+    followed only with ``follow_links``."""
+
+    max_pixels: int = 100_000_000  # 10,000 x 10,000; Pillow's own default warns at 89M
+    max_bytes: int = 2**30
+    follow_links: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1:
+            raise ParamError("max_pixels", f"must be at least 1, not {self.max_pixels}")
+        if self.max_bytes < 1:
+            raise ParamError("max_bytes", f"must be at least 1, not {self.max_bytes}")
