@@ -13,6 +13,7 @@ from vecstore import __version__
 from vecstore.errors import VecstoreError
 
 from .context import Ctx
+from .forget import forget
 from .ingest import embed, import_vectors, ingest
 from .labeling import cluster, evaluate, export, propagate, suggest
 from .labels import labels
@@ -55,6 +56,7 @@ for command in (
     ingest,
     embed,
     import_vectors,
+    forget,
     query,
     reindex,
     info,

@@ -1,4 +1,5 @@
-"""Expert labels: `vecstore labels` (counts), `labels import`, `labels set`, `labels remove`."""
+"""Expert labels: `vecstore labels` (counts), `labels import`, `set`, `remove`, `undo`,
+`history`. Every change is a recorded batch (who, when, from what) that `undo` takes back."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 import click
 
 from .context import Ctx
-from .options import output_option
+from .options import output_option, who_option
 from .output import emit_rows
+
+BATCH_COLUMNS = ["id", "at", "who", "kind", "source", "changes", "undone_by"]
+EVENT_COLUMNS = ["batch", "at", "who", "kind", "path", "old_label", "new_label", "review_reason"]
 
 
 @click.group(invoke_without_command=True)
@@ -24,6 +28,8 @@ def labels(ctx: click.Context, fmt: str) -> None:
       vecstore labels import labels.csv          # columns: path (or sha256), label
       vecstore labels set scans/x.png cancer
       vecstore labels remove scans/x.png
+      vecstore labels undo                       # takes back the last change
+      vecstore labels history scans/x.png        # who labeled it, when, what it was
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -43,15 +49,28 @@ def labels(ctx: click.Context, fmt: str) -> None:
 @click.option(
     "--new-class", is_flag=True, help="Accept labels that are not yet a class of the store."
 )
+@click.option(
+    "--accept-pseudo-labels",
+    "accept_pseudo",
+    is_flag=True,
+    help="Accept the rows of vecstore's own pseudo-labels (an export's source=propagated) as "
+    "labels, recorded with the source accepted-pseudo:<file> (default: refuse them).",
+)
+@who_option
 @click.pass_obj
-def labels_import(obj: Ctx, csv_file: Path, replace: bool, new_class: bool) -> None:
+def labels_import(
+    obj: Ctx, csv_file: Path, replace: bool, new_class: bool, accept_pseudo: bool, who: str | None
+) -> None:
     """Import expert labels from CSV_FILE (columns `path` or `sha256`, and `label`).
 
     All rows or none: an unknown image, an empty label, the same image with two labels, an
-    unknown class (a typo?) stops the import with the list of bad rows.
+    unknown class (a typo?), or rows that are vecstore's own pseudo-labels (an export's
+    `source` column) stop the import with the list of bad rows.
     """
     with obj.open(write=True) as store:
-        counts = store.import_labels(csv_file, replace=replace, new_class=new_class)
+        counts = store.import_labels(
+            csv_file, replace=replace, new_class=new_class, accept_pseudo=accept_pseudo, who=who
+        )
     click.echo(
         f"imported {csv_file}: {counts.added} added, {counts.replaced} replaced, "
         f"{counts.unchanged} unchanged"
@@ -63,20 +82,71 @@ def labels_import(obj: Ctx, csv_file: Path, replace: bool, new_class: bool) -> N
 @click.argument("label")
 @click.option("--replace", is_flag=True, help="Change an existing expert label.")
 @click.option("--new-class", is_flag=True, help="Accept a label that is not yet a class.")
+@who_option
 @click.pass_obj
-def labels_set(obj: Ctx, target: str, label: str, replace: bool, new_class: bool) -> None:
+def labels_set(
+    obj: Ctx, target: str, label: str, replace: bool, new_class: bool, who: str | None
+) -> None:
     """Set the expert label of TARGET (an image path, sha256 or id)."""
     with obj.open(write=True) as store:
-        change = store.set_label(target, label, replace=replace, new_class=new_class)
+        change = store.set_label(target, label, replace=replace, new_class=new_class, who=who)
     was = f" (was {change.previous})" if change.previous and change.previous != change.label else ""
     click.echo(f"image {change.image_id}: {change.label}{was}")
 
 
 @labels.command("remove")
 @click.argument("target")
+@who_option
 @click.pass_obj
-def labels_remove(obj: Ctx, target: str) -> None:
+def labels_remove(obj: Ctx, target: str, who: str | None) -> None:
     """Remove the expert label of TARGET (an image path, sha256 or id)."""
     with obj.open(write=True) as store:
-        change = store.remove_label(target)
+        change = store.remove_label(target, who=who)
     click.echo(f"image {change.image_id}: label {change.previous} removed")
+
+
+@labels.command("undo")
+@click.option(
+    "--batch",
+    "batch",
+    type=int,
+    default=None,
+    help="The batch to undo (see `vecstore labels history`; default: the latest).",
+)
+@who_option
+@click.pass_obj
+def labels_undo(obj: Ctx, batch: int | None, who: str | None) -> None:
+    """Undo a batch of label changes: its images get back exactly the labels they had.
+
+    Refused when a later batch changed one of its images (undo that one first).
+
+    \b
+    Examples:
+      vecstore labels undo
+      vecstore labels undo --batch 12
+    """
+    with obj.open(write=True) as store:
+        r = store.undo_labels(batch, who=who)
+    gone = f"; {r.gone} of its images are no longer in the store" if r.gone else ""
+    click.echo(
+        f"undid batch {r.batch} ({r.kind}): {r.restored} labels restored, recorded as batch "
+        f"{r.undo_batch}{gone}"
+    )
+
+
+@labels.command("history")
+@click.argument("target", required=False)
+@output_option()
+@click.pass_obj
+def labels_history(obj: Ctx, target: str | None, fmt: str) -> None:
+    """Every batch of label changes, or the changes of TARGET (a path, sha256 or id).
+
+    \b
+    Examples:
+      vecstore labels history
+      vecstore labels history scans/x.png --json
+    """
+    with obj.open() as store:
+        rows = [r.to_dict() for r in store.label_history(target)]
+    columns = BATCH_COLUMNS if target is None else EVENT_COLUMNS
+    emit_rows(rows, list(rows[0]) if rows and fmt != "table" else columns, fmt)

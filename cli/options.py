@@ -103,6 +103,15 @@ def run_option(help: str) -> Callable[[F], F]:
     return click.option("--run", "run_id", type=int, default=None, help=help)
 
 
+who_option = click.option(
+    "--who",
+    metavar="NAME",
+    default=None,
+    help="Who makes this change, as recorded in the label history (default: $VECSTORE_USER, "
+    "else your login).",
+)
+
+
 def truth_option(help: str) -> Callable[[F], F]:
     return click.option("--truth", type=click.Path(dir_okay=False), default=None, help=help)
 

@@ -19,6 +19,7 @@ from vecstore import __version__
 from vecstore.db import Database
 from vecstore.db import lock as lock_module
 from vecstore.db.images import ChunkWrite
+from vecstore.db.labels import CHANGED, BatchInfo, Carry, Change
 from vecstore.db.lock import WriteLock
 from vecstore.embedders.base import SpaceInfo
 from vecstore.errors import NoRun, StoreLocked, UnknownSpace, VecstoreError
@@ -480,17 +481,21 @@ def test_to_embed_lists_usable_hashed_images_without_a_vector_in_the_space(datab
     assert database.images.to_embed(other.id) == [(1, "/has-vector.png"), (2, "/todo.png")]
 
 
-def test_mark_failed_records_the_reason(database, space):
+def test_embed_failures_are_per_space_and_cleared_by_a_vector(database, space):
     add_images(database, (1, "/a.png", SHA[1], "ok"), (2, "/b.png", SHA[2], "ok"))
     with database.session() as s:
-        database.images.mark_failed(s, [(2, "hog: cannot decode"), (99, "unknown id")])
+        database.vectors.record_failures(s, space.id, [(2, "cannot read file: gone")])
         s.commit()
-    assert query(database, "SELECT id, status, error FROM images ORDER BY id") == [
-        (1, "ok", None),
-        (2, "failed", "hog: cannot decode"),
+    assert query(database, "SELECT id, status FROM images ORDER BY id") == [(1, "ok"), (2, "ok")]
+    assert database.images.failures() == [
+        ("/b.png", "imp: cannot read file: gone (tried again next time)")
     ]
-    assert database.images.failures() == [("/b.png", "hog: cannot decode")]
-    assert database.images.to_embed(space.id) == [(1, "/a.png")]
+    assert database.images.to_embed(space.id) == [(1, "/a.png"), (2, "/b.png")]
+    with database.session() as s:
+        database.vectors.add(s, space.id, [2], vectors(1))
+        s.commit()
+    assert database.images.failures() == []
+    assert query(database, "SELECT COUNT(*) FROM embed_failures") == [(0,)]
 
 
 def test_merge_metadata_adds_columns_to_what_an_image_has(database):
@@ -504,23 +509,28 @@ def test_merge_metadata_adds_columns_to_what_an_image_has(database):
     ]
 
 
-def test_write_chunk_drops_an_image_whose_only_path_now_holds_other_bytes(database, space):
+def test_a_path_s_new_content_takes_its_label_and_the_old_image_goes(database, space):
     add_images(database, (1, "/a.png", SHA[1], "ok"), (2, "/b.png", SHA[2], "ok"))
     add_vector(database, space.id, 1)
-    database.labels.set(1, "cancer", "cli")
+    _set(database, {1: "cancer"}, "cli")
     (path_id,) = query(database, "SELECT id FROM image_paths WHERE path = '/a.png'")[0]
     moved = ChunkWrite(
         new_images=[{"id": 3, "path": "/a.png", "sha256": SHA[3], "status": "ok"}],
         path_updates=[{"b_id": path_id, "b_image_id": 3, "b_size": 10, "b_mtime": 5}],
+        carry=[Carry(1, 3, "/a.png", same_pixels=False)],
         left=[1],
     )
     with database.session() as s:
         database.images.write_chunk(s, moved)
+        assert database.labels.carry(s, moved.carry, "tester", "ingest run 1") == 1
+        database.images.drop_pathless(s, moved.left)
         s.commit()
     assert not database.images.exists(1)
     assert database.images.by_path("/a.png").id == 3
     assert query(database, "SELECT count(*) FROM vectors") == [(0,)]
-    assert database.labels.all() == {}
+    assert query(database, "SELECT image_id, label, source, review_reason FROM labels") == [
+        (3, "cancer", "cli", CHANGED)
+    ]
     assert database.integrity() == ("ok", [])
 
 
@@ -531,26 +541,50 @@ def four_images(database, space) -> list[int]:
     return [1, 2, 3, 4]
 
 
-def test_set_adds_then_replaces_a_label(database, four_images):
-    database.labels.set(1, "normal", "folder")
+def _set(database, changes: dict, source: str, kind: str = "set"):
+    return database.labels.apply(
+        [Change(i, lab, source) for i, lab in changes.items()], BatchInfo(kind, "tester", source)
+    )
+
+
+def test_apply_adds_then_replaces_a_label_as_batches(database, four_images):
+    first = _set(database, {1: "normal"}, "folder")
     assert (database.labels.get(1).label, database.labels.get(1).source) == ("normal", "folder")
-    database.labels.set(1, "cancer", "cli")
-    assert query(database, "SELECT image_id, label, source FROM labels") == [(1, "cancer", "cli")]
+    second = _set(database, {1: "cancer"}, "cli")
+    assert query(database, "SELECT image_id, label, source, batch_id FROM labels") == [
+        (1, "cancer", "cli", second)
+    ]
     assert database.labels.get(2) is None
+    assert query(
+        database, "SELECT batch_id, image_id, old_label, new_label FROM label_events ORDER BY id"
+    ) == [(first, 1, None, "normal"), (second, 1, "normal", "cancer")]
+    assert query(database, "SELECT id, kind, who FROM label_batches") == [
+        (first, "set", "tester"),
+        (second, "set", "tester"),
+    ]
 
 
-def test_remove_a_label(database, four_images):
-    database.labels.set(1, "normal", "folder")
-    database.labels.set(2, "cancer", "folder")
-    database.labels.remove(1)
-    database.labels.remove(3)  # no label: nothing to do
+def test_apply_that_changes_nothing_records_no_batch(database, four_images):
+    _set(database, {1: "normal"}, "folder")
+    assert _set(database, {1: "normal"}, "folder") is None
+    assert _set(database, {3: None}, "cli") is None  # no label to remove
+    assert query(database, "SELECT COUNT(*) FROM label_batches") == [(1,)]
+
+
+def test_apply_removes_a_label_and_records_what_it_was(database, four_images):
+    _set(database, {1: "normal", 2: "cancer"}, "folder")
+    removed = database.labels.apply([Change(1, None)], BatchInfo("remove", "tester", "cli"))
     assert database.labels.all() == {2: "cancer"}
+    assert query(
+        database,
+        "SELECT old_label, old_source, new_label, new_source FROM label_events WHERE batch_id=?",
+        removed,
+    ) == [("normal", "folder", None, None)]
 
 
-def test_write_sets_many_labels_replacing_existing_ones(database, four_images):
-    database.labels.set(1, "normal", "folder")
-    database.labels.set(2, "normal", "folder")
-    database.labels.write({2: "cancer", 3: "cancer", 4: "normal"}, "csv:labels.csv")
+def test_apply_sets_many_labels_replacing_existing_ones_in_one_batch(database, four_images):
+    _set(database, {1: "normal", 2: "normal"}, "folder")
+    batch = _set(database, {2: "cancer", 3: "cancer", 4: "normal"}, "csv:labels.csv", "import")
     rows = query(database, "SELECT image_id, label, source FROM labels ORDER BY image_id")
     assert rows == [
         (1, "normal", "folder"),
@@ -558,23 +592,25 @@ def test_write_sets_many_labels_replacing_existing_ones(database, four_images):
         (3, "cancer", "csv:labels.csv"),
         (4, "normal", "csv:labels.csv"),
     ]
+    assert [(b.id, n) for b, n in database.labels.batches()][-1] == (batch, 3)
 
 
 def test_label_counts_sorted_by_label_then_source(database, four_images):
-    database.labels.write({3: "normal", 4: "cancer"}, "folder")
-    database.labels.write({1: "normal", 2: "cancer"}, "cli")
+    _set(database, {3: "normal", 4: "cancer"}, "folder")
+    _set(database, {1: "normal", 2: "cancer"}, "cli")
     assert database.labels.counts() == [
-        ("cancer", "cli", 1),
-        ("cancer", "folder", 1),
-        ("normal", "cli", 1),
-        ("normal", "folder", 1),
+        ("cancer", "cli", 1, 0),
+        ("cancer", "folder", 1, 0),
+        ("normal", "cli", 1, 0),
+        ("normal", "folder", 1, 0),
     ]
     assert database.labels.all() == {1: "normal", 2: "cancer", 3: "normal", 4: "cancer"}
 
 
 def test_a_label_needs_an_existing_image(database):
     with pytest.raises(sqlalchemy.exc.IntegrityError, match="FOREIGN KEY"):
-        database.labels.set(42, "cancer", "cli")
+        _set(database, {42: "cancer"}, "cli")
+    assert query(database, "SELECT COUNT(*) FROM label_batches") == [(0,)]
 
 
 # ---- outputs --------------------------------------------------------------------------------

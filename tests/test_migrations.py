@@ -96,3 +96,43 @@ def test_old_store_is_upgraded_on_open_and_keeps_its_data(store_path, image_dir,
     assert db("SELECT version_num FROM alembic_version") == [(head_revision(),)]
     tables = {r[0] for r in db("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"cluster_assignments", "predictions"} <= tables
+
+
+def test_upgrading_keeps_every_row_of_the_tables_that_point_at_images(store_path, image_dir, db):
+    """Making image ids never reused recreates the images table: with foreign keys on, a
+    plain DROP TABLE would delete every vector, path and label with it."""
+    from alembic import command
+
+    from vecstore.db import alembic_config, make_engine
+
+    store_path.mkdir()
+    engine = make_engine(store_path / "vecstore.db")
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    engine.dispose()
+    con = sqlite3.connect(store_path / "vecstore.db")
+    con.executescript(
+        "INSERT INTO images (id, sha256, path, status, added_at) VALUES "
+        "(7, 'ab', '/x.png', 'ok', '2026-01-01'), (9, 'cd', '/y.png', 'ok', '2026-01-01');"
+        "INSERT INTO image_paths (image_id, path, added_at) VALUES (7, '/x.png', '2026-01-01'),"
+        " (9, '/y.png', '2026-01-01');"
+        "INSERT INTO spaces (id, name, model, dim, preprocessing, weights, weights_random,"
+        " created_at) VALUES (1, 'imp', 'imported', 2, '-', '-', 0, '2026-01-01');"
+        "INSERT INTO vectors (space_id, image_id, vector) VALUES (1, 7, x'0000803f00000000'),"
+        " (1, 9, x'000000000000803f');"
+        "INSERT INTO labels (image_id, label, source, created_at) VALUES"
+        " (7, 'cancer', 'cli', '2026-01-01');"
+    )
+    con.commit()
+    con.close()
+    Store.open(store_path, write=True).close()
+    assert db("SELECT version_num FROM alembic_version") == [(head_revision(),)]
+    assert db("SELECT image_id, label FROM labels") == [(7, "cancer")]
+    assert db("SELECT image_id FROM vectors ORDER BY image_id") == [(7,), (9,)]
+    assert db("SELECT image_id, path FROM image_paths ORDER BY image_id") == [
+        (7, "/x.png"),
+        (9, "/y.png"),
+    ]
+    assert db("PRAGMA foreign_key_check") == []

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from .models import Image, ImagePath, Vector
+from .labels import Carry
+from .models import EmbedFailure, Image, ImagePath, Space, Vector, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .connections import Connections
@@ -28,6 +29,10 @@ class ChunkWrite:
     path_updates: list[dict[str, Any]] = field(default_factory=list)
     errors: list[tuple[int, str | None]] = field(default_factory=list)  # (image id, reason)
     adopted: list[dict[str, Any]] = field(default_factory=list)  # imported images read now
+    revived: list[dict[str, Any]] = field(default_factory=list)  # failed images now readable
+    # (path row, reason): a known file unreadable now; its image, vectors and labels are kept
+    problems: list[tuple[int, str]] = field(default_factory=list)
+    carry: list[Carry] = field(default_factory=list)  # labels that follow their path
     left: list[int] = field(default_factory=list)  # images a path of this chunk moved away from
 
 
@@ -74,9 +79,80 @@ class ImageRepo:
             return list(s.execute(q.order_by(Image.id)).all())
 
     def failures(self) -> list[tuple[str, str]]:
+        """(path, reason) of the files that failed, and of the images a space could not
+        embed (tried again by the next ingest or embed), sorted by path."""
+        failed = select(Image.path, Image.error).where(Image.status == "failed")
+        embed = (
+            select(Image.path, Space.name, EmbedFailure.reason)
+            .join(Image, Image.id == EmbedFailure.image_id)
+            .join(Space, Space.id == EmbedFailure.space_id)
+        )
         with self.db.session() as s:
-            q = select(Image.path, Image.error).where(Image.status == "failed")
-            return [(p, e or "") for p, e in s.execute(q.order_by(Image.path))]
+            rows = [(p, e or "") for p, e in s.execute(failed)]
+            rows += [
+                (p, f"{space}: {why} (tried again next time)") for p, space, why in s.execute(embed)
+            ]
+        return sorted(rows)
+
+    def existing(self, ids: Sequence[int]) -> set[int]:
+        """Those of ``ids`` that are images of the store."""
+        out: set[int] = set()
+        ids = list(ids)
+        for start in range(0, len(ids), 30000):
+            part = ids[start : start + 30000]
+            marks = ",".join("?" * len(part))
+            out.update(
+                i for (i,) in self.db.read(f"SELECT id FROM images WHERE id IN ({marks})", part)
+            )
+        return out
+
+    def paths_under(self, folder: str) -> set[str]:
+        """The known paths inside ``folder`` (an absolute path), at any depth."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        rows = self.db.read(
+            "SELECT path FROM image_paths WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {p for (p,) in rows}
+
+    def owners(self, paths: Iterable[str]) -> dict[str, int]:
+        """path -> image id, for those of ``paths`` the store knows."""
+        paths = list(paths)
+        out: dict[str, int] = {}
+        for start in range(0, len(paths), 30000):
+            part = paths[start : start + 30000]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT path, image_id FROM image_paths WHERE path IN ({marks})"
+            out.update(dict(self.db.read(sql, part)))
+        return out
+
+    def left_without_paths(self, owners: dict[str, int]) -> set[int]:
+        """The images that would have no path left once the paths of ``owners`` are gone."""
+        ids = set(owners.values())
+        with self.db.session() as s:
+            rows = s.execute(
+                select(ImagePath.image_id, ImagePath.path).where(ImagePath.image_id.in_(ids))
+            )
+            kept = {iid for iid, path in rows if path not in owners}
+        return ids - kept
+
+    def forget(self, paths: Iterable[str]) -> None:
+        """Delete these paths, and the images left with none (with their vectors, labels and
+        run outputs: ON DELETE CASCADE), in one transaction."""
+        paths = list(paths)
+        with self.db.session() as s:
+            owners = set()
+            for start in range(0, len(paths), 30000):
+                part = paths[start : start + 30000]
+                owners.update(s.scalars(select(ImagePath.image_id).where(ImagePath.path.in_(part))))
+                s.execute(delete(ImagePath).where(ImagePath.path.in_(part)))
+            self.drop_pathless(s, sorted(owners))
+            s.commit()
+
+    def unavailable(self) -> list[tuple[str, str]]:
+        """(path, problem) of the known files that could not be read at the last ingest."""
+        q = select(ImagePath.path, ImagePath.problem).where(ImagePath.problem.is_not(None))
+        with self.db.session() as s:
+            return [(p, why) for p, why in s.execute(q.order_by(ImagePath.path))]
 
     def counts(self) -> dict[str, int]:
         """{"ok": usable images, "failed": failed files, "paths": file paths}."""
@@ -109,12 +185,6 @@ class ImageRepo:
             return [(i, p) for i, p in s.execute(q)]
 
     # ---- writes -----------------------------------------------------------------------------
-    def mark_failed(self, s: Session, failed: Iterable[tuple[int, str]]) -> None:
-        for image_id, reason in failed:
-            img = s.get(Image, image_id)
-            if img is not None:
-                img.status, img.error = "failed", reason
-
     def merge_metadata(self, values: dict[int, dict[str, Any]]) -> int:
         """Add each image's metadata columns to what it has; returns the images updated."""
         with self.db.session() as s:
@@ -127,11 +197,15 @@ class ImageRepo:
 
     # ---- one ingest chunk -------------------------------------------------------------------
     def next_id(self) -> int:
-        with self.db.session() as s:
-            return (s.scalar(select(func.max(Image.id))) or 0) + 1
+        """The first id never given to an image: past the largest id SQLite's AUTOINCREMENT
+        has handed out (sqlite_sequence), even if that image has been deleted since."""
+        seq = self.db.read("SELECT seq FROM sqlite_sequence WHERE name = 'images'")
+        largest = self.db.read("SELECT max(id) FROM images")[0][0]
+        return max(seq[0][0] if seq else 0, largest or 0) + 1
 
     def known_paths(self, s: Session, paths: Sequence[str]) -> dict[str, Row]:
-        """path -> (path_id, path, image_id, size, mtime_ns, status, sha256) for known paths."""
+        """path -> (path_id, path, image_id, size, mtime_ns, problem, status, sha256,
+        pixels_sha256) for the known paths."""
         q = (
             select(
                 ImagePath.id.label("path_id"),
@@ -139,8 +213,10 @@ class ImageRepo:
                 ImagePath.image_id,
                 ImagePath.size,
                 ImagePath.mtime_ns,
+                ImagePath.problem,
                 Image.status,
                 Image.sha256,
+                Image.pixels_sha256,
             )
             .join(Image, Image.id == ImagePath.image_id)
             .where(ImagePath.path.in_(list(paths)))
@@ -153,12 +229,21 @@ class ImageRepo:
         return {r.sha256: r for r in s.execute(q)}
 
     def write_chunk(self, s: Session, w: ChunkWrite) -> None:
-        """Write a chunk's rows in session ``s`` (the caller commits)."""
+        """Write a chunk's rows in session ``s`` (the caller carries the labels of changed
+        paths, then drops the images left without a path: ``drop_pathless``)."""
         for image_id, error in w.errors:
             s.execute(update(Image).where(Image.id == image_id).values(error=error))
-        for values in w.adopted:
+        for values in [*w.adopted, *w.revived]:
             fields = {k: v for k, v in values.items() if k != "id"}
             s.execute(update(Image).where(Image.id == values["id"]).values(**fields))
+        now = utcnow()
+        for path_id, reason in w.problems:
+            s.execute(
+                update(ImagePath)
+                .where(ImagePath.id == path_id, ImagePath.problem.is_(None))
+                .values(problem_since=now)
+            )
+            s.execute(update(ImagePath).where(ImagePath.id == path_id).values(problem=reason))
         if w.new_images:
             s.execute(insert(Image), w.new_images)
         if w.new_vectors:
@@ -174,14 +259,19 @@ class ImageRepo:
                     image_id=bindparam("b_image_id"),
                     size=bindparam("b_size"),
                     mtime_ns=bindparam("b_mtime"),
+                    problem=None,
+                    problem_since=None,
                 )
             )
             s.connection().execute(stmt, w.path_updates)
-        for image_id in w.left:
+
+    def drop_pathless(self, s: Session, image_ids: Iterable[int]) -> None:
+        for image_id in image_ids:
             self._drop_if_pathless(s, image_id)
 
     def _drop_if_pathless(self, s: Session, image_id: int) -> None:
-        """An image whose last path now holds other bytes is gone (vectors and labels too)."""
+        """An image whose last path now holds other bytes is gone, with its vectors (its
+        label went to the path's new image first: LabelRepo.carry)."""
         q = select(ImagePath.path).where(ImagePath.image_id == image_id).limit(1)
         remaining = s.scalar(q)
         if remaining is None:

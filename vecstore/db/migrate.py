@@ -19,7 +19,8 @@ def alembic_config(engine: Engine | None = None):
     cfg = Config()
     cfg.set_main_option("script_location", os.path.dirname(migrations.__file__))
     if engine is not None:
-        cfg.set_main_option("sqlalchemy.url", str(engine.url))
+        # a '%' in the store's path would read as ConfigParser interpolation
+        cfg.set_main_option("sqlalchemy.url", str(engine.url).replace("%", "%%"))
     return cfg
 
 
@@ -32,14 +33,31 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The schema revision in alembic_version; None for a database without tables yet. A
+    version table that holds several rows, or none beside vecstore's tables, was changed by
+    hand: refused, since migrating would run on a schema it does not describe."""
     with engine.connect() as conn:
-        has_table = conn.execute(
-            text("SELECT 1 FROM sqlite_master WHERE type='table' AND name='alembic_version'")
-        ).first()
-        if not has_table:
-            return None
-        row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
-        return row[0] if row else None
+        tables = {
+            r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))
+        }
+        rows = []
+        if "alembic_version" in tables:
+            rows = [r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
+    if len(rows) > 1:
+        raise StoreVersionError(
+            f"the store's schema version table alembic_version holds {len(rows)} rows "
+            f"({', '.join(map(repr, rows))}) where it holds one: it was changed by hand. Keep "
+            f"only the right row (this vecstore's schema head is {head_revision()!r}) or "
+            "restore a backup of vecstore.db"
+        )
+    if not rows and tables - {"alembic_version", "sqlite_sequence"}:
+        raise StoreVersionError(
+            "the store's schema version table alembic_version is empty (or gone) but the "
+            "database holds tables: it was changed by hand. Restore a backup of vecstore.db, "
+            "or put back the revision the store is at (this vecstore's schema head is "
+            f"{head_revision()!r})"
+        )
+    return rows[0] if rows else None
 
 
 def run_migrations(engine: Engine, *, upgrade: bool = True) -> str:
@@ -47,7 +65,6 @@ def run_migrations(engine: Engine, *, upgrade: bool = True) -> str:
 
     Returns the schema revision the store is at afterwards.
     """
-    from alembic import command
     from alembic.script import ScriptDirectory
 
     cfg = alembic_config(engine)
@@ -61,11 +78,33 @@ def run_migrations(engine: Engine, *, upgrade: bool = True) -> str:
             raise StoreVersionError(
                 f"this store has schema revision {current!r}, which this vecstore "
                 f"(schema head {head!r}) does not know: it was written by a newer vecstore. "
-                "Upgrade vecstore (pip install -U vecstore) to open it."
+                "Upgrade vecstore (pip install -U vecstore) to open it. (If no newer vecstore "
+                "wrote it, its alembic_version table was changed by hand: restore a backup.)"
             ) from exc
     if current == head or not upgrade:
         return current or ""
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    _upgrade(engine, cfg)
     return head or ""
+
+
+def _upgrade(engine: Engine, cfg) -> None:
+    """Upgrade to head with foreign keys off: SQLite changes a table by copying it, and
+    dropping the old copy with foreign keys on would delete every row that points at it
+    (ON DELETE CASCADE). The keys are checked once the schema is at head."""
+    from alembic import command
+
+    with engine.connect() as conn:
+        pragma = conn.connection.driver_connection.execute  # outside any transaction
+        pragma("PRAGMA foreign_keys=OFF")  # (a no-op inside one)
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise StoreVersionError(
+                        f"the schema upgrade would leave {len(broken)} rows pointing at rows "
+                        f"that do not exist (first: {tuple(broken[0])}); nothing was changed"
+                    )
+        finally:
+            pragma("PRAGMA foreign_keys=ON")

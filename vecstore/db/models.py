@@ -47,12 +47,17 @@ class Image(Base):
     status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | failed
     error: Mapped[str | None] = mapped_column(Text)
     metadata_json: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # sha256 of the decoded pixels (mode, size, bytes): a file re-saved with the same pixels
+    # keeps its expert label silently; NULL for images read before it was recorded
+    pixels_sha256: Mapped[str | None] = mapped_column(String(64))
 
     paths: Mapped[list[ImagePath]] = relationship(
         back_populates="image", cascade="all, delete-orphan"
     )
 
-    __table_args__ = (Index("ix_images_status", "status"),)
+    # AUTOINCREMENT: an id is never given again after its image is deleted (it is the FAISS id
+    # in every space, and an index file may still hold the old vector under it)
+    __table_args__ = (Index("ix_images_status", "status"), {"sqlite_autoincrement": True})
 
 
 class ImagePath(Base):
@@ -67,6 +72,10 @@ class ImagePath(Base):
     size: Mapped[int | None] = mapped_column(Integer)
     mtime_ns: Mapped[int | None] = mapped_column(Integer)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # why the file cannot be read now (missing, empty, unreadable...): its image, vectors and
+    # labels are kept, and the next ingest tries it again
+    problem: Mapped[str | None] = mapped_column(Text)
+    problem_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     image: Mapped[Image] = relationship(back_populates="paths")
 
@@ -117,10 +126,67 @@ class Label(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
     label: Mapped[str] = mapped_column(String(128))
-    source: Mapped[str] = mapped_column(Text)  # folder | csv:<file> | cli
+    source: Mapped[str] = mapped_column(Text)  # folder | csv:<file> | cli | review | ...
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # set when the label was carried over to new file content: "content changed since labeled"
+    review_reason: Mapped[str | None] = mapped_column(Text)
+    batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("label_batches.id", ondelete="SET NULL")
+    )
 
     __table_args__ = (UniqueConstraint("image_id", name="uq_labels_image"),)
+
+
+class LabelBatch(Base):
+    """One change of the expert labels (an import, a set, a remove, labels carried over by an
+    ingest, an undo...): who made it, when, from what. Undoable as a whole."""
+
+    __tablename__ = "label_batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # import | set | remove | folder | carry | undo
+    who: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    undone_by: Mapped[int | None] = mapped_column(Integer)  # the undo batch, once undone
+
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+
+class LabelEvent(Base):
+    """One image's label before and after a batch (None: no label)."""
+
+    __tablename__ = "label_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(
+        ForeignKey("label_batches.id", ondelete="CASCADE"), index=True
+    )
+    image_id: Mapped[int] = mapped_column(Integer, index=True)  # may outlive its image
+    path: Mapped[str | None] = mapped_column(Text)
+    old_label: Mapped[str | None] = mapped_column(String(128))
+    old_source: Mapped[str | None] = mapped_column(Text)
+    new_label: Mapped[str | None] = mapped_column(String(128))
+    new_source: Mapped[str | None] = mapped_column(Text)
+    old_review: Mapped[str | None] = mapped_column(Text)  # the labels' review reasons
+    new_review: Mapped[str | None] = mapped_column(Text)
+
+
+class EmbedFailure(Base):
+    """An image that one space could not embed (the file gone or unreadable at that moment):
+    the image stays usable in its other spaces and is tried again by the next embed."""
+
+    __tablename__ = "embed_failures"
+
+    space_id: Mapped[int] = mapped_column(
+        ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Run(Base):

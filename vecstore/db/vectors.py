@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from ..errors import VecstoreError
-from .models import Vector, utcnow
+from .models import EmbedFailure, Vector, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .connections import Connections
@@ -112,6 +112,18 @@ class VectorRepo:
                 for i, v in zip(ids, vecs)
             ]
             s.execute(insert(Vector), rows)
+            s.execute(
+                delete(EmbedFailure).where(
+                    EmbedFailure.space_id == space_id, EmbedFailure.image_id.in_(list(ids))
+                )
+            )
+
+    def record_failures(self, s: Session, space_id: int, failed: Sequence[tuple[int, str]]) -> None:
+        """The images a space could not embed this time, and why (the next embed tries
+        them again; the images stay usable everywhere else)."""
+        now = utcnow()
+        for image_id, reason in failed:
+            s.merge(EmbedFailure(space_id=space_id, image_id=image_id, reason=reason, at=now))
 
     def count(self, space: Space) -> int:
         with self.db.session() as s:

@@ -1,9 +1,10 @@
-"""Reading the files of a scan: each file read once for its content hash, a full decode that
-validates it, and the descriptor features of the spaces that need no CNN, in worker
-processes (decoding and descriptors hold the GIL in threads)."""
+"""Reading the files of a scan: each file read once (in chunks, within the file limits) for
+its content hash, a full decode that validates it, and the descriptor features of the spaces
+that need no CNN, in worker processes (decoding and descriptors hold the GIL in threads)."""
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -11,9 +12,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..embedders import open_image
 from ..errors import EmbedError
-from ..files import sha256_bytes
+from ..imagefile import DEFAULT_LIMITS, OUT_OF_MEMORY, decode_image, read_image_file
+from ..params import FileLimits
 from .scan import Found
 
 POOL_MIN_FILES = 64  # under this, the files are read in the calling process
@@ -30,35 +31,61 @@ class Decoded:
     width: int | None = None
     height: int | None = None
     mode: str | None = None
+    pixels_sha256: str | None = None  # of the decoded pixels: a re-save changes bytes, not this
     features: dict[str, Any] = field(default_factory=dict)  # space -> descriptor vector
 
 
-def read_and_decode(found: Found, features: dict[str, Callable] | None = None) -> Decoded:
-    """Read a file once: content hash, a full decode to validate it, and the descriptor
-    features of ``features`` (space name -> function of the decoded image)."""
+def read_and_decode(
+    found: Found,
+    features: dict[str, Callable] | None = None,
+    limits: FileLimits = DEFAULT_LIMITS,
+) -> Decoded:
+    """Read a file once, in chunks, within ``limits``: content hash, a full decode (upright)
+    that validates it, and the descriptor features of ``features`` (space name -> function of
+    the decoded image). Whatever goes wrong is this file's error, never the run's."""
     out = Decoded(found, error=found.error)
     if found.error:
         return out
     try:
-        with open(found.path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        out.error = f"cannot read file: {exc.strerror or exc}"
+        data, out.sha256 = read_image_file(found.path, limits)
+    except EmbedError as exc:
+        out.error = str(exc)
         return out
-    out.sha256, out.size = sha256_bytes(data), len(data)
+    except MemoryError:
+        out.error = OUT_OF_MEMORY
+        return out
+    out.size = len(data)
     if not data:
         out.error = "empty file (0 bytes)"
         return out
+    out.error = _decode(out, data, features or {}, limits)
+    return out
+
+
+def _decode(
+    out: Decoded, data: bytes, features: dict[str, Callable], limits: FileLimits
+) -> str | None:
+    """Fill ``out`` with the image facts and features; the error, or None."""
     try:
-        img = open_image(data)
+        img = decode_image(data, limits)
         out.width, out.height, out.mode = img.width, img.height, img.mode
-        for name, fn in (features or {}).items():
+        out.pixels_sha256 = pixels_sha256(img)
+        for name, fn in features.items():
             out.features[name] = fn(img)
     except EmbedError as exc:
-        out.error = str(exc)
+        return str(exc)
+    except MemoryError:
+        return OUT_OF_MEMORY
     except Exception as exc:  # a descriptor failing on odd content must not stop the run
-        out.error = f"cannot compute features: {type(exc).__name__}: {exc}"
-    return out
+        return f"cannot compute features: {type(exc).__name__}: {exc}"
+    return None
+
+
+def pixels_sha256(img) -> str:
+    """sha256 of a decoded image's mode, size and pixel bytes."""
+    h = hashlib.sha256(f"{img.mode} {img.width}x{img.height}\n".encode())
+    h.update(img.tobytes())
+    return h.hexdigest()
 
 
 def _die_with_parent() -> None:

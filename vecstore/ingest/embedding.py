@@ -63,9 +63,10 @@ def _recorded_weights(name: str, recorded: str, asked: str | None) -> str:
 
 
 def embed_space(db: Database, emb: Embedder, progress: bool) -> SpaceEmbedStats:
-    """Embed the usable images that have no vector in the embedder's space yet. Each batch
-    (its vectors, and its failures marked on their images) is committed on its own: a crash
-    loses at most one."""
+    """Embed the usable images that have no vector in the embedder's space yet, those it
+    failed before included. Each batch (its vectors, and its failures, recorded per space:
+    the image stays usable in its other spaces) is committed on its own: a crash loses at
+    most one."""
     info = emb.info
     stats = SpaceEmbedStats(
         space=info.name,
@@ -84,7 +85,7 @@ def embed_space(db: Database, emb: Embedder, progress: bool) -> SpaceEmbedStats:
     with db.session() as s:
         for ids, vecs, failed in emb.embed_files(todo):
             db.vectors.add(s, space_id, ids, vecs)
-            db.images.mark_failed(s, [(iid, f"{info.name}: {why}") for iid, why in failed])
+            db.vectors.record_failures(s, space_id, failed)
             s.commit()
             stats.embedded += len(ids)
             stats.failed += len(failed)

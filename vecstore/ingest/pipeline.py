@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..params import DEFAULT_UNLABELED
+from ..db.labels import BatchInfo, Change
+from ..params import DEFAULT_UNLABELED, FileLimits
 from ..results import IngestReport, SpaceEmbedStats
 from .embedding import embed_space
 from .metadata import Metadata, match
@@ -30,6 +31,8 @@ class IngestOptions:
     unlabeled_names: Sequence[str] = DEFAULT_UNLABELED
     metadata: Metadata | None = None
     progress: bool = False
+    who: str = "vecstore"  # recorded with the label changes the ingest makes
+    limits: FileLimits = field(default_factory=FileLimits)  # what is read as an image
     run_params: dict[str, Any] = field(default_factory=dict)  # recorded with the run
 
 
@@ -62,10 +65,12 @@ def _phases(
     report: IngestReport,
 ) -> None:
     scan_t0 = time.perf_counter()
-    path_to_image = register_files(db, root, report, embedders, options.progress)
+    path_to_image = register_files(
+        db, root, report, embedders, options.who, options.progress, options.limits
+    )
     scan_seconds = time.perf_counter() - scan_t0
     if options.labels_from_folders:
-        _labels_from_folders(db, root, path_to_image, options.unlabeled_names, report)
+        _labels_from_folders(db, root, path_to_image, options, report)
     if options.metadata is not None:
         joined = match(options.metadata, root, path_to_image)
         db.images.merge_metadata(joined.values)
@@ -85,15 +90,15 @@ def _labels_from_folders(
     db: Database,
     root: str,
     path_to_image: dict[str, int],
-    unlabeled: Sequence[str],
+    options: IngestOptions,
     report: IngestReport,
 ) -> None:
-    """Each image the label of its parent folder; a label already recorded is kept and a
-    disagreement reported."""
+    """Each image the label of its parent folder, as one label batch; a label already
+    recorded is kept and a disagreement reported."""
     existing = db.labels.all()
     new: dict[int, str] = {}
     for path, iid in path_to_image.items():
-        label = folder_label(path, root, unlabeled)
+        label = folder_label(path, root, options.unlabeled_names)
         old = existing.get(iid)
         if label is None or old == label:
             continue
@@ -102,7 +107,8 @@ def _labels_from_folders(
             report.labels_added += 1
         else:
             report.label_conflicts.append((path, old, label))
-    db.labels.write(new, "folder")
+    info = BatchInfo("folder", options.who, "folder", f"ingest of {root}, run {report.run_id}")
+    db.labels.apply([Change(i, lab, "folder") for i, lab in new.items()], info)
 
 
 def embed_spaces(

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..db.images import ChunkWrite
+from ..db.labels import Carry
 from ..embedders import is_cnn
 from ..embedders.classic import CLASSIC
+from ..params import FileLimits
 from ..progress import progress_bar
 from ..results import IngestReport
 from .decode import Decoded, read_and_decode, scan_pool
@@ -45,13 +47,21 @@ def _size(res: Decoded) -> int | None:
 
 
 def register_files(
-    db: Database, root: str, report: IngestReport, embedders: Sequence[Embedder], progress: bool
+    db: Database,
+    root: str,
+    report: IngestReport,
+    embedders: Sequence[Embedder],
+    who: str,
+    progress: bool,
+    limits: FileLimits,
 ) -> dict[str, int]:
-    """Register every image file under ``root``; returns path -> image id for every file
-    found that holds a usable image."""
-    found = list(walk_images(root))
+    """Register every image file under ``root`` (what is read as an image: ``limits``);
+    returns path -> image id for every file found that holds a usable image. Known files no
+    longer there are counted, never dropped; what the scan leaves out is reported."""
+    found = list(walk_images(root, limits.follow_links, report.skipped.append))
     report.scanned = len(found)
-    reg = _Registrar(db, report, embedders)
+    report.missing = sorted(db.images.paths_under(root) - {f.path for f in found})
+    reg = _Registrar(db, report, embedders, who, limits)
     bar = progress_bar(len(found), "scan", progress)
     with scan_pool(len(found)) as pool:
         for start in range(0, len(found), COMMIT_EVERY):
@@ -71,7 +81,15 @@ class _Registrar:
     """Registers the files of one ingest, chunk by chunk: the space ids and descriptor
     functions, the next image id, and path -> image id of the usable files found."""
 
-    def __init__(self, db: Database, report: IngestReport, embedders: Sequence[Embedder]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        report: IngestReport,
+        embedders: Sequence[Embedder],
+        who: str,
+        limits: FileLimits,
+    ) -> None:
+        self.who = who  # who the labels carried to changed files are recorded for
         self.db = db
         self.report = report
         # Descriptors are cheap: computed from the decode that validates the file, so a new
@@ -84,7 +102,7 @@ class _Registrar:
                 if not is_cnn(emb.info.name):
                     features[emb.info.name] = CLASSIC[emb.info.name][0]  # picklable function
             s.commit()
-        self.work = partial(read_and_decode, features=features)
+        self.work = partial(read_and_decode, features=features, limits=limits)
         self.next_id = db.images.next_id()
         self.path_to_image: dict[str, int] = {}
 
@@ -103,11 +121,15 @@ class _Registrar:
                 for res in results:
                     self._place(res, known.get(res.found.path), by_sha, w)
                 self.db.images.write_chunk(s, w)
+                source = f"ingest run {self.report.run_id}"
+                self.report.labels_carried += self.db.labels.carry(s, w.carry, self.who, source)
+                self.db.images.drop_pathless(s, w.left)
             s.commit()  # rows, paths and vectors of a chunk land together or not at all
 
     def _unchanged(self, f: Found, k: Row | None) -> bool:
-        """Same size and mtime as recorded, and usable: not even read again."""
-        if k and f.error is None and (k.size, k.mtime_ns, k.status) == (f.size, f.mtime_ns, "ok"):
+        """Same size and mtime as recorded, usable, and readable last time: not read again."""
+        same = k and (k.size, k.mtime_ns, k.status, k.problem) == (f.size, f.mtime_ns, "ok", None)
+        if same and f.error is None:
             self.report.unchanged += 1
             self.path_to_image[f.path] = k.image_id
             return True
@@ -116,6 +138,12 @@ class _Registrar:
     def _place(self, res: Decoded, k: Row | None, by_sha: dict[str, _Seen], w: ChunkWrite) -> None:
         """Decide what one file read in this chunk becomes, into ``w``."""
         f, sha, error = res.found, res.sha256, res.error
+        if error is not None and k is not None and k.status == "ok":
+            # missing, empty, unreadable for now (a copy in progress, a share unmounted):
+            # the image, its vectors and labels stay; the next ingest tries the file again
+            w.problems.append((k.path_id, error))
+            self.report.unavailable.append((f.path, error))
+            return
         if error is not None:
             self.report.failed.append((f.path, error))
         if sha is None and k is not None and k.sha256 is None:
@@ -142,6 +170,7 @@ class _Registrar:
                 "width": res.width,
                 "height": res.height,
                 "mode": res.mode,
+                "pixels_sha256": res.pixels_sha256,
             }
         )
         by_sha[res.sha256] = _Seen(k.image_id, res.sha256, "ok", f.path)
@@ -163,7 +192,9 @@ class _Registrar:
         """The image id of a file's content: the one with the same bytes, else a new one."""
         f, error = res.found, res.error
         if hit is not None:
-            if error is None and hit.status == "ok" and (k is None or k.image_id != hit.id):
+            if error is None and hit.status == "failed":
+                self._revive(res, hit, w)
+            elif error is None and hit.status == "ok" and (k is None or k.image_id != hit.id):
                 self.report.duplicates.append((f.path, hit.path))
             return hit.id
         iid, self.next_id = self.next_id, self.next_id + 1
@@ -179,6 +210,7 @@ class _Registrar:
                 "mode": res.mode,
                 "status": status,
                 "error": error,
+                "pixels_sha256": res.pixels_sha256,
             }
         )
         if res.sha256:  # later files of this chunk with the same bytes are duplicates
@@ -206,6 +238,26 @@ class _Registrar:
         w.left.append(k.image_id)
         if ok and k.status == "ok":
             self.report.changed += 1
+            same = res.pixels_sha256 is not None and res.pixels_sha256 == k.pixels_sha256
+            w.carry.append(Carry(k.image_id, iid, f.path, same))
+
+    def _revive(self, res: Decoded, hit: _Seen, w: ChunkWrite) -> None:
+        """A content recorded as failed reads fine now (a file restored): usable again."""
+        w.revived.append(
+            {
+                "id": hit.id,
+                "status": "ok",
+                "error": None,
+                "size": _size(res),
+                "width": res.width,
+                "height": res.height,
+                "mode": res.mode,
+                "pixels_sha256": res.pixels_sha256,
+            }
+        )
+        hit.status = "ok"
+        self.report.added += 1
+        self._vectors(res, hit.id, w)
 
     def _vectors(self, res: Decoded, image_id: int, w: ChunkWrite) -> None:
         for name, v in res.features.items():

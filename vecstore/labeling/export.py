@@ -78,6 +78,7 @@ def export_rows(
     if rules.positive and rules.positive["label"] in classes:
         pos_j = classes.index(rules.positive["label"])
     seeds = db.labels.all()
+    to_check = db.labels.review_reasons()  # expert labels whose file changed since
     preds = db.outputs.predictions(run.id)
     clusters = db.outputs.clusters(cluster_run.id) if cluster_run else {}
     rows = []
@@ -96,8 +97,8 @@ def export_rows(
                 confidence=1.0,
                 second_label=None,
                 margin=None,
-                needs_review=False,
-                review_reason="",
+                needs_review=iid in to_check,
+                review_reason=to_check.get(iid, ""),
             )
         elif iid not in preds:
             why = f"not in propagation run {run.id} (run `vecstore propagate` again)"
