@@ -153,6 +153,12 @@ def propagate(obj: Ctx, space, neighbors, alpha, fmt) -> None:
 
 
 def _print_propagation(r: Propagation) -> None:
+    if r.mean_confidence is None:
+        click.echo(
+            f"run {r.run_id}: space {r.space}: every image has an expert label: nothing to "
+            "spread (the export holds the expert labels)"
+        )
+        return
     click.echo(
         f"run {r.run_id}: space {r.space}, {r.seeds} expert labels spread to "
         f"{r.propagated} images (mean confidence {r.mean_confidence:.3f})"
@@ -457,10 +463,20 @@ def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_
     with obj.open() as store:
         r = store.export(out, opts)
     click.echo(
-        f"wrote {r.rows} rows to {r.path} (propagation run {r.run_id}, space {r.space}; "
+        f"wrote {r.rows} rows to {_where(out)} (propagation run {r.run_id}, space {r.space}; "
         f"{r.needs_review} need review, threshold {r.review_below:.2f} from "
-        f"{r.review_below_from})"
+        f"{r.review_below_from})",
+        err=_is_stdout(out),
     )
+
+
+def _is_stdout(out: Path) -> bool:
+    """-o - (or /dev/stdout): the data goes to standard output, the summary to stderr."""
+    return str(out) in ("-", "/dev/stdout")
+
+
+def _where(out: Path) -> str:
+    return "standard output" if str(out) == "-" else str(out)
 
 
 @click.command()
@@ -486,7 +502,9 @@ def suggest(obj: Ctx, n: int, out: Path, space, seed: int) -> None:
     """
     with obj.open() as store:
         picks = store.suggest(n, space, seed=seed, out=out)
+    then = "save it, " if str(out) == "-" else ""
     click.echo(
-        f"wrote {len(picks)} images to label to {out} (fill the `label` column, then "
-        f"`vecstore labels import {out}`)"
+        f"wrote {len(picks)} images to label to {_where(out)} ({then}fill the `label` column, "
+        f"then `vecstore labels import {'FILE.csv' if then else out}`)",
+        err=_is_stdout(out),
     )

@@ -71,15 +71,24 @@ def _index_cell(sp: SpaceSummary) -> str:
 
 
 @click.command()
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="First repair what is only a cache: remove stray temporary files, rebuild index files "
+    "that cannot be trusted. The database is not changed.",
+)
 @output_option(csv=False)
 @click.pass_obj
-def check(obj: Ctx, fmt: str) -> None:
+def check(obj: Ctx, fix: bool, fmt: str) -> None:
     """Compare the database with the FAISS indexes and the files on disk; exit 1 on problems."""
-    with obj.open() as store:
-        rep = store.check()
+    from vecstore.store import check_at
+
+    rep = check_at(obj.store_path, fix=fix)
     if fmt == "json":
         emit_json([rep.to_dict()])
     else:
+        for f in rep.fixed:
+            click.echo(f"fixed: {f}")
         for n in rep.notes:
             click.echo(f"ok: {n}")
         for w in rep.warnings:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import sqlite3
 
 import faiss
 import numpy as np
@@ -126,11 +127,21 @@ def test_check_passes_then_finds_missing_files_and_foreign_index_ids(image_dir, 
     index = faiss.read_index(str(idx_path))
     index.add_with_ids(np.ones((1, 256), np.float32), np.array([777], dtype=np.int64))
     faiss.write_index(index, str(idx_path))
-    r = cli("check")
-    assert r.exit_code == 1 and "ids the database does not have" in r.output
+    r = cli("check")  # the file is no longer the one saved with its sidecar
+    assert r.exit_code == 1 and "does not match the space" in r.output
     # reindex rebuilds it from the database
     r = cli("reindex")
     assert r.exit_code == 0 and "Flat rebuilt with 10 vectors" in r.output
+    assert cli("check").exit_code == 0
+    # the database lost a row the saved index still has (an older backup restored, say)
+    con = sqlite3.connect(store_path / "vecstore.db")
+    con.execute("DELETE FROM vectors WHERE image_id = 3")
+    con.commit()
+    con.close()
+    r = cli("check")
+    assert r.exit_code == 1 and "index holds 1 ids the database does not have" in r.output
+    r = cli("reindex")
+    assert r.exit_code == 0 and "Flat rebuilt with 9 vectors" in r.output
     assert cli("check").exit_code == 0
     os.remove(image_dir / "unlabeled" / "u2.png")
     r = cli("check")

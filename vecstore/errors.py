@@ -50,3 +50,40 @@ class BadInput(VecstoreError):
 
 class NoRun(VecstoreError):
     """A command needs a run (a propagation, say) that the store does not have."""
+
+
+class StoreDamaged(VecstoreError):
+    """SQLite finds the database file damaged (corrupt pages, or not a database at all)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.detail = detail
+        super().__init__(
+            f"the database {path} is damaged ({detail}): run `vecstore check` to see what is "
+            "wrong, and restore a backup of it (the index files are rebuilt from it)"
+        )
+
+
+class StoreReadOnly(VecstoreError):
+    """A change was asked of a store this user may only read."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(
+            f"the store {path} is read-only for this user ({detail}): reading commands (info, "
+            "query, check, runs, export) work; to change it, get write access to the folder "
+            "or copy the store"
+        )
+
+
+class StoreUnreadable(VecstoreError):
+    """SQLite cannot open or read the database file (permissions, a disk I/O error)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(
+            f"cannot use the database {path} ({detail}): check that the store folder and its "
+            "files can be read by this user and that the disk is sound (`vecstore check`)"
+        )
+
+
+class WriteFailed(VecstoreError):
+    """A file of the store could not be written (disk full, a file in the way); what was
+    already written to the database stays."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .results import CheckReport, LabelCount, SpaceSummary, StoreInfo
-from .search.index import SpaceIndex
+from .search.index import IndexOwner, SpaceIndex, UntrustedIndex
 
 if TYPE_CHECKING:  # pragma: no cover
     from .db import Database
@@ -31,7 +31,7 @@ def store_info(
         failed=counts["failed"],
         paths=counts["paths"],
         spaces=[_summary(sp, per_space.get(sp.id, 0), indexes.path(sp)) for sp in db.spaces.all()],
-        labels=[LabelCount(lab, src, n) for lab, src, n in db.labels.counts()],
+        labels=[LabelCount(lab, src, n, f) for lab, src, n, f in db.labels.counts()],
         failures=db.images.failures() if failures else None,
     )
 
@@ -59,22 +59,46 @@ def _summary(sp: Space, vectors: int, index_file: Path) -> SpaceSummary:
 
 
 def check_store(db: Database, indexes: IndexCache) -> CheckReport:
-    """Compare the database with the FAISS indexes and the files on disk."""
+    """Compare the database with the FAISS indexes and the files on disk. A damaged database
+    file is the one problem reported: nothing else in it can be trusted."""
     rep = CheckReport()
-    integrity, broken = db.integrity()
-    if integrity != "ok":
-        rep.problems.append(f"SQLite integrity check failed: {integrity}")
+    damage = db.integrity_problems()
+    if damage:
+        rep.problems.append(damaged(db.path, "; ".join(damage)))
+        return rep
+    broken = db.foreign_key_problems()
     if broken:
         rep.problems.append(f"{len(broken)} rows break foreign keys (first: {broken[0]})")
     _check_files(db, rep)
+    _check_runs(db, rep)
+    flagged = len(db.labels.review_reasons())
+    if flagged:
+        rep.notes.append(
+            f"{flagged} expert labels need review: their file changed since they were labeled "
+            "(`vecstore export` marks them needs_review; `vecstore labels history PATH`)"
+        )
     counts = db.images.counts()
     if counts["failed"]:
         rep.notes.append(
             f"{counts['failed']} files recorded as failed (see `vecstore info --failed`)"
         )
-    for sp in db.spaces.all():
-        _check_space(db, indexes, sp, counts["ok"], rep)
+    if indexes.folder_blocked():
+        rep.problems.append(
+            f"{indexes.folder} is a file, not the index folder: move it away (the indexes are "
+            "rebuilt from the database)"
+        )
+    else:
+        _check_stray(indexes, rep)
+        for sp in db.spaces.all():
+            _check_space(db, indexes, sp, counts["ok"], rep)
     return rep
+
+
+def damaged(path: Path, detail: str) -> str:
+    return (
+        f"the database {path} is damaged ({detail}): restore a backup of it (the index files "
+        "are rebuilt from it)"
+    )
 
 
 def _check_files(db: Database, rep: CheckReport) -> None:
@@ -92,10 +116,32 @@ def _check_files(db: Database, rep: CheckReport) -> None:
             "machine (queries by id work; thumbnails and re-embedding need the files)"
         )
     if missing:
-        shown = ", ".join(missing[:SHOWN_MISSING]) + (
-            " ..." if len(missing) > SHOWN_MISSING else ""
+        rep.problems.append(
+            f"{len(missing)} files missing on disk: {_some(missing)}; their images, vectors "
+            "and labels are kept: put the files back, or `vecstore forget PATH` to drop them"
         )
-        rep.problems.append(f"{len(missing)} files missing on disk: {shown}")
+
+
+def _some(items: list[str]) -> str:
+    return ", ".join(items[:SHOWN_MISSING]) + (" ..." if len(items) > SHOWN_MISSING else "")
+
+
+def _check_runs(db: Database, rep: CheckReport) -> None:
+    n = db.runs.count_interrupted()
+    if n:
+        rep.notes.append(
+            f"{n} run(s) were interrupted (their process ended before they finished; "
+            "`vecstore runs` lists them): nothing they wrote is half-done"
+        )
+
+
+def _check_stray(indexes: IndexCache, rep: CheckReport) -> None:
+    stray = indexes.stray_files()
+    if stray:
+        rep.warnings.append(
+            f"{len(stray)} stray temporary file(s) in {indexes.folder}, left by a killed "
+            f"process: {_some([p.name for p in stray])}; `vecstore check --fix` removes them"
+        )
 
 
 def _check_space(db: Database, indexes: IndexCache, sp: Space, n_ok: int, rep: CheckReport) -> None:
@@ -109,19 +155,8 @@ def _check_space(db: Database, indexes: IndexCache, sp: Space, n_ok: int, rep: C
             f"space {sp.name}: {n_ok - n_vec} images not embedded yet "
             f"(`vecstore embed --space {sp.name}`)"
         )
-    path = indexes.path(sp)
-    if not path.exists():
-        rep.warnings.append(
-            f"space {sp.name}: no index file; it is built from the database on "
-            "next use (or `vecstore reindex`)"
-        )
-        return
-    idx = SpaceIndex.load(path, sp.dim)
+    idx = _saved_index(indexes, sp, rep)
     if idx is None:
-        rep.problems.append(
-            f"space {sp.name}: index file {path} is unreadable or of another "
-            "dimension; run `vecstore reindex`"
-        )
         return
     db_ids = db.vectors.ids(sp)
     st = idx.state(db_ids)
@@ -137,3 +172,55 @@ def _check_space(db: Database, indexes: IndexCache, sp: Space, n_ok: int, rep: C
         )
     if not st.orphans and not st.missing:
         rep.notes.append(f"space {sp.name}: index and database agree on {len(db_ids)} ids")
+
+
+def _saved_index(indexes: IndexCache, sp: Space, rep: CheckReport) -> SpaceIndex | None:
+    """The space's saved index when it is the file saved for it; else the reason is reported."""
+    path = indexes.path(sp)
+    try:
+        return SpaceIndex.open(path, IndexOwner.of(sp))
+    except FileNotFoundError:
+        rep.warnings.append(
+            f"space {sp.name}: no index file; it is built from the database on "
+            "next use (or `vecstore reindex`)"
+        )
+    except UntrustedIndex as exc:
+        if exc.legacy:
+            rep.warnings.append(
+                f"space {sp.name}: index file {path} {exc}; it is rebuilt from the database "
+                "on next use (or `vecstore reindex`)"
+            )
+        else:
+            rep.problems.append(
+                f"space {sp.name}: index file {path} does not match the space: {exc}; it is "
+                "not used (queries rebuild it from the database): `vecstore check --fix` or "
+                "`vecstore reindex` saves a new one"
+            )
+    return None
+
+
+def repair(db: Database, indexes: IndexCache) -> list[str]:
+    """What ``check --fix`` repairs, all of it caches: stray temporary files are removed, and
+    an index that is unreadable, not the one saved for its space, or holding ids the database
+    does not have is rebuilt from the database. Returns what was done; nothing in the
+    database is changed."""
+    done = []
+    for stray in indexes.stray_files():
+        stray.unlink(missing_ok=True)
+        done.append(f"removed {stray.name}")
+    for sp in db.spaces.all():
+        if _needs_rebuild(db, indexes, sp):
+            idx = indexes.build(sp)
+            indexes.save(sp, idx)
+            done.append(f"rebuilt the index of space {sp.name} from the database ({len(idx)} ids)")
+    return done
+
+
+def _needs_rebuild(db: Database, indexes: IndexCache, sp: Space) -> bool:
+    try:
+        idx = SpaceIndex.open(indexes.path(sp), IndexOwner.of(sp))
+    except FileNotFoundError:
+        return False  # built on next use
+    except UntrustedIndex:
+        return True
+    return idx.state(db.vectors.ids(sp)).orphans > 0

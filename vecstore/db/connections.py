@@ -1,7 +1,9 @@
 """How the database layer reaches SQLite: one SQLAlchemy engine, ORM sessions for ordinary
 rows, and the engine's own DB-API connections where millions of rows or a millisecond count
 (``raw()`` for bulk reads and writes, ``read()`` and ``data_version()`` on one held
-connection for the hot path of a query)."""
+connection for the hot path of a query). A SQLite failure that means a damaged, read-only or
+full store comes out of every path as the VecstoreError that says so (engine.sqlite_error);
+``integrity_problems()`` asks SQLite to check the file itself."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from .engine import make_engine, session_factory
+from .engine import make_engine, session_factory, sqlite_error
+
+SHOWN_INTEGRITY_LINES = 5  # lines of SQLite's integrity_check answer kept in a report
 
 
 class Connections:
@@ -27,13 +31,25 @@ class Connections:
         return self._sessions()
 
     @contextmanager
+    def _meaning(self) -> Iterator[None]:
+        """Raw DB-API paths bypass SQLAlchemy's error events: say what a failure means here."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            err = sqlite_error(exc, self.path)
+            if err is None:
+                raise
+            raise err from exc
+
+    @contextmanager
     def raw(self) -> Iterator[sqlite3.Connection]:
         """A DB-API connection from the engine's pool, for bulk reads and writes."""
-        conn = self.engine.raw_connection()
-        try:
-            yield conn.driver_connection
-        finally:
-            conn.close()
+        with self._meaning():
+            conn = self.engine.raw_connection()
+            try:
+                yield conn.driver_connection
+            finally:
+                conn.close()
 
     def _watch_conn(self) -> sqlite3.Connection:
         if self._watch is None:
@@ -42,12 +58,35 @@ class Connections:
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """A read on the held connection, no ORM: the hot path of a single query."""
-        return self._watch_conn().execute(sql, params).fetchall()
+        with self._meaning():
+            return self._watch_conn().execute(sql, params).fetchall()
 
     def data_version(self) -> int:
         """SQLite's PRAGMA data_version on the held connection: it changes whenever another
         connection commits, so what was read at one version can be trusted until it moves."""
-        return self._watch_conn().execute("PRAGMA data_version").fetchone()[0]
+        with self._meaning():
+            return self._watch_conn().execute("PRAGMA data_version").fetchone()[0]
+
+    def integrity_problems(self, *, quick: bool = False) -> list[str]:
+        """What SQLite's integrity_check (``quick``: quick_check, which skips comparing the
+        indexes with their tables) finds wrong in the file: [] when it is sound; a file SQLite
+        cannot even read gives its error."""
+        pragma = "quick_check" if quick else "integrity_check"
+        try:
+            conn = self.engine.raw_connection()
+            try:
+                cur = conn.driver_connection.execute(f"PRAGMA {pragma}({SHOWN_INTEGRITY_LINES})")
+                lines = [str(r[0]) for r in cur]
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:  # "file is not a database", "... malformed"
+            return [str(exc)]
+        return [] if lines == ["ok"] else lines
+
+    def foreign_key_problems(self) -> list[tuple]:
+        """The rows that point at a row that does not exist (PRAGMA foreign_key_check)."""
+        with self.raw() as raw:
+            return [tuple(r) for r in raw.execute("PRAGMA foreign_key_check")]
 
     def close(self) -> None:
         if self._watch is not None:

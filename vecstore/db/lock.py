@@ -4,11 +4,12 @@ forked workers."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
 
-from ..errors import StoreLocked
+from ..errors import StoreLocked, StoreReadOnly
 
 # Lock file descriptors held by this process. A forked child (scan workers, DataLoader
 # workers) must not keep them: flock belongs to the open file, so a child that outlives a
@@ -41,7 +42,14 @@ class WriteLock:
         return self._fd is not None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Raises StoreLocked when another process writes, StoreReadOnly when this user
+        cannot write the store."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise StoreReadOnly(str(self.store_path), exc.strerror or str(exc)) from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

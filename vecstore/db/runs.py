@@ -1,5 +1,6 @@
 """The run log: every ingest, embed, clustering, propagation, evaluation and learning curve is
-a run with its kind, space, parameters, results, times, status and vecstore version.
+a run with its kind, space, parameters, results, times, status (running, done, failed, or
+interrupted when its process died) and vecstore version.
 
 >>> with db.runs.record("cluster", "pixels", {"k": 10}) as run:   # doctest: +SKIP
 ...     run.stats = {"sizes": [...]}                                # marked done on exit
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .. import __version__
 from ..errors import NoRun
@@ -21,6 +22,8 @@ from .models import Run
 
 if TYPE_CHECKING:  # pragma: no cover
     from .connections import Connections
+
+RUNNING, INTERRUPTED = "running", "interrupted"  # statuses besides done and failed
 
 
 @dataclass
@@ -71,6 +74,27 @@ class RunRepo:
             self.finish(run.id, {**_so_far(partial), "error": repr(exc)}, status="failed")
             raise
         self.finish(run.id, run.stats)
+
+    def mark_interrupted(self) -> int:
+        """Mark every run still ``running`` as ``interrupted``: called by the one writer as it
+        opens the store, when no other process can be running one (a killed process leaves
+        its run marked running). Returns how many."""
+        now = datetime.now(timezone.utc)
+        note = (
+            "the process ended before the run finished (killed?): found running when a "
+            f"writer opened the store at {now.isoformat(timespec='seconds')}"
+        )
+        with self.db.session() as s:
+            stale = list(s.scalars(select(Run).where(Run.status == RUNNING)))
+            for run in stale:
+                run.status, run.stats = INTERRUPTED, {**(run.stats or {}), "interrupted": note}
+            s.commit()
+        return len(stale)
+
+    def count_interrupted(self) -> int:
+        with self.db.session() as s:
+            q = select(func.count()).select_from(Run).where(Run.status == INTERRUPTED)
+            return s.scalar(q) or 0
 
     def latest(self, kind: str, space: str | None = None) -> Run | None:
         """The latest finished run of a kind (of a space, when given)."""

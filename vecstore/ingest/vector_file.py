@@ -32,44 +32,86 @@ class VectorFile:
             raise BadInput(f"vector file not found: {self.path}")
         suffix = self.path.suffix.lower()
         if suffix == ".npy":
-            if self.paths_file is None:
-                raise BadInput(
-                    f"{self.path} holds only vectors: give the image paths with --paths "
-                    "FILE (one path per line, in the same order)"
-                )
-            if not self.paths_file.exists():
-                raise BadInput(f"paths file not found: {self.paths_file}")
-            try:
-                x = np.load(self.path, mmap_mode="r")
-            except (ValueError, OSError) as exc:
-                raise BadInput(f"cannot read {self.path} as a .npy array: {exc}") from None
-            if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
-                raise BadInput(
-                    f"{self.path} holds a {x.dtype} array of shape {x.shape}; expected "
-                    "a 2-D float array (one row per image)"
-                )
-            self._npy = x
-            return x.shape[0], x.shape[1]
+            return self._open_npy()
         if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            try:
-                self._pq = pq.ParquetFile(self.path)
-            except Exception as exc:  # pyarrow raises several kinds
-                raise BadInput(f"cannot read {self.path} as parquet: {exc}") from None
-            names = self._pq.schema_arrow.names
-            missing = [c for c in (self.path_column, self.vector_column) if c not in names]
-            if missing:
-                raise BadInput(
-                    f"{self.path} has no column {', '.join(map(repr, missing))} (its columns: "
-                    f"{', '.join(names)}); name them with --path-column / --vector-column"
-                )
-            first = next(self._pq.iter_batches(batch_size=1, columns=[self.vector_column]), None)
-            dim = (
-                len(first.column(0)[0].as_py() or []) if first is not None and first.num_rows else 0
-            )
-            return self._pq.metadata.num_rows, dim
+            return self._open_parquet()
         raise BadInput(f"{self.path}: expected a .npy file (with --paths) or a .parquet file")
+
+    def _open_npy(self) -> tuple[int, int]:
+        if self.paths_file is None:
+            raise BadInput(
+                f"{self.path} holds only vectors: give the image paths with --paths "
+                "FILE (one path per line, in the same order)"
+            )
+        if not self.paths_file.exists():
+            raise BadInput(f"paths file not found: {self.paths_file}")
+        if not self.paths_file.is_file():
+            raise BadInput(
+                f"--paths {self.paths_file} is a folder, not a file: give a text file with "
+                "one image path per line, in the rows' order"
+            )
+        try:
+            x = np.load(self.path, mmap_mode="r")
+        except (ValueError, OSError) as exc:
+            raise BadInput(f"cannot read {self.path} as a .npy array: {exc}") from None
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
+            raise BadInput(
+                f"{self.path} holds a {x.dtype} array of shape {x.shape}; expected "
+                "a 2-D float array (one row per image)"
+            )
+        self._npy = x
+        return x.shape[0], x.shape[1]
+
+    def _open_parquet(self) -> tuple[int, int]:
+        import pyarrow.parquet as pq
+
+        try:
+            self._pq = pq.ParquetFile(self.path)
+        except Exception as exc:  # pyarrow raises several kinds
+            raise BadInput(f"cannot read {self.path} as parquet: {exc}") from None
+        names = self._pq.schema_arrow.names
+        missing = [c for c in (self.path_column, self.vector_column) if c not in names]
+        if missing:
+            raise BadInput(
+                f"{self.path} has no column {', '.join(map(repr, missing))} (its columns: "
+                f"{', '.join(names)}); name them with --path-column / --vector-column"
+            )
+        return self._pq.metadata.num_rows, self._parquet_dim()
+
+    def _parquet_dim(self) -> int:
+        """The length of the first vector, once the column is known to hold lists of numbers."""
+        import pyarrow as pa
+
+        kind = self._pq.schema_arrow.field(self.vector_column).type
+        is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+        if not (is_list or pa.types.is_fixed_size_list(kind)):
+            raise BadInput(self._not_vectors(f"{kind} values"))
+        if not (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)):
+            raise BadInput(self._not_vectors(f"lists of {kind.value_type}"))
+        for batch in self._pq.iter_batches(batch_size=CHUNK, columns=[self.vector_column]):
+            for value in batch.column(0):
+                if value.is_valid:
+                    return len(value)
+        return 0
+
+    def _not_vectors(self, what: str) -> str:
+        return (
+            f"{self.path}: column {self.vector_column!r} holds {what}; expected a list of floats "
+            "per row (name the right column with --vector-column)"
+        )
+
+    def _path_lines(self) -> Iterator[str]:
+        """The paths file's lines, each checked to be UTF-8."""
+        with open(self.paths_file, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                try:
+                    yield raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError:
+                    raise BadInput(
+                        f"{self.paths_file}: line {number} is not valid UTF-8 "
+                        f"({raw.rstrip().decode('utf-8', 'backslashreplace')}); save the file "
+                        "as UTF-8"
+                    ) from None
 
     # ---- chunks -----------------------------------------------------------------------------
     def resolve(self, p: str) -> str:
@@ -81,15 +123,11 @@ class VectorFile:
     def chunks(self, dim: int) -> Iterator[tuple[int, list[str], np.ndarray]]:
         """(first row number, absolute paths, float32 vectors) per chunk."""
         if hasattr(self, "_npy"):
-            with open(self.paths_file, encoding="utf-8") as f:
-                start = 0
-                while True:
-                    lines = [ln.rstrip("\r\n") for _, ln in zip(range(CHUNK), f)]
-                    if not lines:
-                        break
-                    x = np.asarray(self._npy[start : start + len(lines)], dtype=np.float32)
-                    yield start, lines, x
-                    start += len(lines)
+            lines_of, start = self._path_lines(), 0
+            while lines := [ln for _, ln in zip(range(CHUNK), lines_of)]:
+                x = np.asarray(self._npy[start : start + len(lines)], dtype=np.float32)
+                yield start, lines, x
+                start += len(lines)
             return
         start = 0
         for batch in self._pq.iter_batches(
@@ -97,18 +135,7 @@ class VectorFile:
         ):
             paths = batch.column(0).to_pylist()
             col = batch.column(1)
-            lengths = (
-                col.value_lengths().to_numpy(zero_copy_only=False)
-                if hasattr(col, "value_lengths")
-                else None
-            )
-            if lengths is None or (lengths != dim).any():
-                bad = start + (int(np.flatnonzero(lengths != dim)[0]) if lengths is not None else 0)
-                raise BadInput(
-                    f"{self.path}: row {bad + 1} has a vector of length "
-                    f"{int(lengths[bad - start]) if lengths is not None else '?'}, expected {dim} "
-                    f"(column {self.vector_column!r} must be a list of floats)"
-                )
+            self._check_lengths(col, start, dim)
             x = (
                 col.flatten()
                 .to_numpy(zero_copy_only=False)
@@ -117,6 +144,24 @@ class VectorFile:
             )
             yield start, paths, x
             start += len(paths)
+
+    def _check_lengths(self, col, start: int, dim: int) -> None:
+        """Every row of the chunk holds a vector of ``dim`` numbers."""
+        nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False))
+        if nulls.any():
+            row = start + int(np.flatnonzero(nulls)[0]) + 1
+            raise BadInput(f"{self.path}: row {row} has no vector (expected a list of floats)")
+        lengths = (
+            col.value_lengths().to_numpy(zero_copy_only=False)
+            if hasattr(col, "value_lengths")
+            else np.full(len(col), col.type.list_size)
+        )
+        if (lengths != dim).any():
+            j = int(np.flatnonzero(lengths != dim)[0])
+            raise BadInput(
+                f"{self.path}: row {start + j + 1} has a vector of length {int(lengths[j])}, "
+                f"expected {dim} (column {self.vector_column!r} must be a list of floats)"
+            )
 
     def validate(self) -> tuple[int, int]:
         """Read it all once: same number of paths and vectors, no empty or repeated path, only

@@ -1,31 +1,35 @@
 """The FAISS index of each space, kept caught up with the database.
 
 The database holds the vectors; ``<store>/index/<space>.faiss`` is a cache of them. An index
-is loaded from its file, checked against the space's ids in the database and caught up (new
-ids added, gone ids removed), or rebuilt when it is missing, unreadable, of another kind
-than the space calls for now, or cannot remove. A loaded index is trusted as long as SQLite's
-data_version has not moved. Only a writer saves files, and only when the index changed.
+is loaded from its file when the file is the one saved for that space (search.index checks
+its sidecar), checked against the space's ids in the database and caught up (new ids added,
+gone ids removed), or rebuilt when it is missing, untrusted, of another kind than the space
+calls for now, or cannot remove. A loaded index is trusted as long as SQLite's data_version
+has not moved. A writer saves files when the index changed; a reader that had to build or
+catch up an index saves it too when no writer runs (it takes the write lock for that moment
+only, never waiting), so that the next reader need not do it again.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..db.models import utcnow
-from ..errors import BadInput
+from ..db.lock import WriteLock
+from ..db.models import Space, utcnow
+from ..errors import BadInput, StoreLocked, StoreReadOnly, WriteFailed
 from ..learn.knn import normalize
 from ..progress import progress_bar
 from ..results import IndexStats
 from .choice import plan_for, wants_rebuild
-from .index import RebuildNeeded, SpaceIndex
+from .index import TEMP_SUFFIX, IndexOwner, RebuildNeeded, SpaceIndex
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..db import Database
-    from ..db.models import Space
 
 ADD_ROWS = 65536  # vectors added to an index at a time
 
@@ -47,24 +51,21 @@ class IndexCache:
         idx = self._indexes.get(space.name)
         if idx is not None and self._versions.get(space.name) == version:
             return idx
+        fresh = idx is None  # loaded or built now, not caught up from memory
         if idx is None:
-            idx = self._load(space)
+            idx = SpaceIndex.load(self.path(space), IndexOwner.of(space))
         db_ids = self.db.vectors.ids(space)
         if idx is None or wants_rebuild(space, idx, len(db_ids)):
-            idx = self.build(space, progress=progress)
+            idx, fresh = self.build(space, progress=progress), True
         else:
             try:
                 idx.sync(db_ids, lambda ids: self.db.vectors.get(space, ids)[1])
             except RebuildNeeded:
                 idx = self.build(space, progress=progress)
+        if idx.dirty and fresh and not self.write:
+            self._save_as_reader(space, idx, version)
         self._indexes[space.name] = idx
         self._versions[space.name] = version
-        return idx
-
-    def _load(self, space: Space) -> SpaceIndex | None:
-        idx = SpaceIndex.load(self.path(space), space.dim)
-        if idx is not None and space.index_stats:
-            idx.set_params(space.index_stats.get("params") or {})
         return idx
 
     def refresh(self, space: Space, *, progress: bool = False) -> SpaceIndex:
@@ -80,8 +81,24 @@ class IndexCache:
         if wants_rebuild(space, idx, len(idx)):  # e.g. a first ingest made it large
             idx = self.build(space)
         if idx.dirty or not self.path(space).exists():
-            meta = {"space": space.name, "saved_at": utcnow().isoformat()}
-            idx.save(self.path(space), meta)
+            idx.save(self.path(space), IndexOwner.of(space))
+
+    def _save_as_reader(self, space: Space, idx: SpaceIndex, version: int) -> None:
+        """Save what this reader built, under the write lock taken without waiting: not when a
+        writer runs (it saves its own), nor when one committed since ``version`` was read
+        (its file is newer), nor where this user cannot write; the query goes on regardless."""
+        lock = WriteLock(self.folder.parent)
+        try:
+            lock.acquire()
+        except (StoreLocked, StoreReadOnly, OSError):
+            return
+        try:
+            if self.db.data_version() == version and not wants_rebuild(space, idx, len(idx)):
+                idx.save(self.path(space), IndexOwner.of(space))
+        except WriteFailed:
+            pass
+        finally:
+            lock.release()
 
     def build(self, space: Space, *, progress: bool = False) -> SpaceIndex:
         """Build the space's index from the database (the factory from ``plan_for``), tune its
@@ -91,14 +108,14 @@ class IndexCache:
         normalize(x, inplace=True)
         factory, why = plan_for(space, len(ids))
         idx = _empty(space, factory, len(ids))
-        if not idx.index.is_trained:
-            idx.train(_training_sample(x, getattr(idx.index, "nlist", 0)))
-        bar = progress_bar(len(ids), f"index {space.name}", progress)
-        for start in range(0, len(ids), ADD_ROWS):
-            idx.add(ids[start : start + ADD_ROWS], x[start : start + ADD_ROWS])
-            bar.update(min(ADD_ROWS, len(ids) - start))
-        bar.close()
-        tuned = idx.tune(x, ids)
+        try:
+            tuned = _fill(idx, ids, x, f"index {space.name}", progress)
+        except RuntimeError as exc:  # FAISS refusing the factory's data or parameters
+            raise BadInput(
+                f"FAISS cannot build index {factory!r} for space {space.name!r}: "
+                f"{_faiss_reason(exc)}; choose another --index "
+                "(`--index auto` goes back to the automatic choice)"
+            ) from None
         stats = IndexStats(
             factory=factory,
             why=why,
@@ -114,9 +131,49 @@ class IndexCache:
         self._indexes[space.name] = idx
         return idx
 
+    # ---- what `vecstore check` looks at ------------------------------------------------------
+    def folder_blocked(self) -> bool:
+        """Something other than a folder sits where the index folder goes."""
+        return self.folder.exists() and not self.folder.is_dir()
+
+    def stray_files(self) -> list[Path]:
+        """Temporary files a killed save left in the index folder."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if p.name.endswith(TEMP_SUFFIX))
+
+
+def with_settings(space: Space, factory: str | None, memory_budget: int | None) -> Space:
+    """A detached copy of ``space`` with other index settings (None keeps one; "auto" is the
+    automatic choice): built with before the settings are kept, so that a factory FAISS
+    cannot build is never kept."""
+    copy = Space(**{c.key: getattr(space, c.key) for c in Space.__table__.columns})
+    if factory is not None:
+        copy.index_factory = None if factory == "auto" else factory
+    if memory_budget is not None:
+        copy.memory_budget = memory_budget
+    return copy
+
+
+def _fill(idx: SpaceIndex, ids: np.ndarray, x: np.ndarray, label: str, progress: bool) -> dict:
+    """Train ``idx`` on a sample of x, add every vector, tune its search parameter."""
+    if not idx.index.is_trained:
+        idx.train(_training_sample(x, getattr(idx.index, "nlist", 0)))
+    bar = progress_bar(len(ids), label, progress)
+    for start in range(0, len(ids), ADD_ROWS):
+        idx.add(ids[start : start + ADD_ROWS], x[start : start + ADD_ROWS])
+        bar.update(min(ADD_ROWS, len(ids) - start))
+    bar.close()
+    return idx.tune(x, ids)
+
 
 def _empty(space: Space, factory: str, n: int) -> SpaceIndex:
     """An empty index of ``factory``, refused with a fix when it cannot be built or trained."""
+    if "IDMap" in factory:
+        raise BadInput(
+            f"--index {factory!r}: vecstore keeps the image ids itself; leave IDMap out "
+            f"(e.g. --index {factory.replace('IDMap2,', '').replace('IDMap,', '') or 'Flat'})"
+        )
     try:
         idx = SpaceIndex.empty(space.dim, factory)
     except ValueError as exc:
@@ -130,6 +187,13 @@ def _empty(space: Space, factory: str, n: int) -> SpaceIndex:
             f"{space.name!r} has {n}. Use `--index Flat` or fewer lists"
         )
     return idx
+
+
+def _faiss_reason(exc: RuntimeError) -> str:
+    """FAISS's own words, without the C++ function and source line before them."""
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    m = re.search(r"\.(?:cpp|h):\d+: (.+)$", text)
+    return m.group(1) if m else text
 
 
 def _training_sample(x: np.ndarray, lists: int) -> np.ndarray:

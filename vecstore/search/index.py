@@ -1,20 +1,59 @@
 """The FAISS index of one space: ids are image ids (an IVF keeps them itself, any other index
 is wrapped in IndexIDMap2), vectors are L2-normalised so inner product is cosine similarity.
 Build, tune, search, catch up with a set of ids, save and load; the file is a cache of the
-database's vectors (vecstore.search.cache decides when to trust it)."""
+database's vectors (vecstore.search.cache decides when to use it). A saved file is loaded only
+when its sidecar names its space and fingerprints its bytes and ids: a file copied from
+another space, or changed since, is not trusted."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
-from dataclasses import dataclass
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
+from ..errors import WriteFailed
 from ..learn.knn import exact_knn, normalize
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..db.models import Space
+
+META_FORMAT = 2  # sidecars without it (older vecstores) carry no fingerprint
+SAMPLE_BLOCK = 2**20  # bytes hashed at each sampled place of an index file
+SAMPLED_BLOCKS = 16
+TEMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class IndexOwner:
+    """The space an index file is saved for: its name, its id and creation time (a space of
+    the same name in another store differs by them) and its dimension."""
+
+    space: str
+    space_id: int
+    created: str
+    dim: int
+
+    @classmethod
+    def of(cls, space: Space) -> IndexOwner:
+        created = space.created_at.replace(tzinfo=None).isoformat() if space.created_at else ""
+        return cls(space.name, space.id, created, space.dim)
+
+
+class UntrustedIndex(Exception):
+    """An index file that is not the one saved for its space (its message says why).
+    ``legacy``: only its fingerprint is missing (saved by an older vecstore)."""
+
+    def __init__(self, reason: str, *, legacy: bool = False) -> None:
+        super().__init__(reason)
+        self.legacy = legacy
 
 
 @dataclass
@@ -191,34 +230,149 @@ class SpaceIndex:
         )
 
     # --- persistence ----------------------------------------------------------------------
-    def save(self, path: Path, meta: dict) -> None:
-        """Atomic: write a temporary file in the same folder, then rename over the old one."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
+    def save(self, path: Path, owner: IndexOwner) -> None:
+        """Atomic: write temporary files in the same folder, then rename them over the old
+        ones: the index, and its sidecar (``<space>.json``) naming its space, fingerprinting
+        its ids and tying it to these very bytes. Raises WriteFailed (disk full, a file where
+        the folder should be), leaving the old files and no temporary file behind."""
+        _ensure_folder(path.parent)
+        tmp, meta_path = _temp_path(path), path.with_suffix(".json")
+        meta_tmp = _temp_path(meta_path)
         try:
-            faiss.write_index(self.index, tmp)
+            faiss.write_index(self.index, str(tmp))
+            meta = {**self._meta(owner), "file": file_signature(tmp)}
+            with open(meta_tmp, "x") as f:
+                json.dump(meta, f)
             os.replace(tmp, path)
+            os.replace(meta_tmp, meta_path)
+        except (OSError, RuntimeError) as exc:
+            raise WriteFailed(
+                f"could not write the index file {path} ({_reason(exc)}): free some disk "
+                "space, then run `vecstore reindex`. The database is intact; the index, a "
+                "cache of it, is rebuilt from it when needed"
+            ) from None
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            for t in (tmp, meta_tmp):
+                t.unlink(missing_ok=True)
         self.dirty = False
-        meta_path = path.with_suffix(".json")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=meta_path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({**meta, "dim": self.dim, "ntotal": len(self), "factory": self.factory}, f)
-        os.replace(tmp, meta_path)
+
+    def _meta(self, owner: IndexOwner) -> dict:
+        return {
+            "format": META_FORMAT,
+            **asdict(owner),
+            "factory": self.factory,
+            "ntotal": len(self),
+            "ids_sha256": ids_fingerprint(self.ids()),
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
 
     @classmethod
-    def load(cls, path: Path, dim: int) -> SpaceIndex | None:
-        """The saved index, or None when it is missing, unreadable or of another dimension."""
-        if not path.exists():
-            return None
+    def open(cls, path: Path, owner: IndexOwner) -> SpaceIndex:
+        """The index saved at ``path`` for ``owner``, once its sidecar names that space and
+        ties it to these bytes and to these ids. Raises UntrustedIndex saying why not, and
+        FileNotFoundError when there is no file."""
+        if not path.is_file():
+            raise FileNotFoundError(str(path))
+        meta = _read_meta(path.with_suffix(".json"))
+        mine = asdict(owner)
+        theirs = {k: meta.get(k) for k in mine}
+        if theirs != mine:
+            raise UntrustedIndex(
+                f"it was saved for space {theirs['space']!r} (id {theirs['space_id']}, "
+                f"created {theirs['created']}, dim {theirs['dim']}), not this one (id "
+                f"{owner.space_id}, created {owner.created}, dim {owner.dim})"
+            )
+        if meta.get("file") != file_signature(path):
+            raise UntrustedIndex(
+                f"it is not the file its sidecar {path.with_suffix('.json').name} was saved "
+                "with (its size or sampled bytes differ: copied or changed since)"
+            )
+        idx = cls(owner.dim, read_index(path, owner.dim), meta.get("factory", "Flat"))
+        if ids_fingerprint(idx.ids()) != meta.get("ids_sha256"):
+            raise UntrustedIndex("its ids are not those it was saved with")
+        return idx
+
+    @classmethod
+    def load(cls, path: Path, owner: IndexOwner) -> SpaceIndex | None:
+        """The saved index of ``owner``, or None when it is missing or not to be trusted."""
         try:
-            index = faiss.read_index(str(path))
-            factory = json.loads(path.with_suffix(".json").read_text()).get("factory", "Flat")
-        except Exception:
+            return cls.open(path, owner)
+        except (FileNotFoundError, UntrustedIndex):
             return None
-        if index.d != dim or not (isinstance(index, faiss.IndexIDMap2) or _ivf(index) is not None):
-            return None
-        return cls(dim, index, factory)
+
+
+def read_index(path: Path, dim: int) -> faiss.Index:
+    """The FAISS index in a file, with no check of where it came from (see SpaceIndex.open);
+    raises UntrustedIndex when FAISS cannot read it or it is not an index of ``dim`` with ids."""
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise UntrustedIndex(f"FAISS cannot read it ({_reason(exc)})") from None
+    if index.d != dim:
+        raise UntrustedIndex(f"it holds vectors of dimension {index.d}, the space {dim}")
+    if not (isinstance(index, faiss.IndexIDMap2) or _ivf(index) is not None):
+        raise UntrustedIndex(f"it is a {type(index).__name__}, which keeps no image ids")
+    return index
+
+
+def ids_fingerprint(ids: np.ndarray) -> str:
+    """sha256 of the sorted ids (int64, little-endian)."""
+    return hashlib.sha256(np.sort(np.asarray(ids, dtype="<i8")).tobytes()).hexdigest()
+
+
+def file_signature(path: Path) -> dict:
+    """The size of a file and the sha256 of sampled 1 MiB blocks (all of a file up to
+    SAMPLED_BLOCKS MiB; else that many blocks spread from its start to its end): a copy or a
+    rewrite is caught without reading a multi-GB file whole."""
+    size = path.stat().st_size
+    if size <= SAMPLE_BLOCK * SAMPLED_BLOCKS:
+        offsets = range(0, size, SAMPLE_BLOCK)
+    else:
+        last = size - SAMPLE_BLOCK
+        offsets = [i * last // (SAMPLED_BLOCKS - 1) for i in range(SAMPLED_BLOCKS)]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for off in offsets:
+            f.seek(off)
+            h.update(f.read(SAMPLE_BLOCK))
+    return {"size": size, "sampled_sha256": h.hexdigest()}
+
+
+def _read_meta(meta_path: Path) -> dict:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise UntrustedIndex(f"its sidecar {meta_path.name} is missing", legacy=True) from None
+    except (OSError, ValueError) as exc:
+        raise UntrustedIndex(f"its sidecar {meta_path.name} is unreadable ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise UntrustedIndex(
+            f"its sidecar {meta_path.name} has no fingerprint (saved by an older vecstore)",
+            legacy=True,
+        )
+    return meta
+
+
+def _ensure_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise WriteFailed(
+            f"{folder} is a file, not the store's index folder: move it away, then run the "
+            "command again (the indexes are rebuilt from the database)"
+        )
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise WriteFailed(f"cannot create the index folder {folder}: {_reason(exc)}") from None
+
+
+def _temp_path(path: Path) -> Path:
+    """A new name beside ``path`` ending in .tmp (what `vecstore check` calls stray when a
+    killed process leaves it); the file is created with the usual permissions (umask), so
+    that the team's other accounts can read the index."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
