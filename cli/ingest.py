@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vecstore.params import DEFAULT_UNLABELED
+from vecstore.params import DEFAULT_UNLABELED, FileLimits, ParamError, parse_size
 
 from .context import Ctx
 from .options import embedding_options, output_option, spaces_option
@@ -42,7 +42,34 @@ SHOWN_FAILURES = 20
     type=click.Path(dir_okay=False, path_type=Path),
     help="CSV joined per image by a path or file-name column.",
 )
-@click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
+@click.option(
+    "--follow-links",
+    is_flag=True,
+    help="Follow symbolic links that lead out of DIRECTORY (by default they are skipped, "
+    "and reported).",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1),
+    default=FileLimits.max_pixels,
+    show_default=True,
+    help="Largest image decoded (width x height); a file declaring more fails unread "
+    "(decompression bombs).",
+)
+@click.option(
+    "--max-file-size",
+    "max_bytes",
+    default=f"{FileLimits.max_bytes / 2**30:g}G",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _size(value),
+    metavar="SIZE",
+    help="Largest file read (e.g. 200M, 2G); a larger one fails unread.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 1 if any file failed, or a file or folder was skipped by the scan.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="List every duplicate and failure.")
 @output_option(csv=False)
 @embedding_options
@@ -54,6 +81,9 @@ def ingest(
     labels_from_folders,
     unlabeled_names,
     metadata_csv,
+    follow_links,
+    max_pixels,
+    max_bytes,
     strict,
     verbose,
     fmt,
@@ -65,7 +95,10 @@ def ingest(
     """Add the images of DIRECTORY (recursive) to the store and embed them.
 
     Incremental: files already in the store are not embedded again; identical bytes under
-    two paths are one image. Bad files are recorded with their reason and skipped.
+    two paths are one image. Bad files are recorded with their reason and skipped; links
+    leading out of DIRECTORY, names that are not UTF-8 and folders that cannot be read are
+    skipped and reported. Only regular files are read, within --max-file-size and
+    --max-pixels, turned upright by their EXIF orientation.
 
     \b
     Example:
@@ -73,6 +106,7 @@ def ingest(
     """
     if not directory.is_dir():
         raise click.BadParameter(f"{directory} is not a folder", param_hint="DIRECTORY")
+    limits = _limits(max_pixels=max_pixels, max_bytes=max_bytes, follow_links=follow_links)
     with obj.open(write=True, create=True) as store:
         rep = store.ingest(
             directory,
@@ -85,19 +119,50 @@ def ingest(
             batch_size=batch_size,
             workers=workers,
             progress=fmt == "table",
+            limits=limits,
         )
     if fmt == "json":
         emit_json([rep.to_dict()])
     else:
         print_ingest_report(rep, verbose)
-    if strict and rep.failed:
-        raise click.ClickException(f"{len(rep.failed)} files failed (--strict)")
+    if strict and (rep.failed or rep.skipped):
+        raise click.ClickException(_strict_failure(rep))
+
+
+def _size(value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-file-size") from None
+
+
+def _limits(**values) -> FileLimits:
+    """The file limits of the options; one out of range is a usage error naming it."""
+    try:
+        return FileLimits(**values)
+    except ParamError as exc:
+        hint = {"max_bytes": "--max-file-size"}.get(exc.field, "--max-pixels")
+        raise click.BadParameter(exc.reason, param_hint=hint) from None
+
+
+def _strict_failure(rep: IngestReport) -> str:
+    """'3 files failed, 1 skipped by the scan (--strict)'"""
+    parts = [f"{len(rep.failed)} files failed"] if rep.failed else []
+    parts += [f"{len(rep.skipped)} skipped by the scan"] if rep.skipped else []
+    return ", ".join(parts) + " (--strict)"
 
 
 def print_ingest_report(rep: IngestReport, verbose: bool) -> None:
     click.echo(
         f"scanned {rep.scanned}: added {rep.added}, duplicates {len(rep.duplicates)}, "
         f"unchanged {rep.unchanged}, changed {rep.changed}, failed {len(rep.failed)}"
+        + (f", unavailable {len(rep.unavailable)}" if rep.unavailable else "")
+        + (f", skipped {len(rep.skipped)}" if rep.skipped else "")
+    )
+    _print_some(
+        [f"skipped: {p}: {why}" for p, why in rep.skipped],
+        None if verbose else SHOWN_FAILURES,
+        "skipped files and folders",
     )
     _print_some(
         [f"duplicate: {p} (same bytes as {q})" for p, q in rep.duplicates],
@@ -109,6 +174,21 @@ def print_ingest_report(rep: IngestReport, verbose: bool) -> None:
         None if verbose else SHOWN_FAILURES,
         "failures",
     )
+    _print_some(
+        [f"unavailable, kept (tried again next time): {p}: {why}" for p, why in rep.unavailable],
+        None if verbose else SHOWN_FAILURES,
+        "unavailable files",
+    )
+    if rep.missing:
+        click.echo(
+            f"  {len(rep.missing)} known files are no longer in the folder: their images and "
+            "labels are kept (`vecstore check` lists them)"
+        )
+    if rep.labels_carried:
+        click.echo(
+            f"labels kept on {rep.labels_carried} files whose content changed (flagged for "
+            "review when their pixels changed: `vecstore labels history PATH`)"
+        )
     if rep.labels_added or rep.label_conflicts:
         click.echo(f"labels from folders: {rep.labels_added} added")
         for path, kept, ignored in rep.label_conflicts:

@@ -34,7 +34,7 @@ def parse_size(text: str) -> int:
             f"cannot read {text!r} as a size: write e.g. 8G, 512M or 1000000"
         ) from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"a memory budget must be a positive number of bytes, not {text!r}")
+        raise ValueError(f"a size must be a positive number of bytes, not {text!r}")
     return int(value * mult)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from ..errors import EmbedError
+from ..imagefile import DEFAULT_LIMITS, decode_image, open_image_file
+from ..params import FileLimits
 
 # A batch from an embedder: the ids it embedded, their vectors (len(ids) x dim, float32) and
 # the (id, reason) of the items it could not embed.
@@ -42,24 +42,13 @@ class Embedder(Protocol):
         """Embed many files, yielding batches; a bad file is reported, never raised."""
 
 
-def open_image(source: str | Path | bytes) -> Image.Image:
-    """Open and fully decode an image (a truncated file fails here, not later)."""
-    try:
-        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        img.load()
-    except Exception as exc:  # PIL raises many types for bad files
-        raise EmbedError(describe_decode_error(exc)) from exc
-    return img
-
-
-def describe_decode_error(exc: BaseException) -> str:
-    if isinstance(exc, Image.UnidentifiedImageError):
-        return "not an image (format not recognised)"
-    if isinstance(exc, OSError) and "truncated" in str(exc).lower():
-        return f"truncated or corrupt image: {exc}"
-    if isinstance(exc, Image.DecompressionBombError):
-        return f"image too large to decode safely: {exc}"
-    return f"cannot decode image: {type(exc).__name__}: {exc}"
+def open_image(source: str | Path | bytes, limits: FileLimits = DEFAULT_LIMITS) -> Image.Image:
+    """Open and fully decode an image, upright (a truncated file fails here, not later), the
+    one way vecstore does it: see vecstore.imagefile (regular files only, size and pixel
+    limits, EXIF orientation)."""
+    if isinstance(source, bytes):
+        return decode_image(source, limits)
+    return open_image_file(source, limits)
 
 
 def to_8bit(img: Image.Image) -> Image.Image:

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import EmbedError
+from ..imagefile import OUT_OF_MEMORY
 from .base import Batch, SpaceInfo, open_image, to_gray
 
 HOG_SIZE = 32
@@ -101,6 +102,8 @@ class ClassicEmbedder:
             return image_id, None, str(exc)
         except OSError as exc:
             return image_id, None, f"cannot read file: {exc.strerror or exc}"
+        except MemoryError:  # one image too large for this machine: the others go on
+            return image_id, None, OUT_OF_MEMORY
 
     def embed_files(self, items: Sequence[tuple[int, str]]) -> Iterator[Batch]:
         with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:

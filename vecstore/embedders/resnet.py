@@ -5,7 +5,6 @@ torch and torchvision are imported inside functions so that the CLI starts fast.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,6 +14,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import EmbedError, WeightsUnavailable
+from ..files import sha256_file
+from ..imagefile import OUT_OF_MEMORY
 from .base import Batch, SpaceInfo, open_image, to_rgb
 
 # space name -> (torchvision architecture, last layer used, output dim)
@@ -46,14 +47,6 @@ def weights_spec(weights: str | None) -> str:
         return f"random:seed={RANDOM_SEED}"
     path = weights[5:] if weights.startswith("file:") else weights
     return f"file:{os.path.abspath(path)}"
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_state_dict_file(path: str) -> dict[str, Any]:
@@ -120,7 +113,7 @@ def build_network(arch: str, spec: str):
             raise WeightsUnavailable(
                 f"weights file {value} does not fit {arch}: {' '.join(first)}"
             ) from exc
-        return net, _sha256_file(value)
+        return net, sha256_file(value)
     raise WeightsUnavailable(f"unknown weights spec {spec!r}")
 
 
@@ -198,6 +191,8 @@ class _FileDataset:
             return image_id, self.transform(to_rgb(open_image(path))), ""
         except EmbedError as exc:
             err = str(exc)
+        except MemoryError:  # one image too large for this machine: the others go on
+            err = OUT_OF_MEMORY
         except OSError as exc:
             err = f"cannot read file: {exc.strerror or exc}"
         except Exception as exc:  # a transform failing on odd content must not stop the run

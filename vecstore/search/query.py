@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import BadInput, EmbedError, UnknownImage
-from ..files import sha256_file
+from ..imagefile import open_image_file, sha256_image_file
 from ..results import Hit, QueryResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,9 +69,9 @@ def _stored_image(db: Database, path: str) -> int | None:
     img = db.images.by_path(path)
     if img is None:  # same bytes under another path count as the same image
         try:
-            sha = sha256_file(path)
-        except OSError as exc:
-            raise BadInput(f"cannot read query image {path}: {exc.strerror or exc}") from exc
+            sha = sha256_image_file(path)  # a regular file only: a FIFO or /dev/zero never ends
+        except EmbedError as exc:
+            raise BadInput(f"cannot read query image {path}: {exc}") from exc
         img = db.images.by_sha(sha)
     return img.id if img is not None and img.status == "ok" else None
 
@@ -92,10 +92,8 @@ def _query_vector(
                 f"(failed or not embedded yet: `vecstore embed --space {space.name}`)"
             )
         return v
-    from ..embedders import open_image
-
     model = embedder(space.name)
     try:
-        return model.embed_image(open_image(path))[None, :]
+        return model.embed_image(open_image_file(path))[None, :]
     except EmbedError as exc:
         raise BadInput(f"cannot use {path} as a query: {exc}") from exc
