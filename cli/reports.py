@@ -51,9 +51,11 @@ def report(obj: Ctx, out: Path, space, run_id, projection, seed) -> None:
     """
     with obj.open() as store:
         r = store.report(out, space=space, run_id=run_id, projection=projection, seed=seed)
+    where = "the report to standard output" if str(out) == "-" else r.path
     click.echo(
-        f"wrote {r.path} ({r.bytes / 2**20:.1f} MiB, {r.points} of {r.images} images "
-        f"on the map, space {r.space}) in {r.seconds:.1f} s"
+        f"wrote {where} ({r.bytes / 2**20:.1f} MiB, {r.points} of {r.images} images "
+        f"on the map, space {r.space}) in {r.seconds:.1f} s",
+        err=str(out) in ("-", "/dev/stdout"),  # then standard output is exactly the page
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import make_binary_scans
+from .conftest import make_binary_scans, make_image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = [
@@ -140,3 +140,92 @@ def test_report_in_a_real_browser(tmp_path, cli):
     assert errors == []
     assert requests == []  # opens offline: nothing fetched
     assert shot.stat().st_size > 10000
+
+
+HOSTILE = [
+    "<!--<script>",
+    "<img src=x onerror=alert(1)>",
+    '<a href="http://evil">x</a>',
+    '"><script>alert(2)</script>',
+]
+
+
+def _hostile_scans(root: Path) -> Path:
+    """Labels and file names that are markup: classes from folder names, two more set by hand
+    (a name cannot hold a slash: `"><script>alert(2)</script>` is a folder and a file)."""
+    for i in range(8):
+        make_image(root / "labeled" / HOSTILE[0] / f"{HOSTILE[0]}{i}.png", seed=i)
+        make_image(root / "labeled" / HOSTILE[1] / f"{HOSTILE[1]}{i}.png", seed=1000 + i)
+    for i in range(24):
+        name = ['"><script>alert(2)<', HOSTILE[0], HOSTILE[1]][i % 3]
+        sub = f"{name}/script>{i}.png" if i % 3 == 0 else f"{name}{i}.png"
+        make_image(root / "unlabeled" / sub, seed=2000 + i)
+    return root
+
+
+@pytest.mark.slow
+def test_report_with_hostile_names_and_labels_runs_no_markup(tmp_path, cli):
+    sync_api = _browser()
+    root = _hostile_scans(tmp_path / "scans")
+    assert cli("ingest", root, "--space", "pixels", "--labels-from-folders").exit_code == 0
+    for i, label in [(0, HOSTILE[2]), (3, HOSTILE[2]), (6, HOSTILE[2]), (9, HOSTILE[3])]:
+        sub = f'"><script>alert(2)</script>{i}.png'
+        r = cli("labels", "set", "--new-class", "--replace", root / "unlabeled" / sub, "--", label)
+        assert r.exit_code == 0, r.output
+    for i in (12, 15):
+        sub = f'"><script>alert(2)</script>{i}.png'
+        assert (
+            cli("labels", "set", "--replace", root / "unlabeled" / sub, HOSTILE[3]).exit_code == 0
+        )
+    assert cli("cluster", "--compare", "-k", "4").exit_code == 0
+    assert cli("propagate", "-k", "3").exit_code == 0
+    r = cli("evaluate", "--positive", HOSTILE[2], "--test-size", "0.4")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "report.html"
+    assert cli("report", "-o", out).exit_code == 0
+    errors: list[str] = []
+    dialogs: list[str] = []
+    requests: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("request", lambda r: None if r.url.startswith("data:") else requests.append(r.url))
+        page.goto(out.as_uri())
+        page.wait_for_function("window.vecstoreReportReady === true", timeout=30000)
+        texts = []
+        for colour, dims in [("expert", "3"), ("pseudo", "2"), ("cluster", "2")]:
+            page.select_option("#colour", colour)
+            page.select_option("#dims", dims)
+            page.wait_for_timeout(300)
+            texts += page.evaluate(
+                "[...document.querySelectorAll('#map .legendtext')].map(e => e.textContent)"
+            )
+        page.select_option("#cluster", "0")
+        page.wait_for_timeout(300)
+        page.locator("#map .scatterlayer .points path").first.hover(force=True)
+        page.wait_for_timeout(300)
+        injected = page.evaluate("""() => {
+            const X = 'http://www.w3.org/1999/xlink';
+            const links = [...document.getElementsByTagName('a')].filter(a =>
+                /evil/.test((a.getAttribute('href') || '') + (a.getAttributeNS(X, 'href') || '')));
+            const handlers = [...document.querySelectorAll('*')].filter(e =>
+                [...e.attributes].some(a => a.name.toLowerCase().startsWith('on')));
+            return {links: links.length, handlers: handlers.map(e => e.outerHTML.slice(0, 80)),
+                    scripts: document.getElementsByTagName('script').length,
+                    imgs: [...document.images].filter(i => !i.src.startsWith('data:')).length};
+        }""")
+        ticks = page.evaluate(
+            "[...document.querySelectorAll('#confusion .xtick text')].map(e => e.textContent)"
+        )
+        body = page.evaluate("document.body.innerText")
+        title = page.text_content("#pr .gtitle")
+        browser.close()
+    assert errors == [] and dialogs == []
+    assert injected == {"links": 0, "handlers": [], "scripts": 3, "imgs": 0}, injected
+    assert requests == [out.as_uri()]  # nothing fetched, not even src=x
+    for label in HOSTILE:
+        assert f"expert {label}" in texts and f"pseudo {label}" in texts, (label, texts)
+        assert label in ticks and label in body, label
+    assert HOSTILE[2] in title

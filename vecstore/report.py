@@ -12,6 +12,7 @@ import html
 import io
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -252,6 +253,14 @@ def _evaluation(evaluation: Run | None) -> dict[str, Any] | None:
     }
 
 
+def script_json(data: Any) -> str:
+    """``data`` as JSON to put inside a <script> element: no <, > or & in it (written \\u003c,
+    \\u003e, \\u0026, which JSON.parse reads back), so that no file name or label such as
+    "</script>" or "<!--<script>" can end the element early or swallow the next one."""
+    text = json.dumps(data)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def write_report(
     db: Database,
     out: str | os.PathLike[str],
@@ -267,14 +276,17 @@ def write_report(
     t0 = time.perf_counter()
     data = collect(db, space, run_id, projection, seed)
     template = resources.files("vecstore").joinpath("report.html").read_text(encoding="utf-8")
-    page = template.replace("%%TITLE%%", html.escape(data["title"]))
-    page = page.replace("%%PLOTLY%%", get_plotlyjs())
-    # </script> inside the JSON would end the script element early
-    page = page.replace("%%DATA%%", json.dumps(data).replace("</", "<\\/"))
+    parts = {
+        "TITLE": html.escape(data["title"]),
+        "PLOTLY": get_plotlyjs(),
+        "DATA": script_json(data),
+    }
+    # one pass: a placeholder written by a name or a label is not replaced in its turn
+    page = re.sub(r"%%(TITLE|PLOTLY|DATA)%%", lambda m: parts[m[1]], template)
     path = write_atomically(out, lambda f: f.write(page))
     return ReportFile(
         path=str(path),
-        bytes=path.stat().st_size,
+        bytes=len(page.encode("utf-8")),
         points=data["shown"],
         images=data["space"]["n"],
         seconds=time.perf_counter() - t0,
