@@ -54,6 +54,13 @@ class IngestReport:
     changed: int = 0
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (new path, existing path)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # known files unreadable now: image, vectors, labels kept, tried again next time
+    unavailable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    missing: list[str] = field(default_factory=list)  # known files under the folder, gone
+    # left out by the scan, never stored: a name not UTF-8, a link leaving the folder, a
+    # folder that cannot be read (path shown with undecodable bytes escaped, reason)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    labels_carried: int = 0  # expert labels that followed their file to new content
     labels_added: int = 0
     label_conflicts: list[tuple[str, str, str]] = field(default_factory=list)  # path, old, new
     metadata_matched: int = 0
@@ -72,6 +79,10 @@ class IngestReport:
             "changed": self.changed,
             "duplicates": [{"path": p, "same_as": q} for p, q in self.duplicates],
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "unavailable": [{"path": p, "reason": r} for p, r in self.unavailable],
+            "missing": self.missing,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "labels_carried": self.labels_carried,
             "labels_added": self.labels_added,
             "label_conflicts": [
                 {"path": p, "kept": old, "ignored": new} for p, old, new in self.label_conflicts
@@ -233,6 +244,7 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    fixed: list[str] = field(default_factory=list)  # what `check --fix` repaired first
 
     @property
     def ok(self) -> bool:
@@ -263,6 +275,63 @@ class LabelChange:
     image_id: int
     label: str | None
     previous: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Forgotten:
+    paths: int  # paths the store no longer knows
+    images: int  # images gone with them (no path left), with their vectors
+    labels: int  # expert labels dropped with those images (recorded in ``batch``)
+    batch: int | None  # the label batch that records them
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LabelUndo:
+    batch: int  # the batch undone
+    kind: str  # what it was (import, set, remove, ...)
+    undo_batch: int | None  # the batch the undo is recorded as
+    restored: int  # images given back their label from before
+    gone: int  # images of the batch no longer in the store
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LabelBatchRow:
+    id: int
+    at: str
+    who: str
+    kind: str
+    source: str
+    changes: int
+    undone_by: int | None
+    note: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LabelEventRow:
+    batch: int
+    at: str
+    who: str
+    kind: str
+    source: str  # the batch's
+    image_id: int
+    path: str | None
+    old_label: str | None
+    old_source: str | None
+    new_label: str | None
+    new_source: str | None
+    review_reason: str | None  # set with the new label (content changed since labeled)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -36,12 +36,16 @@ from . import __version__
 from .db import Database
 from .db.lock import WriteLock
 from .db.models import Image, Run, Space
-from .errors import BadInput, StoreNotFound, VecstoreError
+from .errors import BadInput, StoreDamaged, StoreNotFound, VecstoreError
 from .ingest.embedding import embedder_for
+from .ingest.forget import forget as forget_paths
 from .ingest.metadata import read_metadata_csv
 from .ingest.pipeline import DEFAULT_SPACE, IngestOptions, embed_spaces, ingest_folder
+from .ingest.scan import check_folder_name
 from .ingest.vector_file import VectorFile
 from .ingest.vectors_import import import_vectors
+from .labeling import history as label_history
+from .labeling import label_csv
 from .labeling import labels as label_ops
 from .labeling.data import space_matrix
 from .labeling.export import export_csv, export_table
@@ -50,6 +54,7 @@ from .params import (
     ClusterParams,
     EvaluationParams,
     ExportOptions,
+    FileLimits,
     PlanRequest,
     PropagationParams,
 )
@@ -60,11 +65,15 @@ from .results import (
     Clustering,
     Evaluation,
     Export,
+    Forgotten,
     IndexStats,
     IngestReport,
+    LabelBatchRow,
     LabelChange,
     LabelCount,
+    LabelEventRow,
     LabelImport,
+    LabelUndo,
     LearningCurve,
     Plan,
     Propagation,
@@ -76,9 +85,9 @@ from .results import (
     Suggestion,
     VectorImport,
 )
-from .search.cache import IndexCache
+from .search.cache import IndexCache, with_settings
 from .search.query import query as run_query
-from .status import check_store, store_info
+from .status import check_store, damaged, repair, store_info
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -105,6 +114,26 @@ def _migrate(db: Database, lock: WriteLock) -> None:
         lock.release()
 
 
+def _refuse_file_in_path(p: Path) -> None:
+    """--store must be a folder, or a path whose existing part is a folder."""
+    for part in (p, *p.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "is a file" if part == p else f"is a file, so {p} cannot be a folder"
+                raise BadInput(f"--store {p}: {part} {what}; choose another path")
+            return
+
+
+def check_at(path: str | os.PathLike[str], *, fix: bool = False) -> CheckReport:
+    """``vecstore check``: open the store (to write when ``fix``) and compare its parts. A
+    database SQLite cannot read is reported as the problem, not raised."""
+    try:
+        with Store.open(path, write=fix) as store:
+            return store.check(fix=fix)
+    except StoreDamaged as exc:
+        return CheckReport(problems=[damaged(Path(path) / DB_NAME, exc.detail)])
+
+
 def resolve_store_path(option: str | None) -> Path:
     """--store, then $VECSTORE_STORE, then ./.vecstore."""
     return Path(option or os.environ.get("VECSTORE_STORE") or DEFAULT_STORE).expanduser()
@@ -128,8 +157,7 @@ class Store:
     ) -> Store:
         """Open a store (creating it when ``create``); ``write`` takes the one-writer lock."""
         p = Path(path).expanduser()
-        if p.exists() and not p.is_dir():
-            raise BadInput(f"--store {p} is a file, not a vecstore folder; choose another path")
+        _refuse_file_in_path(p)
         if not (p / DB_NAME).exists():
             if not create:
                 raise StoreNotFound(str(p))
@@ -141,6 +169,8 @@ class Store:
                 lock.acquire()
             db = Database(p / DB_NAME)
             _migrate(db, lock)
+            if write:  # the one writer: a run still marked running was killed
+                db.runs.mark_interrupted()
         except BaseException:
             if db is not None:
                 db.close()
@@ -168,7 +198,10 @@ class Store:
             return None
         if isinstance(truth, Mapping):
             return dict(truth)
-        return label_ops.read_truth(self._db, truth)
+        return label_csv.read_truth(self._db, truth)
+
+    def _refresh_all(self) -> None:
+        self._refresh(*[sp.name for sp in self.spaces()])
 
     def _refresh(self, *names: str, progress: bool = False) -> None:
         """Catch the FAISS index of each space up with the rows just written, and save it."""
@@ -189,11 +222,20 @@ class Store:
         batch_size: int | None = None,
         workers: int | None = None,
         progress: bool = False,
+        who: str | None = None,
+        limits: FileLimits | None = None,
     ) -> IngestReport:
         """Register every image under ``root`` and embed the new ones in each space (the
-        store's spaces when none are named; resnet18 for a new store)."""
+        store's spaces when none are named; resnet18 for a new store). A known file that is
+        missing, empty or unreadable keeps its image, vectors and labels (tried again next
+        time); a file whose bytes changed keeps its label (flagged when its pixels changed).
+        ``who``: recorded with the label changes the ingest makes. ``limits``: what is read
+        as an image (size, pixels, links leaving ``root``); a file beyond them fails, a link
+        or a name that cannot be stored is skipped, each reported."""
         self._require_write()
         root = os.path.abspath(root)
+        limits = limits or FileLimits()
+        check_folder_name(root)
         unlabeled_names = list(unlabeled_names)  # used twice: a generator would be spent
         if not os.path.isdir(root):
             raise BadInput(f"{root} is not a folder; `vecstore ingest` takes a folder of images")
@@ -204,6 +246,7 @@ class Store:
             unlabeled_names=list(unlabeled_names),
             metadata=read_metadata_csv(metadata_csv) if metadata_csv else None,
             progress=progress,
+            who=label_ops.who_is(who),
             run_params={
                 "root": root,
                 "spaces": names,
@@ -212,10 +255,16 @@ class Store:
                 "metadata_csv": str(metadata_csv) if metadata_csv else None,
                 "device": device,
                 "batch_size": batch_size,
+                "max_pixels": limits.max_pixels,
+                "max_bytes": limits.max_bytes,
+                "follow_links": limits.follow_links,
             },
+            limits=limits,
         )
         embedders = [self._embedder(n, weights, device, batch_size, workers) for n in names]
-        return ingest_folder(self._db, root, embedders, opts, lambda: self._refresh(*names))
+        # every space is caught up, not only those embedded: an image an ingest deletes
+        # (its only file now holds other bytes) leaves every space's index
+        return ingest_folder(self._db, root, embedders, opts, self._refresh_all)
 
     def embed(
         self,
@@ -321,11 +370,12 @@ class Store:
         targets = [self.get_space(n) for n in spaces] if spaces else self.spaces()
         out = []
         for sp in targets:
+            # built with the new settings first: a factory FAISS cannot build is never kept
+            idx = self._indexes.build(with_settings(sp, index, memory_budget), progress=progress)
             if index is not None or memory_budget is not None:
                 sp = self._db.spaces.set_index_settings(
                     sp.id, factory=index, memory_budget=memory_budget
                 )
-            idx = self._indexes.build(sp, progress=progress)
             self._indexes.save(sp, idx)
             out.append(Reindexed(sp.name, len(idx), IndexStats.from_dict(sp.index_stats)))
         return out
@@ -364,9 +414,16 @@ class Store:
         ``failures``, the files that failed and why."""
         return store_info(self._db, self.path, self._indexes, __version__, failures=failures)
 
-    def check(self) -> CheckReport:
-        """Compare the database with the FAISS indexes and the files on disk."""
-        return check_store(self._db, self._indexes)
+    def check(self, *, fix: bool = False) -> CheckReport:
+        """Compare the database with the FAISS indexes and the files on disk. ``fix`` first
+        repairs what is only a cache: stray temporary files, index files not to be trusted."""
+        fixed = []
+        if fix:
+            self._require_write()
+            fixed = repair(self._db, self._indexes)
+        rep = check_store(self._db, self._indexes)
+        rep.fixed = fixed
+        return rep
 
     def runs(self) -> list[Run]:
         return self._db.runs.all()
@@ -394,26 +451,78 @@ class Store:
         replace: bool = False,
         new_class: bool = False,
         source: str = "cli",
+        who: str | None = None,
     ) -> LabelChange:
+        """Set the expert label of one image; ``who`` (default $VECSTORE_USER, else the
+        login) is recorded with the change."""
         self._require_write()
         return label_ops.set_label(
-            self._db, target, label, replace=replace, new_class=new_class, source=source
+            self._db, target, label, replace=replace, new_class=new_class, source=source, who=who
         )
 
-    def remove_label(self, target: str) -> LabelChange:
+    def remove_label(self, target: str, *, who: str | None = None) -> LabelChange:
         self._require_write()
-        return label_ops.remove_label(self._db, target)
+        return label_ops.remove_label(self._db, target, who=who)
 
     def import_labels(
-        self, csv_path: str | os.PathLike[str], *, replace: bool = False, new_class: bool = False
+        self,
+        csv_path: str | os.PathLike[str],
+        *,
+        replace: bool = False,
+        new_class: bool = False,
+        accept_pseudo: bool = False,
+        who: str | None = None,
     ) -> LabelImport:
-        """Expert labels from a CSV (path or sha256, label): all rows or none."""
+        """Expert labels from a CSV (path or sha256, label): all rows or none. Rows of
+        vecstore's own pseudo-labels are refused unless ``accept_pseudo``."""
         self._require_write()
-        return label_ops.import_labels(self._db, csv_path, replace=replace, new_class=new_class)
+        return label_csv.import_labels(
+            self._db,
+            csv_path,
+            replace=replace,
+            new_class=new_class,
+            accept_pseudo=accept_pseudo,
+            who=who,
+        )
+
+    def forget(
+        self,
+        targets: Sequence[str],
+        *,
+        missing_only: bool = False,
+        drop_labels: bool = False,
+        who: str | None = None,
+    ) -> Forgotten:
+        """Forget files (or every known file under a folder; ``missing_only``: those not on
+        disk): their paths, and images left with no path, with their vectors. Refused when
+        such an image carries an expert label, unless ``drop_labels`` (then recorded as a
+        label batch)."""
+        self._require_write()
+        out = forget_paths(
+            self._db,
+            targets,
+            who=label_ops.who_is(who),
+            missing_only=missing_only,
+            drop_labels=drop_labels,
+        )
+        self._refresh_all()
+        return out
+
+    def undo_labels(self, batch: int | None = None, *, who: str | None = None) -> LabelUndo:
+        """Undo a label batch (default: the latest not undone): its images get back exactly
+        the labels they had before."""
+        self._require_write()
+        return label_history.undo(self._db, batch, who=who)
+
+    def label_history(self, target: str | None = None) -> list[LabelEventRow] | list[LabelBatchRow]:
+        """The label changes of one image (path, sha256 or id), or every batch."""
+        if target is None:
+            return label_history.batches(self._db)
+        return label_history.history(self._db, target)
 
     def read_truth(self, csv_path: str | os.PathLike[str]) -> dict[int, str]:
         """Ground truth (path or sha256, label) for scoring; rows must all resolve."""
-        return label_ops.read_truth(self._db, csv_path)
+        return label_csv.read_truth(self._db, csv_path)
 
     def label_counts(self) -> list[LabelCount]:
         """Expert labels per label and source, and the pseudo-labels of the latest propagation."""
