@@ -134,3 +134,20 @@ def test_tour_commands_work_as_written(tmp_path):
     assert "AMI against the expert labels:" in api.stdout
     assert "20 expert labels spread to 1777 images" in api.stdout
     assert "needs_review" in api.stdout
+
+
+def test_every_guarantee_names_a_test_that_exists():
+    """The tests the README's "What vecstore guarantees" cites are tests of this suite."""
+    section = (REPO / "README.md").read_text().split("## What vecstore guarantees", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    cited = set(re.findall(r"`(test_\w+)`", section))
+    pattern = re.compile(r"^(?:def (test_\w+)|(test_\w+) = )", re.M)
+    defined = {
+        name
+        for f in (REPO / "tests").glob("test_*.py")
+        for pair in pattern.findall(f.read_text())
+        for name in pair
+        if name
+    }
+    assert len(cited) >= 20, cited
+    assert cited <= defined, cited - defined
