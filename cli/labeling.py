@@ -202,6 +202,20 @@ def _print_propagation(r: Propagation) -> None:
     help="Share of the expert labels hidden in each hold-out repeat.",
 )
 @click.option("--repeats", type=int, default=EvaluationParams.repeats, show_default=True)
+@click.option(
+    "--folds",
+    type=int,
+    default=EvaluationParams.folds,
+    show_default=True,
+    help="With --positive: cross-fitting folds that score every expert label once.",
+)
+@click.option(
+    "--confidence",
+    type=float,
+    default=EvaluationParams.confidence,
+    show_default=True,
+    help="With --positive: probability that the promised recall holds on the unlabeled images.",
+)
 @seed_option(EvaluationParams.seed)
 @click.option("--compare", is_flag=True, help="Evaluate every space (hold-out) side by side.")
 @click.option(
@@ -229,6 +243,8 @@ def evaluate(
     target_accuracy,
     test_size,
     repeats,
+    folds,
+    confidence,
     seed,
     compare,
     curve,
@@ -240,8 +256,10 @@ def evaluate(
     Without --truth: repeated stratified hold-out of the expert labels (hide a share,
     propagate from the rest, score the hidden). With --truth FILE.csv: score the latest
     propagation. Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix;
-    with --positive: recall, precision, F2, ROC-AUC and the threshold that reaches
-    --target-recall. Also accuracy and coverage by confidence, and the needs_review threshold.
+    with --positive: recall, precision, F2, ROC-AUC, and the recall promise: the threshold
+    on p(positive) whose recall reaches --target-recall with probability --confidence, from
+    every expert label scored out-of-fold (or why there are too few positives for it). Also
+    accuracy and coverage by confidence, and the needs_review threshold.
 
     \b
     Examples:
@@ -259,6 +277,8 @@ def evaluate(
         target_accuracy=target_accuracy,
         test_size=test_size,
         repeats=repeats,
+        folds=folds,
+        confidence=confidence,
         seed=seed,
     )
     if curve:
@@ -370,6 +390,8 @@ def _print_evaluation(r: Evaluation) -> None:
         table([asdict(c) for c in s.per_class], ["label", "precision", "recall", "f1", "support"])
     )
     _print_positive(s.positive)
+    if s.positive is not None:
+        _print_promise(r.recall_promise, s.positive.label)
     labels = s.confusion_labels
     click.echo("confusion matrix (rows: truth, columns: predicted):")
     click.echo(
@@ -409,6 +431,25 @@ def _print_positive(pos) -> None:
             f"p({pos.label}) >= {thr.threshold:.4f} (recall {thr.recall:.4f}, "
             f"precision {thr.precision:.4f})"
         )
+
+
+def _print_promise(pr, positive: str) -> None:
+    if pr is None:
+        return
+    if pr.declined:
+        more = pr.positives_needed - pr.positives
+        click.echo(
+            f"no recall promise: {pr.positives} expert labels {positive!r} are too few to "
+            f"promise recall {pr.target:.2f} with probability {pr.confidence:.2f} (at most "
+            f"{pr.holds_with:.2f}); label at least {more} more {positive!r} images "
+            f"({pr.positives_needed} needed)"
+        )
+        return
+    click.echo(
+        f"recall promise: call {positive!r} when p({positive}) >= {pr.threshold:.4f}: recall "
+        f">= {pr.target:.2f} with probability {pr.holds_with:.3f} (>= {pr.confidence:.2f}), "
+        f"from {pr.positives} out-of-fold {positive!r} scores"
+    )
 
 
 def _print_review_threshold(r: Evaluation) -> None:
@@ -467,6 +508,21 @@ def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_
         f"{r.needs_review} need review, threshold {r.review_below:.2f} from "
         f"{r.review_below_from})",
         err=_is_stdout(out),
+    )
+    if r.positive_rule:
+        click.echo(_positive_rule_line(r.positive_rule), err=_is_stdout(out))
+
+
+def _positive_rule_line(rule: dict) -> str:
+    pos, ev = rule["label"], rule["evaluate_run"]
+    if rule["threshold"] is None:
+        return (
+            f"no recall promise for {pos!r} (evaluate run {ev} declined it: "
+            f"{rule['positives_needed']} {pos!r} labels needed): labels are the most probable class"
+        )
+    return (
+        f"{pos!r} when p({pos}) >= {rule['threshold']:.4f}: recall >= {rule['target_recall']:.2f} "
+        f"with probability >= {rule['confidence']:.2f} (evaluate run {ev})"
     )
 
 

@@ -268,6 +268,9 @@ def test_cluster_params_ks():
         {"test_size": 1},
         {"test_size": 0},
         {"repeats": 0},
+        {"folds": 1},
+        {"confidence": 0},
+        {"confidence": 1},
     ],
 )
 def test_evaluation_params_reject(kw):
@@ -285,6 +288,8 @@ def test_evaluation_params_accept_the_bounds_and_describe_a_run():
         "test_size": 0.3,
         "repeats": 1,
         "seed": 0,
+        "folds": 5,
+        "confidence": 0.9,
     }
 
 

@@ -109,8 +109,14 @@ class EvaluationParams:
     test_size: float = 0.3  # share of the expert labels hidden in each hold-out repeat
     repeats: int = 5
     seed: int = 0
+    folds: int = 5  # cross-fitting: each expert label scored once, by a model without it
+    confidence: float = 0.9  # probability that the promised recall holds on unlabeled images
 
     def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ParamError("folds", f"must be at least 2, not {self.folds}")
+        if not 0 < self.confidence < 1:
+            raise ParamError("confidence", f"must be in (0, 1), not {self.confidence}")
         if not 0 < self.target_recall <= 1:
             raise ParamError("target_recall", f"must be in (0, 1], not {self.target_recall}")
         if not 0 < self.target_accuracy <= 1:
@@ -129,6 +135,8 @@ class EvaluationParams:
             "test_size": self.test_size,
             "repeats": self.repeats,
             "seed": self.seed,
+            "folds": self.folds,
+            "confidence": self.confidence,
         }
 
 

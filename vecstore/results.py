@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover  (annotations only: results stay light to import)
     from .learn.curves import CurveFit
     from .learn.graph import GraphStats
+    from .learn.guarantee import RecallPromise
     from .learn.metrics import ClassificationScores, CoveragePoint
 
 # ---- ingest, embed, import ---------------------------------------------------------------
@@ -421,6 +422,9 @@ class Evaluation:
     review_below: float | None
     not_flagged: Coverage | None
     weights_random: bool
+    # with a positive class: the threshold whose recall holds at the stated confidence, from
+    # out-of-fold scores of the expert labels (or why it cannot be promised)
+    recall_promise: RecallPromise | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -435,6 +439,8 @@ class Evaluation:
         }
         if self.not_flagged is not None:
             out["not_flagged"] = asdict(self.not_flagged)
+        if self.recall_promise is not None:
+            out["recall_promise"] = self.recall_promise.to_dict()
         return {**out, "run_id": self.run_id}
 
 

@@ -1,6 +1,8 @@
 """How good the pseudo-labels are, the costly error first, as a recorded run: against a
 truth file (a propagation run's predictions scored), or by repeated stratified hold-out of
-the expert labels (hide some, propagate from the rest, score the hidden)."""
+the expert labels (hide some, propagate from the rest, score the hidden). With a positive
+class, every expert label is also scored out-of-fold (cross-fitting) to set a recall threshold
+that holds at a stated confidence (vecstore.learn.guarantee), or to decline it."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import BadInput, NoRun
+from ..learn.guarantee import RecallPromise, recall_promise
 from ..learn.metrics import classification_metrics, coverage_curve, recommend_review_threshold
 from ..learn.splits import stratified_holdout
 from ..params import EvaluationParams, PropagationParams
@@ -66,6 +69,7 @@ def evaluate(
         else:
             scored = _score_holdout(db, sp, known, params, propagation)
         result = _summarise(run.id, scored, params)
+        result.recall_promise = _promise(db, sp, known, params, propagation)
         run.stats = result.to_dict()
     return result
 
@@ -126,11 +130,8 @@ def _score_holdout(
     y_true, y_pred, conf, proba, accs = [], [], [], [], []
     for train, test in stratified_holdout(labels, params.test_size, params.repeats, params.seed):
         kept = {int(lab_ids[j]): labels[j] for j in train}
-        cls, lp = spread(x, ids, kept, prop)
         rows = [row_of[int(lab_ids[j])] for j in test]
-        p = np.zeros((len(rows), len(classes)))
-        for cj, c in enumerate(cls):
-            p[:, classes.index(c)] = lp.label_distributions_[rows, cj]
+        p, lp = _predict(x, ids, kept, rows, classes, prop)
         pred = [classes[r.argmax()] if r.sum() > 0 else None for r in p]
         truth = [labels[j] for j in test]
         accs.append(float(np.mean([a == b for a, b in zip(truth, pred)])))
@@ -152,6 +153,60 @@ def _score_holdout(
     return _Scored(
         y_true, y_pred, np.concatenate(conf), np.concatenate(proba), classes, details, sp
     )
+
+
+def _predict(x, ids, kept: dict[int, str], rows: list[int], classes: list[str], prop):
+    """Propagate from ``kept``; the class probabilities of ``rows`` in ``classes`` order."""
+    cls, lp = spread(x, ids, kept, prop)
+    p = np.zeros((len(rows), len(classes)))
+    for cj, c in enumerate(cls):
+        p[:, classes.index(c)] = lp.label_distributions_[rows, cj]
+    return p, lp
+
+
+def _promise(
+    db: Database,
+    sp: Space,
+    classes: list[str],
+    params: EvaluationParams,
+    propagation: PropagationParams | None,
+) -> RecallPromise | None:
+    """The recall promise for ``params.positive`` from the out-of-fold p(positive) of the
+    labeled positives; None without a positive class or for a target recall of 1."""
+    if params.positive is None or params.target_recall >= 1:
+        return None
+    labels, proba = out_of_fold(db, sp, classes, params, propagation)
+    pos = proba[labels == params.positive, classes.index(params.positive)]
+    return recall_promise(pos, params.target_recall, params.confidence)
+
+
+def out_of_fold(
+    db: Database,
+    sp: Space,
+    classes: list[str],
+    params: EvaluationParams,
+    propagation: PropagationParams | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(expert labels, class probabilities) with each expert label predicted once, by a
+    propagation from the labels of the other folds (stratified K-fold, ``params.folds``)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    seeds = db.labels.all()
+    _, ids, x = space_matrix(db, sp.name)
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    lab_ids = np.array(sorted(i for i in seeds if i in row_of))
+    labels = np.array([seeds[i] for i in lab_ids], dtype=object)
+    folds = min(params.folds, min(Counter(labels).values()))
+    if folds < 2:
+        raise BadInput("a recall promise needs at least 2 expert labels of every class")
+    prop = propagation or _latest_params(db, sp.name)
+    proba = np.zeros((len(lab_ids), len(classes)))
+    split = StratifiedKFold(folds, shuffle=True, random_state=params.seed)
+    for train, test in split.split(lab_ids, labels.astype(str)):
+        kept = {int(lab_ids[j]): labels[j] for j in train}
+        rows = [row_of[int(lab_ids[j])] for j in test]
+        proba[test], _ = _predict(x, ids, kept, rows, classes, prop)
+    return labels, proba
 
 
 def _latest_params(db: Database, space: str) -> PropagationParams:
