@@ -108,8 +108,14 @@ def test_propagate_evaluate_export_pipeline(digits, tmp_path, cli, db):
         "needs_review",
         "review_reason",
         "run_id",
+        "decision",
+        *[f"p_{d}" for d in range(10)],  # one probability column per class
     ]
     assert len(df) == 400 and (df["source"] == "expert").sum() == 30
+    p = df[[f"p_{d}" for d in range(10)]].to_numpy()
+    assert np.allclose(p.sum(axis=1), 1, atol=1e-4)
+    assert (df.label == p.argmax(axis=1)).all()  # ten classes: the most probable one
+    assert set(df.decision) == {"expert", "most probable"}
     assert (df.loc[df.source == "expert", "needs_review"] == False).all()  # noqa: E712
     prop_rows = df[df.source == "propagated"]
     flagged = prop_rows.confidence < ev["review_below"]
@@ -159,8 +165,8 @@ def test_holdout_evaluation_and_compare(digits, cli):
 
 
 def test_binary_task_puts_the_missed_positive_first(tmp_path, cli, db):
-    """normal vs cancer: recall of cancer, F2, the threshold for a target recall, and the export
-    flags images called normal whose cancer probability passes that threshold."""
+    """normal vs cancer: recall of cancer, F2, the threshold for a target recall; with too few
+    labeled cancers for a recall promise, the export says so and applies no threshold."""
     root = make_binary_scans(tmp_path / "scans", 12, 40)
     assert cli("ingest", root, "--space", "hog", "--labels-from-folders").exit_code == 0
     assert cli("propagate").exit_code == 0
@@ -177,21 +183,15 @@ def test_binary_task_puts_the_missed_positive_first(tmp_path, cli, db):
     assert (
         "positive class 'cancer': recall" in text.output and "to reach recall 0.95" in text.output
     )
+    # 12 labeled cancers are too few to promise recall 0.95: the export says so, applies no
+    # threshold, and labels by the most probable class
     r = cli("export", "-o", tmp_path / "out.csv")
+    assert r.exit_code == 0, r.output
+    assert "no recall promise for 'cancer'" in r.output and "45 'cancer' labels needed" in r.output
     df = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
-    dist_rows = db(
-        "SELECT p.image_id, p.label, p.distribution FROM predictions p JOIN runs r ON "
-        "r.id=p.run_id WHERE r.kind='propagate'"
-    )
-    classes = json.loads(db("SELECT stats FROM runs WHERE kind='propagate'")[0][0])["classes"]
-    j = classes.index("cancer")
-    expected = {
-        iid
-        for iid, lab, d in dist_rows
-        if lab != "cancer" and np.frombuffer(d, np.float32)[j] >= thr["threshold"]
-    }
-    got = set(df[df.review_reason.str.contains("possible cancer")].image_id)
-    assert got == expected - set(df[df.source == "expert"].image_id)
+    prop = df[df.source == "propagated"]
+    assert set(prop.decision) == {"most probable"}
+    assert (prop.label == np.where(prop.p_cancer > prop.p_normal, "cancer", "normal")).all()
     bad = cli("evaluate", "--positive", "tumour")
     assert bad.exit_code == 1 and "is not a label of this store" in bad.output
 
@@ -349,3 +349,23 @@ def test_files_written_follow_the_umask(digits, tmp_path, cli):
     for name in ("out/pseudo.csv", "to_label.csv"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_export_applies_the_recall_promise_in_both_directions(tmp_path, cli, db):
+    """25 labeled cancers promise recall 0.9 at 90 %: an image is cancer exactly when
+    p(cancer) >= the promised threshold, whatever the most probable class."""
+    root = make_binary_scans(tmp_path / "scans", 25, 60)
+    assert cli("ingest", root, "--space", "hog", "--labels-from-folders").exit_code == 0
+    assert cli("propagate").exit_code == 0
+    r = cli("evaluate", "--positive", "cancer", "--target-recall", "0.9", "--json")
+    assert r.exit_code == 0, r.output
+    thr = json.loads(r.stdout)["recall_promise"]["threshold"]
+    assert thr is not None
+    r = cli("export", "-o", tmp_path / "out.csv")
+    assert r.exit_code == 0 and f"'cancer' when p(cancer) >= {thr:.4f}" in r.output, r.output
+    df = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    prop = df[df.source == "propagated"]
+    # the CSV rounds p to 6 decimals: leave out the rows within that of the threshold
+    clear = prop[(prop.p_cancer - thr).abs() > 1e-6]
+    assert (clear.label == np.where(clear.p_cancer >= thr, "cancer", "normal")).all()
+    assert set(clear.decision) <= {f"p(cancer) >= {thr:.6g}", f"p(cancer) < {thr:.6g}"}

@@ -79,7 +79,7 @@ def test_export_and_suggest_csv_are_safe_in_a_spreadsheet_and_parse_the_same(
         paths = set(store.image_paths().values())
     raw = _cells(out)
     _no_cell_starts_a_formula(raw)
-    assert len(raw) == len(expected) + 1 and {len(row) for row in raw} == {12}
+    assert len(raw) == len(expected) + 1 and {len(row) for row in raw} == {16}  # 3 p_ columns
     df = pd.read_csv(out)  # no options: same rows, same columns, same values
     assert list(df.columns) == list(expected.columns) and len(df) == len(expected)
     assert set(df["path"]) == paths and set(df["path"]) >= {

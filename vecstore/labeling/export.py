@@ -1,5 +1,8 @@
 """The pseudo-label table: one row per image with its label, where it came from, its
-confidence, runner-up, cluster and review flag, as a DataFrame or a CSV file."""
+confidence, runner-up, cluster, review flag, the decision that gave the label and one
+probability column per class (``p_<class>``), as a DataFrame or a CSV file. For a binary task
+whose latest evaluation promised a recall, the label is the positive class exactly when
+p(positive) >= that threshold (both ways)."""
 
 from __future__ import annotations
 
@@ -34,7 +37,9 @@ EXPORT_COLUMNS = [
     "needs_review",
     "review_reason",
     "run_id",
+    "decision",
 ]
+PROBA_PREFIX = "p_"  # then one column per class of the run
 
 
 @dataclass
@@ -43,7 +48,9 @@ class ReviewRules:
 
     review_below: float  # confidence threshold
     origin: str  # where it comes from: "given", "evaluate run N" or "default"
-    positive: dict[str, Any] | None  # {label, threshold, target_recall}: possible misses
+    # {label, threshold, target_recall, confidence, evaluate_run}: the recall promise of the
+    # latest evaluation (threshold None: declined, with positives_needed)
+    positive: dict[str, Any] | None
 
 
 def review_rules(db: Database, run: Run, review_below: float | None) -> ReviewRules:
@@ -52,21 +59,27 @@ def review_rules(db: Database, run: Run, review_below: float | None) -> ReviewRu
     ev = db.runs.latest("evaluate", run.space)
     if ev is not None and ev.id < run.id:
         ev = None
-    positive = None
-    if ev is not None:
-        pos = ev.stats.get("positive") or {}
-        thr = pos.get("threshold_for_target_recall")
-        if thr:
-            positive = {
-                "label": pos["label"],
-                "threshold": thr["threshold"],
-                "target_recall": pos.get("target_recall"),
-            }
+    positive = _promise_rule(ev) if ev is not None else None
     if review_below is not None:
         return ReviewRules(review_below, "given", positive)
     if ev is not None and ev.stats.get("review_below") is not None:
         return ReviewRules(float(ev.stats["review_below"]), f"evaluate run {ev.id}", positive)
     return ReviewRules(DEFAULT_REVIEW_BELOW, "default", positive)
+
+
+def _promise_rule(ev: Run) -> dict[str, Any] | None:
+    promise = ev.stats.get("recall_promise")
+    label = (ev.stats.get("positive") or {}).get("label")
+    if not promise or label is None:
+        return None
+    return {
+        "label": label,
+        "threshold": promise["threshold"],
+        "target_recall": promise["target"],
+        "confidence": promise["confidence"],
+        "positives_needed": promise["positives_needed"],
+        "evaluate_run": ev.id,
+    }
 
 
 def export_rows(
@@ -75,8 +88,9 @@ def export_rows(
     """The table of propagation ``run``: a row (EXPORT_COLUMNS) per usable image."""
     classes = run.stats.get("classes", [])
     pos_j = None
-    if rules.positive and rules.positive["label"] in classes:
-        pos_j = classes.index(rules.positive["label"])
+    if rules.positive and rules.positive["threshold"] is not None:
+        if rules.positive["label"] in classes:
+            pos_j = classes.index(rules.positive["label"])
     seeds = db.labels.all()
     to_check = db.labels.review_reasons()  # expert labels whose file changed since
     preds = db.outputs.predictions(run.id)
@@ -99,6 +113,8 @@ def export_rows(
                 margin=None,
                 needs_review=iid in to_check,
                 review_reason=to_check.get(iid, ""),
+                decision="expert",
+                **{PROBA_PREFIX + c: float(c == seeds[iid]) for c in classes},
             )
         elif iid not in preds:
             why = f"not in propagation run {run.id} (run `vecstore propagate` again)"
@@ -110,14 +126,19 @@ def export_rows(
                 margin=None,
                 needs_review=True,
                 review_reason=why,
+                decision="none",
             )
         else:
-            row.update(_pseudo_label(preds[iid], rules, pos_j))
+            row.update(_pseudo_label(preds[iid], rules, pos_j, classes))
         rows.append(row)
     return rows
 
 
-def _pseudo_label(pr: Prediction, rules: ReviewRules, pos_j: int | None) -> dict[str, Any]:
+def _pseudo_label(
+    pr: Prediction, rules: ReviewRules, pos_j: int | None, classes: list[str]
+) -> dict[str, Any]:
+    proba = np.frombuffer(pr.distribution, np.float32)
+    label, decision = _decide(pr, proba, rules, pos_j, classes)
     reasons = []
     if pr.label is None:
         reasons.append("no expert label reaches it")
@@ -125,22 +146,36 @@ def _pseudo_label(pr: Prediction, rules: ReviewRules, pos_j: int | None) -> dict
         reasons.append("not connected to an expert label in the k-NN graph (neighbour vote)")
     if pr.confidence < rules.review_below:
         reasons.append(f"confidence {pr.confidence:.3f} < {rules.review_below:.3f}")
-    if pos_j is not None and pr.label != rules.positive["label"]:
-        p_pos = float(np.frombuffer(pr.distribution, np.float32)[pos_j])
-        if p_pos >= rules.positive["threshold"]:
+    if pos_j is not None and len(classes) > 2 and label != rules.positive["label"]:
+        if proba[pos_j] >= rules.positive["threshold"]:
             reasons.append(
-                f"possible {rules.positive['label']}: p={p_pos:.3f} >= "
-                f"{rules.positive['threshold']:.3f} (recall target)"
+                f"possible {rules.positive['label']}: p={proba[pos_j]:.3f} >= "
+                f"{rules.positive['threshold']:.3f} (recall promise)"
             )
     return {
-        "label": pr.label,
+        "label": label,
         "source": "propagated",
         "confidence": round(pr.confidence, 6),
         "second_label": pr.second_label,
         "margin": round(pr.margin, 6),
         "needs_review": bool(reasons),
         "review_reason": "; ".join(reasons),
+        "decision": decision,
+        **{PROBA_PREFIX + c: round(float(v), 6) for c, v in zip(classes, proba)},
     }
+
+
+def _decide(
+    pr: Prediction, proba: np.ndarray, rules: ReviewRules, pos_j: int | None, classes: list[str]
+) -> tuple[str | None, str]:
+    """The label and the rule that gave it: for two classes with a recall promise,
+    p(positive) against its threshold; else the most probable class."""
+    if pr.label is None or pos_j is None or len(classes) != 2:
+        return pr.label, "most probable"
+    pos, thr = rules.positive["label"], rules.positive["threshold"]
+    if proba[pos_j] >= thr:
+        return pos, f"p({pos}) >= {thr:.6g}"
+    return classes[1 - pos_j], f"p({pos}) < {thr:.6g}"
 
 
 def propagation_run(db: Database, space: str | None, run_id: int | None) -> Run:
@@ -166,7 +201,8 @@ def export_table(db: Database, opts: ExportOptions) -> tuple[pd.DataFrame, Expor
         rows = [r for r in rows if r["source"] != "expert"]
     if opts.min_confidence is not None:
         rows = [r for r in rows if r["confidence"] >= opts.min_confidence]
-    df = pd.DataFrame(rows, columns=EXPORT_COLUMNS)
+    classes = run.stats.get("classes", [])
+    df = pd.DataFrame(rows, columns=EXPORT_COLUMNS + [PROBA_PREFIX + c for c in classes])
     df["cluster"] = df["cluster"].astype("Int64")
     summary = Export(
         path="",
