@@ -165,12 +165,39 @@ def _print_propagation(r: Propagation) -> None:
     )
     counts = sorted(r.counts.items(), key=lambda kv: str(kv[0]))
     click.echo(table([{"label": k, "count": v} for k, v in counts], ["label", "count"]))
-    if r.unreached:
+    if r.unreached and r.health is None:
         click.echo(
             f"{r.unreached} images are not connected to any expert label in the graph: "
             "labeled by a vote of their nearest neighbours and flagged for review"
         )
+    for w in r.health.warnings if r.health else []:
+        click.echo(_health_warning(w))
     random_weights_note(r.space, r.weights_random)
+
+
+def _health_warning(w) -> str:
+    """One line for a weakness of the k-NN graph (a ``HealthWarning`` of the propagation's
+    health), with the images to label to mend it."""
+    pct = f"{w.images} images ({100 * w.share:.1f} % of the store)"
+    fix = f"; label some of these: {', '.join(w.paths)}" if w.paths else ""
+    if w.kind == "isolated-class":
+        one = w.seeds == 1
+        where = "a component" if w.components == 1 else f"{w.components} components"
+        return (
+            f"warning: the {w.seeds} seed{'' if one else 's'} of class '{w.label}' "
+            f"sit{'s' if one else ''} in {where} of {pct}: the graph carries '{w.label}' no "
+            f"further{fix} (or run `vecstore suggest`)"
+        )
+    if w.kind == "unseeded-component":
+        return (
+            f"warning: a component of {pct} holds no expert label: its images only get a vote "
+            f"of their nearest neighbours{fix}"
+        )
+    parts = "1 component" if w.components == 1 else f"{w.components} components"
+    return (
+        f"warning: {pct}, in {parts}, are not connected to any expert label in the graph: "
+        f"labeled by a vote of their nearest neighbours and flagged for review{fix}"
+    )
 
 
 @click.command()
@@ -216,6 +243,13 @@ def _print_propagation(r: Propagation) -> None:
     show_default=True,
     help="With --positive: probability that the promised recall holds on the unlabeled images.",
 )
+@click.option(
+    "--group-by",
+    metavar="COLUMN",
+    default=None,
+    help="With --positive: a metadata column (e.g. patient_id) whose groups the folds keep "
+    "whole, so that no patient is both seen and scored.",
+)
 @seed_option(EvaluationParams.seed)
 @click.option("--compare", is_flag=True, help="Evaluate every space (hold-out) side by side.")
 @click.option(
@@ -245,6 +279,7 @@ def evaluate(
     repeats,
     folds,
     confidence,
+    group_by,
     seed,
     compare,
     curve,
@@ -279,6 +314,7 @@ def evaluate(
         repeats=repeats,
         folds=folds,
         confidence=confidence,
+        group_by=group_by,
         seed=seed,
     )
     if curve:

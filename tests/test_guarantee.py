@@ -98,3 +98,52 @@ def test_evaluate_promises_a_threshold_from_out_of_fold_scores(tmp_path, cli, db
     text = cli("evaluate", "--positive", "cancer", "--target-recall", "0.9").output
     assert f"p(cancer) >= {promise['threshold']:.4f}" in text
     assert "from 25 out-of-fold 'cancer' scores" in text
+
+
+def test_cross_fit_folds_never_split_a_group_and_test_every_row_once():
+    from vecstore.learn.splits import cross_fit_folds
+
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 40, 300)  # 40 patients, several scans each
+    labels = np.where(groups % 3 == 0, "cancer", "normal")  # a patient's scans agree
+    tested = []
+    for train, test in cross_fit_folds(labels, 5, seed=0, groups=groups):
+        assert not set(groups[train]) & set(groups[test])  # no patient on both sides
+        tested.extend(test)
+    assert sorted(tested) == list(range(300))
+    plain = list(cross_fit_folds(labels, 5, seed=0))
+    assert len(plain) == 5 and any(
+        set(groups[tr]) & set(groups[te]) for tr, te in plain
+    )  # without groups, patients are split: the bias --group-by removes
+
+
+def test_evaluate_group_by_keeps_patients_whole_and_refuses_a_missing_column(
+    tmp_path, cli, db, monkeypatch
+):
+    from vecstore.learn import splits
+
+    from .conftest import make_binary_scans
+
+    root = make_binary_scans(tmp_path / "scans", 25, 10)
+    meta = tmp_path / "meta.csv"
+    names = sorted(p.name for p in root.rglob("*.png"))
+    meta.write_text(
+        "filename,patient_id\n" + "".join(f"{n},P{i // 3}\n" for i, n in enumerate(names))
+    )
+    args = ["--space", "pixels", "--labels-from-folders", "--metadata", meta]
+    assert cli("ingest", root, *args).exit_code == 0
+    seen = []
+    real = splits.cross_fit_folds
+    monkeypatch.setattr(
+        "vecstore.labeling.evaluation.cross_fit_folds",
+        lambda *a, **k: seen.append(a[3]) or real(*a, **k),
+    )
+    r = cli(
+        "evaluate", "--positive", "cancer", "--target-recall", "0.9", "--group-by", "patient_id"
+    )
+    assert r.exit_code == 0, r.output
+    assert seen and len(seen[0]) == 50 and set(seen[0]) <= {f"P{i}" for i in range(30)}
+    [(params,)] = db("SELECT params FROM runs WHERE kind = 'evaluate'")
+    assert json.loads(params)["group_by"] == "patient_id"
+    r = cli("evaluate", "--positive", "cancer", "--group-by", "ward")
+    assert r.exit_code == 1 and "50 of 50 labeled images have no 'ward'" in r.output

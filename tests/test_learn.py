@@ -290,6 +290,7 @@ def test_evaluation_params_accept_the_bounds_and_describe_a_run():
         "seed": 0,
         "folds": 5,
         "confidence": 0.9,
+        "group_by": None,
     }
 
 

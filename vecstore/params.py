@@ -111,6 +111,7 @@ class EvaluationParams:
     seed: int = 0
     folds: int = 5  # cross-fitting: each expert label scored once, by a model without it
     confidence: float = 0.9  # probability that the promised recall holds on unlabeled images
+    group_by: str | None = None  # metadata column (patient_id): folds never split a group
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -137,6 +138,7 @@ class EvaluationParams:
             "seed": self.seed,
             "folds": self.folds,
             "confidence": self.confidence,
+            "group_by": self.group_by,
         }
 
 
@@ -166,6 +168,9 @@ class PlanRequest:
     target_accuracy: float = 0.95
     memory_budget: int | None = None  # bytes for the index (default: the index choice's)
     max_hours: float = 48.0  # embedding must finish within this time
+    positive: str | None = None  # the costly class: plan the labels its recall promise needs
+    target_recall: float = EvaluationParams.target_recall
+    confidence: float = EvaluationParams.confidence
 
     def __post_init__(self) -> None:
         if self.images < 1:
@@ -174,6 +179,10 @@ class PlanRequest:
             raise ParamError("budget_eur", f"must be 0 or more, not {self.budget_eur}")
         if self.eur_per_label <= 0:
             raise ParamError("eur_per_label", f"must be more than 0, not {self.eur_per_label}")
+        if not 0 < self.target_recall < 1:
+            raise ParamError("target_recall", f"must be in (0, 1), not {self.target_recall}")
+        if not 0 < self.confidence < 1:
+            raise ParamError("confidence", f"must be in (0, 1), not {self.confidence}")
 
 
 @dataclass(frozen=True)

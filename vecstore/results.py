@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover  (annotations only: results stay light to import)
     from .learn.curves import CurveFit
-    from .learn.graph import GraphStats
+    from .learn.graph import GraphHealth, GraphStats
     from .learn.guarantee import RecallPromise
     from .learn.metrics import ClassificationScores, CoveragePoint
 
@@ -375,10 +375,13 @@ class Propagation:
     cg_iterations: list[int]
     weights_random: bool
     seconds: dict[str, float]  # load, graph, solve, write
+    # components of the graph against the seeds, with warnings and the images to label
+    health: GraphHealth | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["graph"] = self.graph.to_dict()
+        out["health"] = self.health.to_dict() if self.health else None
         return out
 
 
@@ -589,6 +592,8 @@ class Plan:
     problems: list[str]
     conditions: list[str]
     assumptions: list[str]
+    # with a positive class: random labels a recall promise needs (None: no positive given)
+    promise_labels_needed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

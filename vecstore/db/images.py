@@ -185,6 +185,12 @@ class ImageRepo:
             return [(i, p) for i, p in s.execute(q)]
 
     # ---- writes -----------------------------------------------------------------------------
+    def metadata_values(self, column: str) -> dict[int, Any]:
+        """image id -> its value of one metadata column, for the images that have one."""
+        q = select(Image.id, Image.metadata_json).where(Image.metadata_json.is_not(None))
+        with self.db.session() as s:
+            return {i: m[column] for i, m in s.execute(q) if m.get(column) not in (None, "")}
+
     def merge_metadata(self, values: dict[int, dict[str, Any]]) -> int:
         """Add each image's metadata columns to what it has; returns the images updated."""
         with self.db.session() as s:

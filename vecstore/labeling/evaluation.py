@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import BadInput, NoRun
 from ..learn.guarantee import RecallPromise, recall_promise
 from ..learn.metrics import classification_metrics, coverage_curve, recommend_review_threshold
-from ..learn.splits import stratified_holdout
+from ..learn.splits import cross_fit_folds, stratified_holdout
 from ..params import EvaluationParams, PropagationParams
 from ..results import Coverage, Evaluation, HoldoutDetails, TruthDetails
 from .data import space_matrix
@@ -188,25 +188,36 @@ def out_of_fold(
     propagation: PropagationParams | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(expert labels, class probabilities) with each expert label predicted once, by a
-    propagation from the labels of the other folds (stratified K-fold, ``params.folds``)."""
-    from sklearn.model_selection import StratifiedKFold
-
+    propagation from the labels of the other folds (stratified K-fold, ``params.folds``;
+    grouped by the metadata column ``params.group_by`` when given)."""
     seeds = db.labels.all()
     _, ids, x = space_matrix(db, sp.name)
     row_of = {int(i): r for r, i in enumerate(ids)}
     lab_ids = np.array(sorted(i for i in seeds if i in row_of))
     labels = np.array([seeds[i] for i in lab_ids], dtype=object)
-    folds = min(params.folds, min(Counter(labels).values()))
-    if folds < 2:
+    if min(Counter(labels).values()) < 2:
         raise BadInput("a recall promise needs at least 2 expert labels of every class")
+    groups = _groups(db, lab_ids, params.group_by) if params.group_by else None
     prop = propagation or _latest_params(db, sp.name)
     proba = np.zeros((len(lab_ids), len(classes)))
-    split = StratifiedKFold(folds, shuffle=True, random_state=params.seed)
-    for train, test in split.split(lab_ids, labels.astype(str)):
+    for train, test in cross_fit_folds(labels, params.folds, params.seed, groups):
         kept = {int(lab_ids[j]): labels[j] for j in train}
         rows = [row_of[int(lab_ids[j])] for j in test]
         proba[test], _ = _predict(x, ids, kept, rows, classes, prop)
     return labels, proba
+
+
+def _groups(db: Database, lab_ids: np.ndarray, column: str) -> np.ndarray:
+    """The ``column`` metadata value of each labeled image; every one must have it."""
+    values = db.images.metadata_values(column)
+    lacking = [int(i) for i in lab_ids if int(i) not in values]
+    if lacking:
+        raise BadInput(
+            f"--group-by {column}: {len(lacking)} of {len(lab_ids)} labeled images have no "
+            f"{column!r} in their metadata (first: image {lacking[0]}); add it with "
+            "`vecstore ingest DIR --metadata FILE.csv`"
+        )
+    return np.array([str(values[int(i)]) for i in lab_ids])
 
 
 def _latest_params(db: Database, space: str) -> PropagationParams:

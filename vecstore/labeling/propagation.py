@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BadInput
+from ..learn.graph import GraphHealth, graph_health
 from ..learn.propagation import LabelPropagation
 from ..params import PropagationParams
 from ..results import Propagation
@@ -46,10 +47,36 @@ def spread(
             f"only one class ({classes[0]!r}) among the expert labels; propagation "
             "needs at least two"
         )
-    code = {c: j for j, c in enumerate(classes)}
-    y = np.array([code[seeds[int(i)]] if int(i) in seeds else -1 for i in ids])
     lp = LabelPropagation(params.n_neighbors, params.alpha, params.gamma, progress=progress)
-    return classes, lp.fit(x, y)
+    return classes, lp.fit(x, _codes(ids, seeds, classes))
+
+
+def _codes(ids: np.ndarray, seeds: dict[int, str], classes: list[str]) -> np.ndarray:
+    """The class index of each row's seed, -1 for the rows without one."""
+    code = {c: j for j, c in enumerate(classes)}
+    return np.array([code[seeds[int(i)]] if int(i) in seeds else -1 for i in ids])
+
+
+def health(
+    db: Database,
+    x: np.ndarray,
+    ids: np.ndarray,
+    seeds: dict[int, str],
+    classes: list[str],
+    lp: LabelPropagation,
+) -> GraphHealth:
+    """The graph's health for these seeds (see ``learn.graph.graph_health``), its suggested
+    images named by image id and path."""
+    y = _codes(ids, seeds, classes)
+    h = graph_health(
+        lp.components_, lp.degree_, y, x,
+        names=classes, ids=ids, distributions=lp.label_distributions_,
+    )  # fmt: skip
+    wanted = sorted({i for w in h.warnings for i in w.suggest})
+    found = db.images.paths_and_labels(wanted) if wanted else {}
+    for w in h.warnings:
+        w.paths = [found[i][0] if i in found else str(i) for i in w.suggest]
+    return h
 
 
 def propagate(
@@ -91,6 +118,7 @@ def propagate(
                 **lp.seconds_,
                 "write": round(time.perf_counter() - t0, 2),
             },
+            health=health(db, x, ids, seeds, classes, lp),
         )
         run.stats = result.to_dict()
     return result

@@ -21,7 +21,7 @@ from scipy.sparse.csgraph import reverse_cuthill_mckee
 from scipy.sparse.linalg import cg
 
 from ..params import PropagationParams
-from .graph import knn_graph, normalized_affinity
+from .graph import components, knn_graph, normalized_affinity
 from .knn import exact_knn, normalize
 
 
@@ -49,7 +49,9 @@ class LabelPropagation:
     ``label_distributions_`` (n, C, rows sum to 1), ``transduction_`` (argmax),
     ``confidence_``, ``reached_`` (False for rows no seed reaches through the graph: their
     distribution is the similarity-weighted vote of their nearest reached rows), ``n_iter_``,
-    ``graph_`` (how the k-NN graph was searched) and ``seconds_`` ({"graph", "solve"}).
+    ``graph_`` (how the k-NN graph was searched), ``components_`` and ``degree_`` (each row's
+    connected component and weighted degree in the graph: see ``graph.graph_health``) and
+    ``seconds_`` ({"graph", "solve"}).
 
     >>> lp = LabelPropagation(n_neighbors=5).fit(X, y)     # doctest: +SKIP
     """
@@ -86,6 +88,7 @@ class LabelPropagation:
         )
         self.seconds_ = {"graph": round(time.perf_counter() - t0, 2)}
         t0 = time.perf_counter()
+        self.components_, self.degree_ = components(w)
         perm = reverse_cuthill_mckee(w, symmetric_mode=True)  # neighbours close in memory
         w = w[perm][:, perm]
         a = sp.identity(len(y), format="csr") - self.alpha * normalized_affinity(w)
