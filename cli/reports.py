@@ -104,6 +104,13 @@ def _gib(b: float) -> str:
     show_default=True,
     help="Embedding must finish within this time: the cheapest device that does is chosen.",
 )
+@click.option(
+    "--positive",
+    default=None,
+    help="The costly class (e.g. cancer): plan the labels a recall promise for it needs.",
+)
+@click.option("--target-recall", type=float, default=PlanRequest.target_recall, show_default=True)
+@click.option("--confidence", type=float, default=PlanRequest.confidence, show_default=True)
 @output_option(csv=False)
 @click.pass_obj
 def plan(
@@ -118,6 +125,9 @@ def plan(
     target_accuracy,
     memory_budget,
     max_hours,
+    positive,
+    target_recall,
+    confidence,
     fmt,
 ) -> None:
     """Is labeling N images on a budget feasible, and under which conditions?
@@ -143,6 +153,9 @@ def plan(
         target_accuracy=target_accuracy,
         memory_budget=memory_budget,
         max_hours=max_hours,
+        positive=positive,
+        target_recall=target_recall,
+        confidence=confidence,
     )
     with obj.open() as store:
         p = store.plan(request)

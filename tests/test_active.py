@@ -254,3 +254,20 @@ def test_plan_verdicts(planned_store, cli):
     )
     assert "no GPU throughput" in no_gpu.output
     assert cli("plan", "--images", 10, "--budget-eur", 5, "--eur-per-label", 0).exit_code == 2
+
+
+def test_plan_counts_the_labels_a_recall_promise_needs(planned_store, cli):
+    """The rule evaluate uses: 45 positives for recall 0.95 at 90 %; cancer is half of the
+    expert labels here, so about 90 random labels."""
+    args = ["--images", 4_000_000, "--budget-eur", 5000, "--gpu-images-per-s", 1000]
+    p = _plan(cli, *args, "--eur-per-label", 1.5, "--positive", "cancer")
+    assert p["promise_labels_needed"] == 90
+    assert not any("recall promise" in x for x in p["problems"])
+    assert any("'cancer' is 50.0% of the expert labels" in a for a in p["assumptions"])
+    p = _plan(cli, *args, "--eur-per-label", 1.5, "--positive", "cancer", "--confidence", "0.99")
+    assert p["promise_labels_needed"] == 2 * 90  # 1 - 0.95**n >= 0.99: n = 90 positives
+    budget = p["compute_eur"] + 50 * 1.5  # what is left buys 50 labels
+    poor = _plan(cli, *args, "--eur-per-label", 1.5, "--budget-eur", budget, "--positive", "cancer")
+    assert poor["labels_affordable"] == 50 and not poor["feasible"]
+    assert any("needs 45 labeled 'cancer', about 90 random" in x for x in poor["problems"])
+    assert _plan(cli, *args, "--eur-per-label", 1.5)["promise_labels_needed"] is None

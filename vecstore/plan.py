@@ -13,6 +13,7 @@ from .embedders import is_cnn
 from .errors import BadInput
 from .labeling.labels import classes as store_classes
 from .learn.curves import CurveFit
+from .learn.guarantee import positives_needed
 from .params import PlanRequest
 from .results import ComputeOption, Plan, QualityEstimate, StoragePlan
 from .search.choice import choose_index
@@ -92,6 +93,7 @@ def make_plan(db: Database, req: PlanRequest) -> Plan:
     classes = curve_run.stats["classes"] if curve_run else store_classes(db)
     quality = _quality(curve_run, labels, classes, assumptions)
     problems = _problems(compute[choice], spent, labels, classes, quality, req)
+    needed = _promise_labels(db, req, labels, problems, assumptions)
     return Plan(
         space=sp.name,
         images=req.images,
@@ -110,7 +112,37 @@ def make_plan(db: Database, req: PlanRequest) -> Plan:
         problems=problems,
         conditions=_conditions(compute, choice, labels, quality, storage, req.images),
         assumptions=assumptions,
+        promise_labels_needed=needed,
     )
+
+
+def _promise_labels(
+    db: Database, req: PlanRequest, labels: int, problems: list[str], assumptions: list[str]
+) -> int | None:
+    """Random labels a recall promise for ``req.positive`` needs (vecstore.learn.guarantee's
+    rule, the one `evaluate` uses): its positives needed, over the positive share of the
+    expert labels. A problem when the budget buys fewer."""
+    if req.positive is None:
+        return None
+    experts = list(db.labels.all().values())
+    share = experts.count(req.positive) / len(experts) if experts else 0.0
+    if share == 0:
+        raise BadInput(
+            f"--positive {req.positive!r}: no expert label of that class to measure its share"
+        )
+    pos = positives_needed(req.target_recall, req.confidence)
+    needed = math.ceil(pos / share)
+    assumptions.append(
+        f"{req.positive!r} is {share:.1%} of the expert labels, as of the images to label; "
+        f"a recall promise of {req.target_recall:g} at {req.confidence:.0%} needs {pos} of them"
+    )
+    if labels < needed:
+        problems.append(
+            f"a recall promise for {req.positive!r} ({req.target_recall:g} at "
+            f"{req.confidence:.0%}) needs {pos} labeled {req.positive!r}, about {needed:,} "
+            f"random labels at {share:.1%}; the budget buys {labels:,}"
+        )
+    return needed
 
 
 def _compute_options(
