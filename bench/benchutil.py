@@ -1,4 +1,4 @@
-"""What the bench scripts share: a line describing the machine they ran on."""
+"""What the bench scripts share: lines describing the machine they ran on, recording."""
 
 from __future__ import annotations
 
@@ -24,6 +24,20 @@ def machine_line(load: float) -> str:
         f"CPU: {cpu}; os.cpu_count() = {os.cpu_count()}; RAM: {ram}; load average (1 min) "
         f"before the runs: {load:.2f}"
     )
+
+
+def machine_lines(load: float) -> list[str]:
+    """``machine_line`` and the versions of Python and the numeric libraries."""
+    import faiss
+    import numpy as np
+    import scipy
+    import sklearn
+
+    return [
+        machine_line(load),
+        f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
+        f"faiss {faiss.__version__}, scikit-learn {sklearn.__version__}",
+    ]
 
 
 BENCHMARKS_MD = Path(__file__).with_name("BENCHMARKS.md")

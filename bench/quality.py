@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import shlex
 import sys
 import time
@@ -47,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from benchutil import BENCHMARKS_MD, machine_line, out_folder, record
+from benchutil import BENCHMARKS_MD, machine_lines, out_folder, record
 
 SPACES = ("pixels", "hog", "histogram")
 PROPAGATION_SPACE = "pixels"
@@ -384,18 +383,6 @@ def review_table(results: list[ReviewDraw]) -> Table:
 # --------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------
-
-
-def machine_lines(load: float) -> list[str]:
-    import faiss
-    import scipy
-    import sklearn
-
-    return [
-        machine_line(load),
-        f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
-        f"faiss {faiss.__version__}, scikit-learn {sklearn.__version__}",
-    ]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import csv
 import os
-import platform
 import shlex
 import shutil
 import sys
@@ -47,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from benchutil import machine_line, markdown_table, out_folder
+from benchutil import machine_lines, markdown_table, out_folder
 
 N_IMAGES = 1500
 POSITIVE = "cancer"
@@ -275,18 +274,6 @@ def per_draw_lines(space: str, n: int, outs: list[Outcome]) -> list[str]:
         f"precision {f(o.old_precision)}, called {f(o.old_called)}; {o.seconds:.1f} s"
         + (f"; {o.mismatched} labels disagree with the threshold" if o.mismatched else "")
         for s, o in enumerate(outs)
-    ]
-
-
-def machine_lines(load: float) -> list[str]:
-    import faiss
-    import scipy
-    import sklearn
-
-    return [
-        machine_line(load),
-        f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
-        f"faiss {faiss.__version__}, scikit-learn {sklearn.__version__}",
     ]
 
 
