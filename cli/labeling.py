@@ -22,7 +22,7 @@ from .options import (
     space_option,
     truth_option,
 )
-from .output import emit_json, emit_rows, random_weights_note, table
+from .output import data_on_stdout, emit_json, emit_rows, random_weights_note, table, where
 
 if TYPE_CHECKING:  # pragma: no cover
     from vecstore.results import Clustering, Evaluation, LearningCurve, Propagation
@@ -540,13 +540,13 @@ def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_
     with obj.open() as store:
         r = store.export(out, opts)
     click.echo(
-        f"wrote {r.rows} rows to {_where(out)} (propagation run {r.run_id}, space {r.space}; "
+        f"wrote {r.rows} rows to {where(out)} (propagation run {r.run_id}, space {r.space}; "
         f"{r.needs_review} need review, threshold {r.review_below:.2f} from "
         f"{r.review_below_from})",
-        err=_is_stdout(out),
+        err=data_on_stdout(out),
     )
     if r.positive_rule:
-        click.echo(_positive_rule_line(r.positive_rule), err=_is_stdout(out))
+        click.echo(_positive_rule_line(r.positive_rule), err=data_on_stdout(out))
 
 
 def _positive_rule_line(rule: dict) -> str:
@@ -560,15 +560,6 @@ def _positive_rule_line(rule: dict) -> str:
         f"{pos!r} when p({pos}) >= {rule['threshold']:.4f}: recall >= {rule['target_recall']:.2f} "
         f"with probability >= {rule['confidence']:.2f} (evaluate run {ev})"
     )
-
-
-def _is_stdout(out: Path) -> bool:
-    """-o - (or /dev/stdout): the data goes to standard output, the summary to stderr."""
-    return str(out) in ("-", "/dev/stdout")
-
-
-def _where(out: Path) -> str:
-    return "standard output" if str(out) == "-" else str(out)
 
 
 @click.command()
@@ -596,7 +587,7 @@ def suggest(obj: Ctx, n: int, out: Path, space, seed: int) -> None:
         picks = store.suggest(n, space, seed=seed, out=out)
     then = "save it, " if str(out) == "-" else ""
     click.echo(
-        f"wrote {len(picks)} images to label to {_where(out)} ({then}fill the `label` column, "
+        f"wrote {len(picks)} images to label to {where(out)} ({then}fill the `label` column, "
         f"then `vecstore labels import {'FILE.csv' if then else out}`)",
-        err=_is_stdout(out),
+        err=data_on_stdout(out),
     )

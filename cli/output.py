@@ -57,3 +57,14 @@ def random_weights_note(space: str, random: bool) -> None:
             "an untrained network and carry no meaning beyond tests.",
             err=True,
         )
+
+
+def data_on_stdout(out: object) -> bool:
+    """-o - (or /dev/stdout): the data goes to standard output, so the summary goes to
+    stderr."""
+    return str(out) in ("-", "/dev/stdout")
+
+
+def where(out: object) -> str:
+    """How a summary names the output: "standard output" for -o -."""
+    return "standard output" if str(out) == "-" else str(out)

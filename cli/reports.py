@@ -20,7 +20,7 @@ from .options import (
     seed_option,
     space_option,
 )
-from .output import emit_json, table
+from .output import data_on_stdout, emit_json, table, where
 
 if TYPE_CHECKING:  # pragma: no cover
     from vecstore.results import Plan
@@ -51,11 +51,11 @@ def report(obj: Ctx, out: Path, space, run_id, projection, seed) -> None:
     """
     with obj.open() as store:
         r = store.report(out, space=space, run_id=run_id, projection=projection, seed=seed)
-    where = "the report to standard output" if str(out) == "-" else r.path
+    shown = "the report to " + where(out) if str(out) == "-" else r.path
     click.echo(
-        f"wrote {where} ({r.bytes / 2**20:.1f} MiB, {r.points} of {r.images} images "
+        f"wrote {shown} ({r.bytes / 2**20:.1f} MiB, {r.points} of {r.images} images "
         f"on the map, space {r.space}) in {r.seconds:.1f} s",
-        err=str(out) in ("-", "/dev/stdout"),  # then standard output is exactly the page
+        err=data_on_stdout(out),  # then standard output is exactly the page
     )
 
 
