@@ -8,7 +8,7 @@ full store comes out of every path as the VecstoreError that says so (engine.sql
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,14 @@ from sqlalchemy.orm import Session
 from .engine import make_engine, session_factory, sqlite_error
 
 SHOWN_INTEGRITY_LINES = 5  # lines of SQLite's integrity_check answer kept in a report
+SQLITE_MAX_PARAMS = 30000  # bound parameters per statement, under SQLite's limit
+
+
+def in_chunks(items: Iterable[Any], size: int = SQLITE_MAX_PARAMS) -> Iterator[list[Any]]:
+    """``items`` in lists short enough to bind as the parameters of one statement."""
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class Connections:

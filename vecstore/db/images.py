@@ -4,13 +4,14 @@ paths under which each was found."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from .connections import in_chunks
 from .labels import Carry
 from .models import EmbedFailure, Image, ImagePath, Space, Vector, utcnow
 
@@ -97,9 +98,7 @@ class ImageRepo:
     def existing(self, ids: Sequence[int]) -> set[int]:
         """Those of ``ids`` that are images of the store."""
         out: set[int] = set()
-        ids = list(ids)
-        for start in range(0, len(ids), 30000):
-            part = ids[start : start + 30000]
+        for part in in_chunks(ids):
             marks = ",".join("?" * len(part))
             out.update(
                 i for (i,) in self.db.read(f"SELECT id FROM images WHERE id IN ({marks})", part)
@@ -116,14 +115,7 @@ class ImageRepo:
 
     def owners(self, paths: Iterable[str]) -> dict[str, int]:
         """path -> image id, for those of ``paths`` the store knows."""
-        paths = list(paths)
-        out: dict[str, int] = {}
-        for start in range(0, len(paths), 30000):
-            part = paths[start : start + 30000]
-            marks = ",".join("?" * len(part))
-            sql = f"SELECT path, image_id FROM image_paths WHERE path IN ({marks})"
-            out.update(dict(self.db.read(sql, part)))
-        return out
+        return path_owners(self.db.read, paths)
 
     def left_without_paths(self, owners: dict[str, int]) -> set[int]:
         """The images that would have no path left once the paths of ``owners`` are gone."""
@@ -138,11 +130,9 @@ class ImageRepo:
     def forget(self, paths: Iterable[str]) -> None:
         """Delete these paths, and the images left with none (with their vectors, labels and
         run outputs: ON DELETE CASCADE), in one transaction."""
-        paths = list(paths)
         with self.db.session() as s:
             owners = set()
-            for start in range(0, len(paths), 30000):
-                part = paths[start : start + 30000]
+            for part in in_chunks(paths):
                 owners.update(s.scalars(select(ImagePath.image_id).where(ImagePath.path.in_(part))))
                 s.execute(delete(ImagePath).where(ImagePath.path.in_(part)))
             self.drop_pathless(s, sorted(owners))
@@ -284,3 +274,13 @@ class ImageRepo:
             s.execute(delete(Image).where(Image.id == image_id))  # ON DELETE CASCADE
         else:
             s.execute(update(Image).where(Image.id == image_id).values(path=remaining))
+
+
+def path_owners(read: Callable[[str, Sequence[Any]], list], paths: Iterable[str]) -> dict[str, int]:
+    """path -> image id of the known ones among ``paths``; ``read(sql, params)`` runs a query
+    on whichever connection the caller holds (one in a transaction, say)."""
+    out: dict[str, int] = {}
+    for part in in_chunks(paths):
+        marks = ",".join("?" * len(part))
+        out.update(read(f"SELECT path, image_id FROM image_paths WHERE path IN ({marks})", part))
+    return out

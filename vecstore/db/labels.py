@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from .connections import in_chunks
 from .models import Image, Label, LabelBatch, LabelEvent, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -162,7 +163,7 @@ class LabelRepo:
         s.flush()
         paths = _paths(s, [c.image_id for c in real])
         now = utcnow()
-        for part in _chunks([c.image_id for c in real]):
+        for part in in_chunks([c.image_id for c in real]):
             s.execute(delete(Label).where(Label.image_id.in_(part)))
         labels, events = [], []
         for c in real:
@@ -219,18 +220,11 @@ def _after(c: Change) -> tuple[str | None, str | None, str | None]:
     return (c.label, c.source, c.review_reason) if c.label is not None else (None, None, None)
 
 
-def _chunks(ids: Sequence[int], size: int = 30000) -> Iterable[list[int]]:
-    """``ids`` in pieces that stay under SQLite's limit of bound parameters."""
-    ids = list(ids)
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
-
-
 def _current(s: Session, ids: Sequence[int]) -> dict[int, tuple[str, str, str | None]]:
     """image id -> (label, source, review reason) of the labeled ones among ``ids``."""
     cols = select(Label.image_id, Label.label, Label.source, Label.review_reason)
     out = {}
-    for part in _chunks(ids):
+    for part in in_chunks(ids):
         out.update(
             {
                 i: (lab, src, why)
@@ -242,6 +236,6 @@ def _current(s: Session, ids: Sequence[int]) -> dict[int, tuple[str, str, str | 
 
 def _paths(s: Session, ids: Sequence[int]) -> dict[int, str]:
     out: dict[int, str] = {}
-    for part in _chunks(ids):
+    for part in in_chunks(ids):
         out.update(s.execute(select(Image.id, Image.path).where(Image.id.in_(part))).all())
     return out

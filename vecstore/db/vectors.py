@@ -13,13 +13,14 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from ..errors import VecstoreError
+from .connections import in_chunks
+from .images import path_owners
 from .models import EmbedFailure, Vector, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .connections import Connections
     from .models import Space
 
-SQLITE_MAX_PARAMS = 30000  # bound parameters per statement, under SQLite's limit
 FETCH_ROWS = 8192
 
 
@@ -73,8 +74,7 @@ class VectorRepo:
         wanted = [int(i) for i in ids]
         rows = []
         with self.db.session() as s:
-            for start in range(0, len(wanted), SQLITE_MAX_PARAMS):
-                chunk = wanted[start : start + SQLITE_MAX_PARAMS]
+            for chunk in in_chunks(wanted):
                 rows.extend(s.execute(q.where(Vector.image_id.in_(chunk))).all())
         rows.sort()
         out_ids = np.asarray([r[0] for r in rows], dtype=np.int64)
@@ -152,7 +152,7 @@ class VectorRepo:
         skipped. Returns the counts and the next free image id."""
         counts = ImportCounts()
         with self.db.raw() as raw:
-            known = _known_paths(raw, paths)
+            known = path_owners(lambda sql, p: raw.execute(sql, p).fetchall(), paths)
             have = _with_vector(raw, space_id, list(known.values()))
             now = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DATETIME format
             images, path_rows, vec_rows = [], [], []
@@ -173,20 +173,9 @@ class VectorRepo:
         return counts, next_id
 
 
-def _known_paths(raw, paths: list[str]) -> dict[str, int]:
-    known: dict[str, int] = {}
-    for start in range(0, len(paths), SQLITE_MAX_PARAMS):
-        part = paths[start : start + SQLITE_MAX_PARAMS]
-        marks = ",".join("?" * len(part))
-        sql = f"SELECT path, image_id FROM image_paths WHERE path IN ({marks})"
-        known.update(raw.execute(sql, part).fetchall())
-    return known
-
-
 def _with_vector(raw, space_id: int, ids: list[int]) -> set[int]:
     have: set[int] = set()
-    for start in range(0, len(ids), SQLITE_MAX_PARAMS):
-        part = ids[start : start + SQLITE_MAX_PARAMS]
+    for part in in_chunks(ids):
         marks = ",".join("?" * len(part))
         sql = f"SELECT image_id FROM vectors WHERE space_id = ? AND image_id IN ({marks})"
         have.update(r[0] for r in raw.execute(sql, [space_id, *part]))
