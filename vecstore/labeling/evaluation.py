@@ -64,14 +64,48 @@ def evaluate(
         sp = db.spaces.get(prop.space)
     mode = "truth" if truth is not None else "holdout"
     with db.runs.record("evaluate", sp.name, params.run_params(mode)) as run:
+        # the space's vectors and expert labels, read once for the hold-out and the promise
+        experts = _Experts.load(db, sp) if prop is None or params.positive else None
+        prop_params = propagation or _latest_params(db, sp.name)
         if prop is not None:
             scored = _score_run(db, sp, prop, truth)
         else:
-            scored = _score_holdout(db, sp, known, params, propagation)
+            scored = _score_holdout(experts, sp, known, params, prop_params)
         result = _summarise(run.id, scored, params)
-        result.recall_promise = _promise(db, sp, known, params, propagation)
+        result.recall_promise = _promise(db, experts, known, params, prop_params)
         run.stats = result.to_dict()
     return result
+
+
+@dataclass
+class _Experts:
+    """A space's vectors with the rows of its expert-labeled images."""
+
+    ids: np.ndarray
+    x: np.ndarray
+    row_of: dict[int, int]
+    lab_ids: np.ndarray  # the labeled images with a vector, by id
+    labels: np.ndarray  # their labels
+
+    @classmethod
+    def load(cls, db: Database, sp: Space) -> _Experts:
+        seeds = db.labels.all()
+        _, ids, x = space_matrix(db, sp.name)
+        row_of = {int(i): r for r, i in enumerate(ids)}
+        lab_ids = np.array(sorted(i for i in seeds if i in row_of))
+        labels = np.array([seeds[i] for i in lab_ids], dtype=object)
+        return cls(ids, x, row_of, lab_ids, labels)
+
+    def predict(self, train, test, classes: list[str], prop: PropagationParams):
+        """Propagate from the labels of rows ``train``; the class probabilities (``classes``
+        order) of rows ``test``, and the fitted propagation."""
+        kept = {int(self.lab_ids[j]): self.labels[j] for j in train}
+        rows = [self.row_of[int(self.lab_ids[j])] for j in test]
+        cls, lp = spread(self.x, self.ids, kept, prop)
+        p = np.zeros((len(rows), len(classes)))
+        for cj, c in enumerate(cls):
+            p[:, classes.index(c)] = lp.label_distributions_[rows, cj]
+        return p, lp.confidence_[rows]
 
 
 def _propagation_run(db: Database, sp: Space, run_id: int | None) -> Run:
@@ -108,36 +142,29 @@ def _score_run(db: Database, sp: Space, run: Run, truth: dict[int, str]) -> _Sco
 
 
 def _score_holdout(
-    db: Database,
+    experts: _Experts,
     sp: Space,
     classes: list[str],
     params: EvaluationParams,
-    propagation: PropagationParams | None,
+    prop: PropagationParams,
 ) -> _Scored:
     """Hide a share of the expert labels, propagate from the rest, score the hidden ones;
     ``params.repeats`` times."""
-    seeds = db.labels.all()
-    _, ids, x = space_matrix(db, sp.name)
-    row_of = {int(i): r for r, i in enumerate(ids)}
-    lab_ids = np.array(sorted(i for i in seeds if i in row_of))
-    labels = np.array([seeds[i] for i in lab_ids], dtype=object)
-    if len(lab_ids) < 2 * max(len(classes), 1) or min(Counter(labels).values()) < 2:
+    labels = experts.labels
+    if len(labels) < 2 * max(len(classes), 1) or min(Counter(labels).values()) < 2:
         raise BadInput(
             "hold-out evaluation needs at least 2 expert labels per class (one to keep, one "
             "to hide); add labels or give --truth FILE.csv"
         )
-    prop = propagation or _latest_params(db, sp.name)
     y_true, y_pred, conf, proba, accs = [], [], [], [], []
     for train, test in stratified_holdout(labels, params.test_size, params.repeats, params.seed):
-        kept = {int(lab_ids[j]): labels[j] for j in train}
-        rows = [row_of[int(lab_ids[j])] for j in test]
-        p, lp = _predict(x, ids, kept, rows, classes, prop)
+        p, confidence = experts.predict(train, test, classes, prop)
         pred = [classes[r.argmax()] if r.sum() > 0 else None for r in p]
         truth = [labels[j] for j in test]
         accs.append(float(np.mean([a == b for a, b in zip(truth, pred)])))
         y_true += truth
         y_pred += pred
-        conf.append(lp.confidence_[rows])
+        conf.append(confidence)
         proba.append(p)
     details = HoldoutDetails(
         repeats=params.repeats,
@@ -155,55 +182,39 @@ def _score_holdout(
     )
 
 
-def _predict(x, ids, kept: dict[int, str], rows: list[int], classes: list[str], prop):
-    """Propagate from ``kept``; the class probabilities of ``rows`` in ``classes`` order."""
-    cls, lp = spread(x, ids, kept, prop)
-    p = np.zeros((len(rows), len(classes)))
-    for cj, c in enumerate(cls):
-        p[:, classes.index(c)] = lp.label_distributions_[rows, cj]
-    return p, lp
-
-
 def _promise(
     db: Database,
-    sp: Space,
+    experts: _Experts | None,
     classes: list[str],
     params: EvaluationParams,
-    propagation: PropagationParams | None,
+    prop: PropagationParams,
 ) -> RecallPromise | None:
     """The recall promise for ``params.positive`` from the out-of-fold p(positive) of the
     labeled positives; None without a positive class or for a target recall of 1."""
-    if params.positive is None or params.target_recall >= 1:
+    if experts is None or params.positive is None or params.target_recall >= 1:
         return None
-    labels, proba = out_of_fold(db, sp, classes, params, propagation)
+    labels, proba = out_of_fold(db, experts, classes, params, prop)
     pos = proba[labels == params.positive, classes.index(params.positive)]
     return recall_promise(pos, params.target_recall, params.confidence)
 
 
 def out_of_fold(
     db: Database,
-    sp: Space,
+    experts: _Experts,
     classes: list[str],
     params: EvaluationParams,
-    propagation: PropagationParams | None,
+    prop: PropagationParams,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(expert labels, class probabilities) with each expert label predicted once, by a
     propagation from the labels of the other folds (stratified K-fold, ``params.folds``;
     grouped by the metadata column ``params.group_by`` when given)."""
-    seeds = db.labels.all()
-    _, ids, x = space_matrix(db, sp.name)
-    row_of = {int(i): r for r, i in enumerate(ids)}
-    lab_ids = np.array(sorted(i for i in seeds if i in row_of))
-    labels = np.array([seeds[i] for i in lab_ids], dtype=object)
+    labels = experts.labels
     if min(Counter(labels).values()) < 2:
         raise BadInput("a recall promise needs at least 2 expert labels of every class")
-    groups = _groups(db, lab_ids, params.group_by) if params.group_by else None
-    prop = propagation or _latest_params(db, sp.name)
-    proba = np.zeros((len(lab_ids), len(classes)))
+    groups = _groups(db, experts.lab_ids, params.group_by) if params.group_by else None
+    proba = np.zeros((len(labels), len(classes)))
     for train, test in cross_fit_folds(labels, params.folds, params.seed, groups):
-        kept = {int(lab_ids[j]): labels[j] for j in train}
-        rows = [row_of[int(lab_ids[j])] for j in test]
-        proba[test], _ = _predict(x, ids, kept, rows, classes, prop)
+        proba[test], _ = experts.predict(train, test, classes, prop)
     return labels, proba
 
 
