@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .results import CheckReport, LabelCount, SpaceSummary, StoreInfo
+from .labeling.labels import expert_counts
+from .results import CheckReport, SpaceSummary, StoreInfo
 from .search.index import IndexOwner, SpaceIndex, UntrustedIndex
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +32,7 @@ def store_info(
         failed=counts["failed"],
         paths=counts["paths"],
         spaces=[_summary(sp, per_space.get(sp.id, 0), indexes.path(sp)) for sp in db.spaces.all()],
-        labels=[LabelCount(lab, src, n, f) for lab, src, n, f in db.labels.counts()],
+        labels=expert_counts(db),
         failures=db.images.failures() if failures else None,
     )
 

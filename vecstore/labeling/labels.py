@@ -104,9 +104,14 @@ def remove_label(db: Database, target: str, *, who: str | None = None) -> LabelC
     return LabelChange(iid, None, row.label)
 
 
+def expert_counts(db: Database) -> list[LabelCount]:
+    """Expert labels per label and source, with how many are flagged for review."""
+    return [LabelCount(lab, src, n, flagged) for lab, src, n, flagged in db.labels.counts()]
+
+
 def label_counts(db: Database) -> list[LabelCount]:
     """Expert labels per label and source, and the pseudo-labels of the latest propagation."""
-    rows = [LabelCount(lab, src, n, flagged) for lab, src, n, flagged in db.labels.counts()]
+    rows = expert_counts(db)
     run = db.runs.latest("propagate")
     if run is None:
         return rows
