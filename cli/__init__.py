@@ -13,9 +13,10 @@ from vecstore import __version__
 from vecstore.errors import VecstoreError
 
 from .context import Ctx
+from .evaluation import evaluate
 from .forget import forget
 from .ingest import embed, import_vectors, ingest
-from .labeling import cluster, evaluate, export, propagate, suggest
+from .labeling import cluster, export, propagate, suggest
 from .labels import labels
 from .reports import demo, plan, report
 from .search import query, reindex
