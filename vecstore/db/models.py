@@ -103,6 +103,27 @@ class Space(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class SpaceTransform(Base):
+    """How a space's vectors are transformed before the cosine (queries, clustering,
+    propagation alike): mean-centred (``kind`` "center") or PCA-whitened to ``dim_out``
+    dimensions ("pca"); ``mean`` (dim_in float32) and ``components`` (dim_out x dim_in
+    float32, whitening folded in) as fitted on ``fitted_on`` vectors. No row: raw cosine."""
+
+    __tablename__ = "space_transforms"
+
+    space_id: Mapped[int] = mapped_column(
+        ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dim_in: Mapped[int] = mapped_column(Integer)
+    dim_out: Mapped[int] = mapped_column(Integer)
+    mean: Mapped[bytes] = mapped_column(LargeBinary)
+    components: Mapped[bytes | None] = mapped_column(LargeBinary)
+    fitted_on: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Vector(Base):
     """A float32 vector of one image in one space (raw, not normalised)."""
 
@@ -133,6 +154,9 @@ class Label(Base):
     batch_id: Mapped[int | None] = mapped_column(
         ForeignKey("label_batches.id", ondelete="SET NULL")
     )
+    # how the image came to be labeled: folder | import | suggested | review (CHOSEN_HOW);
+    # only the labels not picked by vecstore (folder, import) estimate accuracy without bias
+    chosen: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (UniqueConstraint("image_id", name="uq_labels_image"),)
 

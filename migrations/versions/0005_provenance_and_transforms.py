@@ -1,0 +1,43 @@
+"""how each expert label was chosen (labels.chosen), and a vector transform per space
+(space_transforms: mean-centring or PCA whitening applied before the cosine)
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-23 09:00:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("labels") as batch_op:
+        batch_op.add_column(sa.Column("chosen", sa.String(length=16), nullable=True))
+    # labels from before: folder labels came from the folders, the rest were given as they are
+    op.execute("UPDATE labels SET chosen = 'folder' WHERE source = 'folder'")
+    op.execute("UPDATE labels SET chosen = 'import' WHERE chosen IS NULL")
+    op.create_table(
+        "space_transforms",
+        sa.Column("space_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("params", sa.JSON(), nullable=False),
+        sa.Column("dim_in", sa.Integer(), nullable=False),
+        sa.Column("dim_out", sa.Integer(), nullable=False),
+        sa.Column("mean", sa.LargeBinary(), nullable=False),
+        sa.Column("components", sa.LargeBinary(), nullable=True),
+        sa.Column("fitted_on", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["space_id"], ["spaces.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("space_id"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("space_transforms")
+    with op.batch_alter_table("labels") as batch_op:
+        batch_op.drop_column("chosen")
