@@ -279,7 +279,7 @@ def suggest(obj: Ctx, n: int, out: Path, space, seed: int) -> None:
       # fill the label column, then:
       vecstore labels import to_label.csv
     """
-    with obj.open() as store:
+    with obj.open(write=True) as store:  # the picks are recorded, as a run
         picks = store.suggest(n, space, seed=seed, out=out)
     then = "save it, " if str(out) == "-" else ""
     click.echo(

@@ -1,26 +1,55 @@
 """Expert labels: `vecstore labels` (counts), `labels import`, `set`, `remove`, `undo`,
-`history`. Every change is a recorded batch (who, when, from what) that `undo` takes back."""
+`history`. Every change is a recorded batch (who, when, from what) that `undo` takes back, and
+every label records how its image was chosen (folder, import, suggested, review)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
 import click
+
+from vecstore.params import CHOSEN_GIVEN, CHOSEN_HOW, NOT_PICKED_BY_VECSTORE
 
 from .context import Ctx
 from .options import output_option, who_option
 from .output import emit_rows
 
 BATCH_COLUMNS = ["id", "at", "who", "kind", "source", "changes", "undone_by"]
-EVENT_COLUMNS = ["batch", "at", "who", "kind", "path", "old_label", "new_label", "review_reason"]
+EVENT_COLUMNS = [
+    "batch",
+    "at",
+    "who",
+    "kind",
+    "path",
+    "old_label",
+    "new_label",
+    "old_chosen",
+    "new_chosen",
+    "review_reason",
+]
+COUNT_COLUMNS = ["label", "source", "chosen", "count", "needs_review"]
+
+
+def chosen_option(default: str | None, what: str):
+    """--chosen: how the images came to be labeled, as a person says it."""
+    meaning = "; ".join(f"{c}: {CHOSEN_HOW[c]}" for c in CHOSEN_GIVEN)
+    return click.option(
+        "--chosen",
+        type=click.Choice(CHOSEN_GIVEN),
+        default=default,
+        show_default=default is not None,
+        help=f"How {what} came to be labeled ({meaning}). Only labels vecstore did not pick "
+        f"({', '.join(NOT_PICKED_BY_VECSTORE)}) estimate accuracy without bias.",
+    )
 
 
 @click.group(invoke_without_command=True)
 @output_option()
 @click.pass_context
 def labels(ctx: click.Context, fmt: str) -> None:
-    """Expert labels: counts per label and source (and the latest pseudo-labels).
+    """Expert labels: counts per label, source and how chosen (and the latest pseudo-labels).
 
     \b
     Examples:
@@ -40,7 +69,24 @@ def labels(ctx: click.Context, fmt: str) -> None:
             "no labels yet (vecstore labels import FILE.csv, or ingest --labels-from-folders)"
         )
         return
-    emit_rows(rows, ["label", "source", "count", "needs_review"], fmt)
+    emit_rows(rows, COUNT_COLUMNS, fmt)
+    if fmt == "table":
+        click.echo(chosen_summary(rows))
+
+
+def chosen_summary(rows: list[dict]) -> str:
+    """The expert labels by how chosen, and how many an unbiased accuracy rests on."""
+    by = Counter()
+    for r in rows:
+        if r["chosen"] is not None:
+            by[r["chosen"]] += r["count"]
+    known = [c for c in CHOSEN_HOW if by[c]] + sorted(k for k in by if k not in CHOSEN_HOW)
+    unbiased = sum(by[c] for c in NOT_PICKED_BY_VECSTORE)
+    return (
+        f"\nexpert labels by how chosen: {', '.join(f'{c} {by[c]}' for c in known) or 'none'}; "
+        f"{unbiased} not picked by vecstore ({', '.join(NOT_PICKED_BY_VECSTORE)}) estimate "
+        "accuracy without bias"
+    )
 
 
 @labels.command("import")
@@ -56,10 +102,21 @@ def labels(ctx: click.Context, fmt: str) -> None:
     help="Accept the rows of vecstore's own pseudo-labels (an export's source=propagated) as "
     "labels, recorded with the source accepted-pseudo:<file> (default: refuse them).",
 )
+@chosen_option(
+    None,
+    "the file's images (default: suggested for a `vecstore suggest` output and for images a "
+    "suggest run picked, review for accepted pseudo-labels, else import)",
+)
 @who_option
 @click.pass_obj
 def labels_import(
-    obj: Ctx, csv_file: Path, replace: bool, new_class: bool, accept_pseudo: bool, who: str | None
+    obj: Ctx,
+    csv_file: Path,
+    replace: bool,
+    new_class: bool,
+    accept_pseudo: bool,
+    chosen: str | None,
+    who: str | None,
 ) -> None:
     """Import expert labels from CSV_FILE (columns `path` or `sha256`, and `label`).
 
@@ -69,11 +126,17 @@ def labels_import(
     """
     with obj.open(write=True) as store:
         counts = store.import_labels(
-            csv_file, replace=replace, new_class=new_class, accept_pseudo=accept_pseudo, who=who
+            csv_file,
+            replace=replace,
+            new_class=new_class,
+            accept_pseudo=accept_pseudo,
+            who=who,
+            chosen=chosen,
         )
+    how = ", ".join(f"{n} {c}" for c, n in sorted(counts.chosen.items()))
     click.echo(
         f"imported {csv_file}: {counts.added} added, {counts.replaced} replaced, "
-        f"{counts.unchanged} unchanged"
+        f"{counts.unchanged} unchanged" + (f" (chosen: {how})" if how else "")
     )
 
 
@@ -82,14 +145,17 @@ def labels_import(
 @click.argument("label")
 @click.option("--replace", is_flag=True, help="Change an existing expert label.")
 @click.option("--new-class", is_flag=True, help="Accept a label that is not yet a class.")
+@chosen_option("review", "the image")
 @who_option
 @click.pass_obj
 def labels_set(
-    obj: Ctx, target: str, label: str, replace: bool, new_class: bool, who: str | None
+    obj: Ctx, target: str, label: str, replace: bool, new_class: bool, chosen: str, who: str | None
 ) -> None:
     """Set the expert label of TARGET (an image path, sha256 or id)."""
     with obj.open(write=True) as store:
-        change = store.set_label(target, label, replace=replace, new_class=new_class, who=who)
+        change = store.set_label(
+            target, label, replace=replace, new_class=new_class, who=who, chosen=chosen
+        )
     was = f" (was {change.previous})" if change.previous and change.previous != change.label else ""
     click.echo(f"image {change.image_id}: {change.label}{was}")
 

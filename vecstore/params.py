@@ -13,6 +13,18 @@ from dataclasses import asdict, dataclass
 
 DEFAULT_UNLABELED = ("unlabeled", "sans_label")
 
+# How an expert label's image came to be labeled (labels.chosen), each with what it means.
+CHOSEN_HOW = {
+    "folder": "its folder named its class (ingest --labels-from-folders)",
+    "import": "a row of a labels CSV that vecstore did not pick (presumed drawn at random)",
+    "suggested": "picked by `vecstore suggest` (active learning: the hardest images)",
+    "review": "a person looked at this image and set its label, or accepted its pseudo-label",
+}
+# The ways not picked by vecstore: only their labels estimate accuracy without bias (the
+# actively chosen ones are harder, and are reported apart).
+NOT_PICKED_BY_VECSTORE = ("folder", "import")
+CHOSEN_GIVEN = ("import", "suggested", "review")  # what `labels import/set --chosen` may say
+
 
 class ParamError(ValueError):
     """A parameter out of its range: ``field`` names it, the message says what it must be."""

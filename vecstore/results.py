@@ -208,6 +208,9 @@ class LabelCount:
     source: str
     count: int
     needs_review: int | None = None  # for pseudo-labels: how many are flagged
+    # how these expert labels' images were chosen (vecstore.params.CHOSEN_HOW); None for
+    # pseudo-labels, and for expert labels only counted per label and source
+    chosen: str | None = None
 
 
 @dataclass
@@ -263,8 +266,10 @@ class LabelImport:
     added: int = 0
     replaced: int = 0
     unchanged: int = 0
+    # the labels written (added or replaced), by how their images were chosen (CHOSEN_HOW)
+    chosen: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -333,6 +338,8 @@ class LabelEventRow:
     new_label: str | None
     new_source: str | None
     review_reason: str | None  # set with the new label (content changed since labeled)
+    old_chosen: str | None  # how the image came to be labeled, before and after
+    new_chosen: str | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -452,12 +452,21 @@ class Store:
         new_class: bool = False,
         source: str = "cli",
         who: str | None = None,
+        chosen: str = "review",
     ) -> LabelChange:
         """Set the expert label of one image; ``who`` (default $VECSTORE_USER, else the
-        login) is recorded with the change."""
+        login) is recorded with the change, and ``chosen``: how the image came to be labeled
+        (vecstore.params.CHOSEN_GIVEN; default "review", a person looked at this one)."""
         self._require_write()
         return label_ops.set_label(
-            self._db, target, label, replace=replace, new_class=new_class, source=source, who=who
+            self._db,
+            target,
+            label,
+            replace=replace,
+            new_class=new_class,
+            source=source,
+            who=who,
+            chosen=chosen,
         )
 
     def remove_label(self, target: str, *, who: str | None = None) -> LabelChange:
@@ -472,9 +481,13 @@ class Store:
         new_class: bool = False,
         accept_pseudo: bool = False,
         who: str | None = None,
+        chosen: str | None = None,
     ) -> LabelImport:
         """Expert labels from a CSV (path or sha256, label): all rows or none. Rows of
-        vecstore's own pseudo-labels are refused unless ``accept_pseudo``."""
+        vecstore's own pseudo-labels are refused unless ``accept_pseudo``. Each label
+        records how its image was chosen: "suggested" for the rows of a `suggest` output
+        and the images a suggest run picked, else "import" (accepted pseudo-labels
+        "review"); ``chosen`` says it for the whole file instead."""
         self._require_write()
         return label_csv.import_labels(
             self._db,
@@ -483,6 +496,7 @@ class Store:
             new_class=new_class,
             accept_pseudo=accept_pseudo,
             who=who,
+            chosen=chosen,
         )
 
     def forget(
@@ -525,7 +539,8 @@ class Store:
         return label_csv.read_truth(self._db, csv_path)
 
     def label_counts(self) -> list[LabelCount]:
-        """Expert labels per label and source, and the pseudo-labels of the latest propagation."""
+        """Expert labels per label, source and how chosen, and the pseudo-labels of the latest
+        propagation."""
         return label_ops.label_counts(self._db)
 
     # ---- clustering, propagation, evaluation -------------------------------------------------
@@ -620,9 +635,11 @@ class Store:
         """The n images whose labels would help most, with why each was picked; with
         ``out``, also written there as a CSV whose `label` column is left to fill (then
         ``import_labels`` it). Pseudo-label margins come from ``propagation`` (default
-        PropagationParams())."""
+        PropagationParams()). Recorded as a run naming the images picked (their labels are
+        then "suggested" whatever file brings them), so it needs a store open to write."""
         from .labeling.suggestion import suggest, write_suggestions
 
+        self._require_write()
         picks = suggest(self._db, n, space, seed=seed, params=propagation)
         if out is not None:
             write_suggestions(out, picks)

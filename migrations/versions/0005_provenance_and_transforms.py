@@ -1,4 +1,5 @@
-"""how each expert label was chosen (labels.chosen), and a vector transform per space
+"""how each expert label was chosen (labels.chosen, and label_events.old_chosen and
+new_chosen for undo), and a vector transform per space
 (space_transforms: mean-centring or PCA whitening applied before the cosine)
 
 Revision ID: 0005
@@ -21,6 +22,16 @@ def upgrade() -> None:
     # labels from before: folder labels came from the folders, the rest were given as they are
     op.execute("UPDATE labels SET chosen = 'folder' WHERE source = 'folder'")
     op.execute("UPDATE labels SET chosen = 'import' WHERE chosen IS NULL")
+    with op.batch_alter_table("label_events") as batch_op:
+        batch_op.add_column(sa.Column("old_chosen", sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column("new_chosen", sa.String(length=16), nullable=True))
+    # the events by the same rule, so that undoing a batch from before gives back what the
+    # labels above were given (and a label's last event agrees with it)
+    for side in ("old", "new"):
+        op.execute(
+            f"UPDATE label_events SET {side}_chosen = CASE WHEN {side}_source = 'folder' "
+            f"THEN 'folder' ELSE 'import' END WHERE {side}_label IS NOT NULL"
+        )
     op.create_table(
         "space_transforms",
         sa.Column("space_id", sa.Integer(), nullable=False),
@@ -39,5 +50,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("space_transforms")
+    with op.batch_alter_table("label_events") as batch_op:
+        batch_op.drop_column("new_chosen")
+        batch_op.drop_column("old_chosen")
     with op.batch_alter_table("labels") as batch_op:
         batch_op.drop_column("chosen")

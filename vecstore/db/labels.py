@@ -3,7 +3,9 @@ here (they are predictions of a propagation run, vecstore.db.outputs).
 
 Every change goes through ``apply`` (or ``carry``, inside an ingest): one batch row (kind,
 who, source) and one event per image with its label before and after, in the same
-transaction as the change itself, so that a batch can be shown and undone exactly.
+transaction as the change itself, so that a batch can be shown and undone exactly. Each
+label records how its image came to be labeled (``chosen``, one of vecstore.params.CHOSEN_HOW),
+and its events that too, before and after.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from ..params import CHOSEN_HOW
 from .connections import in_chunks
 from .models import Image, Label, LabelBatch, LabelEvent, utcnow
 
@@ -24,12 +27,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class Change:
-    """An image's new expert label (``label`` None: no label), from ``source``."""
+    """An image's new expert label (``label`` None: no label), from ``source``, its image
+    ``chosen`` as vecstore.params.CHOSEN_HOW says."""
 
     image_id: int
     label: str | None
     source: str | None = None
     review_reason: str | None = None
+    chosen: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.chosen is not None and self.chosen not in CHOSEN_HOW:
+            raise ValueError(f"chosen {self.chosen!r} is not one of {', '.join(CHOSEN_HOW)}")
+
+
+# An image's (label, source, review reason, chosen): all None when it has no label
+State = tuple[str | None, str | None, str | None, str | None]
+NO_LABEL: State = (None, None, None, None)
 
 
 @dataclass(frozen=True)
@@ -73,16 +87,18 @@ class LabelRepo:
         with self.db.session() as s:
             return dict(s.execute(q).all())
 
-    def counts(self) -> list[tuple[str, str, int, int]]:
-        """(label, source, count, flagged for review), sorted by label then source."""
-        flagged = func.count(Label.review_reason)
-        q = (
-            select(Label.label, Label.source, func.count(), flagged)
-            .group_by(Label.label, Label.source)
-            .order_by(Label.label, Label.source)
-        )
+    def chosen(self) -> dict[int, str | None]:
+        """image id -> how it came to be labeled (vecstore.params.CHOSEN_HOW), every label."""
         with self.db.session() as s:
-            return [(lab, src, n, f) for lab, src, n, f in s.execute(q)]
+            return dict(s.execute(select(Label.image_id, Label.chosen)).all())
+
+    def counts(self, *, by_chosen: bool = False) -> list[tuple]:
+        """(label, source, count, flagged for review), sorted by label then source; with
+        ``by_chosen``, (label, source, chosen, count, flagged), one row per way chosen."""
+        group = [Label.label, Label.source, *([Label.chosen] if by_chosen else [])]
+        q = select(*group, func.count(), func.count(Label.review_reason))
+        with self.db.session() as s:
+            return [tuple(row) for row in s.execute(q.group_by(*group).order_by(*group))]
 
     def batches(self) -> list[tuple[LabelBatch, int]]:
         """Every batch, oldest first, with its number of events."""
@@ -129,8 +145,9 @@ class LabelRepo:
             return s.scalar(q)
 
     # ---- writes -----------------------------------------------------------------------------
-    def current(self, ids: Sequence[int]) -> dict[int, tuple[str, str, str | None]]:
-        """image id -> (label, source, review reason) of the labeled ones among ``ids``."""
+    def current(self, ids: Sequence[int]) -> dict[int, State]:
+        """image id -> (label, source, review reason, chosen) of the labeled ones among
+        ``ids``."""
         with self.db.session() as s:
             return _current(s, ids)
 
@@ -155,7 +172,7 @@ class LabelRepo:
         self, s: Session, changes: Sequence[Change], info: BatchInfo, *, always: bool = False
     ) -> int | None:
         old = _current(s, [c.image_id for c in changes])
-        real = [c for c in changes if old.get(c.image_id, (None, None, None)) != _after(c)]
+        real = [c for c in changes if old.get(c.image_id, NO_LABEL) != _after(c)]
         if not real and not always:
             return None
         batch = LabelBatch(kind=info.kind, who=info.who, source=info.source, note=info.note)
@@ -165,33 +182,11 @@ class LabelRepo:
         now = utcnow()
         for part in in_chunks([c.image_id for c in real]):
             s.execute(delete(Label).where(Label.image_id.in_(part)))
-        labels, events = [], []
-        for c in real:
-            before = old.get(c.image_id, (None, None, None))
-            if c.label is not None:
-                labels.append(
-                    {
-                        "image_id": c.image_id,
-                        "label": c.label,
-                        "source": c.source,
-                        "review_reason": c.review_reason,
-                        "batch_id": batch.id,
-                        "created_at": now,
-                    }
-                )
-            events.append(
-                {
-                    "batch_id": batch.id,
-                    "image_id": c.image_id,
-                    "path": paths.get(c.image_id),
-                    "old_label": before[0],
-                    "old_source": before[1],
-                    "old_review": before[2],
-                    "new_label": c.label,
-                    "new_source": c.source if c.label is not None else None,
-                    "new_review": c.review_reason if c.label is not None else None,
-                }
-            )
+        labels = [_label_row(c, batch.id, now) for c in real if c.label is not None]
+        events = [
+            _event_row(c, old.get(c.image_id, NO_LABEL), batch.id, paths.get(c.image_id))
+            for c in real
+        ]
         if labels:
             s.execute(insert(Label), labels)
         if events:
@@ -207,30 +202,55 @@ class LabelRepo:
         changes = []
         for c in carries:
             if c.old in old and c.new not in old:
-                label, src, why = old[c.old]
-                changes.append(Change(c.new, label, src, why if c.same_pixels else CHANGED))
+                label, src, why, chosen = old[c.old]
+                why = why if c.same_pixels else CHANGED
+                changes.append(Change(c.new, label, src, why, chosen))
         if changes:
             note = "the labeled files' bytes changed: " + ", ".join(c.path for c in carries)
             self._apply(s, changes, BatchInfo("carry", who, source, note[:2000]))
         return len(changes)
 
 
-def _after(c: Change) -> tuple[str | None, str | None, str | None]:
-    """(label, source, review reason) an image has after the change."""
-    return (c.label, c.source, c.review_reason) if c.label is not None else (None, None, None)
+def _after(c: Change) -> State:
+    """(label, source, review reason, chosen) an image has after the change."""
+    return (c.label, c.source, c.review_reason, c.chosen) if c.label is not None else NO_LABEL
 
 
-def _current(s: Session, ids: Sequence[int]) -> dict[int, tuple[str, str, str | None]]:
-    """image id -> (label, source, review reason) of the labeled ones among ``ids``."""
-    cols = select(Label.image_id, Label.label, Label.source, Label.review_reason)
-    out = {}
+def _label_row(c: Change, batch_id: int, now: object) -> dict[str, object]:
+    return {
+        "image_id": c.image_id,
+        "label": c.label,
+        "source": c.source,
+        "review_reason": c.review_reason,
+        "chosen": c.chosen,
+        "batch_id": batch_id,
+        "created_at": now,
+    }
+
+
+def _event_row(c: Change, before: State, batch_id: int, path: str | None) -> dict[str, object]:
+    new = _after(c)
+    return {
+        "batch_id": batch_id,
+        "image_id": c.image_id,
+        "path": path,
+        "old_label": before[0],
+        "old_source": before[1],
+        "old_review": before[2],
+        "old_chosen": before[3],
+        "new_label": new[0],
+        "new_source": new[1],
+        "new_review": new[2],
+        "new_chosen": new[3],
+    }
+
+
+def _current(s: Session, ids: Sequence[int]) -> dict[int, State]:
+    """image id -> (label, source, review reason, chosen) of the labeled ones among ``ids``."""
+    cols = select(Label.image_id, Label.label, Label.source, Label.review_reason, Label.chosen)
+    out: dict[int, State] = {}
     for part in in_chunks(ids):
-        out.update(
-            {
-                i: (lab, src, why)
-                for i, lab, src, why in s.execute(cols.where(Label.image_id.in_(part)))
-            }
-        )
+        out.update({i: tuple(rest) for i, *rest in s.execute(cols.where(Label.image_id.in_(part)))})
     return out
 
 

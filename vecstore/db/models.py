@@ -195,6 +195,9 @@ class LabelEvent(Base):
     new_source: Mapped[str | None] = mapped_column(Text)
     old_review: Mapped[str | None] = mapped_column(Text)  # the labels' review reasons
     new_review: Mapped[str | None] = mapped_column(Text)
+    # how the image came to be labeled (labels.chosen) before and after: undo restores it
+    old_chosen: Mapped[str | None] = mapped_column(String(16))
+    new_chosen: Mapped[str | None] = mapped_column(String(16))
 
 
 class EmbedFailure(Base):

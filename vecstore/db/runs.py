@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .connections import Connections
 
 RUNNING, INTERRUPTED = "running", "interrupted"  # statuses besides done and failed
+SUGGEST, PICKED = "suggest", "picked"  # a `vecstore suggest` run; its stats' list of image ids
 
 
 @dataclass
@@ -103,6 +104,12 @@ class RunRepo:
             q = q.where(Run.space == space)
         with self.db.session() as s:
             return s.scalar(q.order_by(Run.id.desc()).limit(1))
+
+    def picked(self) -> set[int]:
+        """Every image a finished ``suggest`` run picked (its stats' ``picked`` ids)."""
+        q = select(Run.stats).where(Run.kind == SUGGEST, Run.status == "done")
+        with self.db.session() as s:
+            return {int(i) for stats in s.scalars(q) for i in (stats or {}).get(PICKED, ())}
 
     def get(self, run_id: int, kind: str) -> Run:
         """Run ``run_id``, which must be of ``kind``."""

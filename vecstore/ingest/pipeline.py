@@ -108,7 +108,8 @@ def _labels_from_folders(
         else:
             report.label_conflicts.append((path, old, label))
     info = BatchInfo("folder", options.who, "folder", f"ingest of {root}, run {report.run_id}")
-    db.labels.apply([Change(i, lab, "folder") for i, lab in new.items()], info)
+    changes = [Change(i, lab, "folder", chosen="folder") for i, lab in new.items()]
+    db.labels.apply(changes, info)
 
 
 def embed_spaces(

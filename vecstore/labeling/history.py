@@ -1,19 +1,20 @@
 """The history of the expert labels: every batch of changes, the changes of one image or path,
-and the undo of a batch (itself a batch), which restores exactly the labels it replaced."""
+and the undo of a batch (itself a batch), which restores exactly the labels it replaced (label,
+source, review reason, and how the image came to be labeled)."""
 
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
 
-from ..db.labels import BatchInfo, Change
+from ..db.labels import NO_LABEL, BatchInfo, Change, State
 from ..errors import BadInput, UnknownImage
 from ..results import LabelBatchRow, LabelEventRow, LabelUndo
 from .labels import resolve_image, who_is
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..db import Database
-    from ..db.models import LabelBatch
+    from ..db.models import LabelBatch, LabelEvent
 
 
 def batches(db: Database) -> list[LabelBatchRow]:
@@ -57,6 +58,8 @@ def history(db: Database, target: str) -> list[LabelEventRow]:
             e.new_label,
             e.new_source,
             e.new_review,
+            e.old_chosen,
+            e.new_chosen,
         )
         for e, b in db.labels.events(image_ids=ids, path=path)
     ]
@@ -72,15 +75,16 @@ def undo(db: Database, batch_id: int | None = None, *, who: str | None = None) -
     live = [e for e in events if e.image_id in alive]  # an image gone since has no label now
     now = db.labels.current([e.image_id for e in live])
     for e in live:
-        after = (e.new_label, e.new_source, e.new_review) if e.new_label else (None, None, None)
-        if now.get(e.image_id, (None, None, None)) != after:
+        if now.get(e.image_id, NO_LABEL) != _after(e):
             later = db.labels.later_change(e.image_id, batch.id)
             raise BadInput(
                 f"batch {batch.id} cannot be undone: {e.path or e.image_id} was changed after "
                 f"it by batch {later}; undo batch {later} first (vecstore labels undo "
                 f"--batch {later}), or change that label with `vecstore labels set`"
             )
-    changes = [Change(e.image_id, e.old_label, e.old_source, e.old_review) for e in live]
+    changes = [
+        Change(e.image_id, e.old_label, e.old_source, e.old_review, e.old_chosen) for e in live
+    ]
     info = BatchInfo("undo", who_is(who), f"undo of batch {batch.id}", batch.note)
     new_id = db.labels.apply(changes, info, undoes=batch.id)
     return LabelUndo(
@@ -90,6 +94,13 @@ def undo(db: Database, batch_id: int | None = None, *, who: str | None = None) -
         restored=len(changes),
         gone=len(events) - len(changes),
     )
+
+
+def _after(e: LabelEvent) -> State:
+    """The label an event left: (label, source, review reason, chosen)."""
+    if e.new_label is None:
+        return NO_LABEL
+    return (e.new_label, e.new_source, e.new_review, e.new_chosen)
 
 
 def _undoable(db: Database, batch_id: int | None) -> LabelBatch:

@@ -1,16 +1,19 @@
-"""Labels from CSV files: expert labels imported all rows or none (one label batch), and the
-ground truth scored against."""
+"""Labels from CSV files: expert labels imported all rows or none (one label batch), each
+recording how its image was chosen (a `vecstore suggest` pick, or a row vecstore did not pick),
+and the ground truth scored against."""
 
 from __future__ import annotations
 
 import os
+from collections import Counter
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..db.labels import BatchInfo, Change
 from ..errors import BadInput
 from ..files import read_user_csv
 from ..results import LabelImport
-from .labels import check_new_classes, who_is
+from .labels import check_chosen, check_new_classes, who_is
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..db import Database
@@ -19,6 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_PROBLEMS_SHOWN = 10
 PSEUDO_SOURCES = {"propagated", "none"}  # the `source` of an export's rows that are not expert
 ACCEPTED = "accepted-pseudo:"
+# the columns of a `vecstore suggest` CSV (vecstore.results.SUGGESTION_COLUMNS) that no other
+# file of vecstore has (an export has confidence, margin and cluster too): every row of a file
+# with them was picked by vecstore
+SUGGEST_ONLY = ("reason", "pseudo_label")
 
 
 class CsvRow(NamedTuple):
@@ -28,9 +35,15 @@ class CsvRow(NamedTuple):
     source: str  # "" when the file has no `source` column
 
 
-def read_label_csv(path: str | os.PathLike[str], what: str) -> tuple[str, list[CsvRow]]:
-    """(key column kind 'path'|'sha256', rows) from a CSV with a `label` column (and,
-    in vecstore's own exports, a `source` column)."""
+class LabelFile(NamedTuple):
+    key: str  # the kind of the key column: "path" or "sha256"
+    rows: list[CsvRow]
+    suggested: bool  # a `vecstore suggest` output (it has its columns)
+
+
+def read_label_csv(path: str | os.PathLike[str], what: str) -> LabelFile:
+    """The rows of a CSV with a key column (path or sha256) and a `label` column (and, in
+    vecstore's own exports, a `source` column)."""
     df = read_user_csv(path, what)
     cols = {str(c).strip().lower(): c for c in df.columns}
     key = next((k for k in ("path", "sha256") if k in cols), None)
@@ -41,10 +54,11 @@ def read_label_csv(path: str | os.PathLike[str], what: str) -> tuple[str, list[C
         )
     sources = df[cols["source"]] if "source" in cols else [""] * len(df)
     triples = zip(df[cols[key]], df[cols["label"]], sources)
-    return key, [
+    rows = [
         CsvRow(i + 2, str(k).strip(), str(v).strip(), str(src).strip())
         for i, (k, v, src) in enumerate(triples)
     ]
+    return LabelFile(key, rows, all(c in cols for c in SUGGEST_ONLY))
 
 
 def _find(db: Database, key: str, value: str, base: str) -> Image | None:
@@ -105,36 +119,74 @@ def import_labels(
     new_class: bool = False,
     accept_pseudo: bool = False,
     who: str | None = None,
+    chosen: str | None = None,
 ) -> LabelImport:
     """Expert labels from a CSV (path or sha256, label): all rows or none, one label batch.
 
     Rows that are vecstore's own pseudo-labels (an export's `source` column says
     propagated or none) are refused, or with ``accept_pseudo`` recorded with the source
-    `accepted-pseudo:<file>` (their rows without a label skipped)."""
-    key, rows = read_label_csv(csv_path, "labels")
-    if not rows:
-        raise BadInput(f"labels CSV {csv_path} has no rows")
+    `accepted-pseudo:<file>` (their rows without a label skipped).
+
+    Each label records how its image was chosen (see ``_chosen``), or ``chosen`` for every
+    row of the file."""
+    if chosen is not None:
+        check_chosen(chosen)
+    file = read_label_csv(csv_path, "labels")
+    resolved, pseudo_ids = _resolve(db, file, str(csv_path), replace, new_class, accept_pseudo)
+    existing = db.labels.all()
+    todo = {i: lab for i, lab in resolved.items() if existing.get(i) != lab}
+    how = _chosen(db, todo, pseudo_ids, file.suggested, chosen)
     name = os.path.basename(str(csv_path))
-    expert, pseudo, problems = _split_pseudo(rows, accept_pseudo)
-    resolved, found = resolve_rows(db, key, expert + pseudo, str(csv_path))
+    changes = [
+        Change(i, lab, f"{ACCEPTED}{name}" if i in pseudo_ids else f"csv:{name}", None, how[i])
+        for i, lab in todo.items()
+    ]
+    db.labels.apply(changes, BatchInfo("import", who_is(who), f"csv:{name}", str(csv_path)))
+    added = sum(1 for c in changes if c.image_id not in existing)
+    return LabelImport(
+        added=added,
+        replaced=len(changes) - added,
+        unchanged=len(resolved) - len(changes),
+        chosen=dict(Counter(c.chosen for c in changes)),
+    )
+
+
+def _resolve(
+    db: Database, file: LabelFile, csv_path: str, replace: bool, new_class: bool, accept: bool
+) -> tuple[dict[int, str], set[int]]:
+    """(image id -> label, the ids of the accepted pseudo-labels) of a labels file whose
+    rows are all good, else BadInput listing the bad ones."""
+    if not file.rows:
+        raise BadInput(f"labels CSV {csv_path} has no rows")
+    expert, pseudo, problems = _split_pseudo(file.rows, accept)
+    resolved, found = resolve_rows(db, file.key, expert + pseudo, csv_path)
     problems += found
-    pseudo_ids = _ids_of(db, key, pseudo, str(csv_path))
+    pseudo_ids = _ids_of(db, file.key, pseudo, csv_path)
     _check_against_store(db, resolved, replace, new_class, problems)
     if problems:
         raise BadInput(
             f"nothing imported from {csv_path}; fix these rows first:\n  {_problem_list(problems)}"
         )
-    existing = db.labels.all()
-    changes = [
-        Change(i, lab, f"accepted-pseudo:{name}" if i in pseudo_ids else f"csv:{name}")
-        for i, lab in resolved.items()
-        if existing.get(i) != lab
-    ]
-    db.labels.apply(changes, BatchInfo("import", who_is(who), f"csv:{name}", str(csv_path)))
-    added = sum(1 for c in changes if c.image_id not in existing)
-    return LabelImport(
-        added=added, replaced=len(changes) - added, unchanged=len(resolved) - len(changes)
-    )
+    return resolved, pseudo_ids
+
+
+def _chosen(
+    db: Database, ids: Iterable[int], pseudo_ids: set[int], suggest_file: bool, given: str | None
+) -> dict[int, str]:
+    """How each imported image came to be labeled: ``given`` for all, when given; else
+    "suggested" for every row of a `vecstore suggest` output and every image a recorded
+    suggest run picked, "review" for an accepted pseudo-label (a person accepted vecstore's
+    guess), "import" for the others (presumed drawn at random)."""
+    if given is not None:
+        return dict.fromkeys(ids, given)
+    picked = db.runs.picked()
+    out = {}
+    for i in ids:
+        if suggest_file or i in picked:
+            out[i] = "suggested"
+        else:
+            out[i] = "review" if i in pseudo_ids else "import"
+    return out
 
 
 def _split_pseudo(rows: list[CsvRow], accept: bool) -> tuple[list[CsvRow], list[CsvRow], list[str]]:
@@ -181,7 +233,7 @@ def _check_against_store(
 def read_truth(db: Database, csv_path: str | os.PathLike[str]) -> dict[int, str]:
     """Ground truth (path or sha256, label) for evaluation; rows must all resolve, except
     images not in the store (the others are scored)."""
-    key, rows = read_label_csv(csv_path, "truth")
+    key, rows, _ = read_label_csv(csv_path, "truth")
     resolved, problems = resolve_rows(db, key, rows, str(csv_path))
     problems = [p for p in problems if "is not in the store" not in p]
     if problems:

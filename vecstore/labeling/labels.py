@@ -1,5 +1,6 @@
 """Expert labels one image at a time (set, remove), the store's classes, and the counts per
-label and source (with the latest pseudo-labels). Every change is a recorded label batch."""
+label, source and way chosen (with the latest pseudo-labels). Every change is a recorded label
+batch."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..db.labels import BatchInfo, Change
 from ..errors import BadInput, EmbedError, UnknownImage
 from ..imagefile import sha256_image_file
+from ..params import CHOSEN_GIVEN
 from ..results import LabelChange, LabelCount
 from .export import export_rows, review_rules
 
@@ -63,6 +65,12 @@ def check_new_classes(db: Database, labels: set[str], allow_new: bool) -> None:
         )
 
 
+def check_chosen(chosen: str) -> None:
+    """How a person says labels were chosen: one of CHOSEN_GIVEN (folder: an ingest only)."""
+    if chosen not in CHOSEN_GIVEN:
+        raise BadInput(f"chosen {chosen!r} is not one of {', '.join(CHOSEN_GIVEN)}")
+
+
 def who_is(who: str | None) -> str:
     """Who a label change is recorded for: as given, else $VECSTORE_USER, else the login."""
     return who or os.environ.get("VECSTORE_USER") or getpass.getuser()
@@ -77,11 +85,14 @@ def set_label(
     new_class: bool = False,
     source: str = "cli",
     who: str | None = None,
+    chosen: str = "review",
 ) -> LabelChange:
-    """Set the expert label of one image (a batch of one)."""
+    """Set the expert label of one image (a batch of one); ``chosen``: how the image came to
+    be labeled (default "review": a person looked at this one image)."""
     label = label.strip()
     if not label:
         raise BadInput("the label is empty")
+    check_chosen(chosen)
     iid = resolve_image(db, target)
     check_new_classes(db, {label}, new_class)
     row = db.labels.get(iid)
@@ -90,7 +101,8 @@ def set_label(
             f"image {iid} already has the expert label {row.label!r} (from {row.source}); "
             "pass --replace to change it"
         )
-    db.labels.apply([Change(iid, label, source)], BatchInfo("set", who_is(who), source, target))
+    change = Change(iid, label, source, chosen=chosen)
+    db.labels.apply([change], BatchInfo("set", who_is(who), source, target))
     return LabelChange(iid, label, row.label if row else None)
 
 
@@ -110,8 +122,12 @@ def expert_counts(db: Database) -> list[LabelCount]:
 
 
 def label_counts(db: Database) -> list[LabelCount]:
-    """Expert labels per label and source, and the pseudo-labels of the latest propagation."""
-    rows = expert_counts(db)
+    """Expert labels per label, source and way chosen, and the pseudo-labels of the latest
+    propagation."""
+    rows = [
+        LabelCount(lab, src, n, flagged, chosen)
+        for lab, src, chosen, n, flagged in db.labels.counts(by_chosen=True)
+    ]
     run = db.runs.latest("propagate")
     if run is None:
         return rows

@@ -1,13 +1,16 @@
-"""Which images to label next, with why each was picked (see vecstore.learn.active)."""
+"""Which images to label next, with why each was picked (see vecstore.learn.active), recorded
+as a run so that their labels are known to be chosen by vecstore."""
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..db.runs import PICKED, SUGGEST
 from ..errors import BadInput
 from ..files import write_csv
 from ..learn.active import choose_to_label
@@ -29,20 +32,39 @@ def suggest(
     params: PropagationParams | None = None,
 ) -> list[Suggestion]:
     """The n images whose labels would help most. Once the expert labels cover two classes,
-    the current pseudo-labels (their margins) steer the choice."""
+    the current pseudo-labels (their margins) steer the choice. Recorded as a ``suggest``
+    run listing the picked image ids: their labels, whatever file brings them, are then
+    known to be chosen by vecstore ("suggested"), not drawn at random."""
     if n < 1:
         raise BadInput("-n must be at least 1")
+    params = params or PropagationParams()
     sp, ids, x = space_matrix(db, space)
-    seeds = db.labels.all()
+    with db.runs.record(SUGGEST, sp.name, {"n": n, "seed": seed, **params.to_dict()}) as run:
+        seeds = db.labels.all()
+        picks = _pick(db, sp.name, ids, x, seeds, n, seed, params)
+        run.stats = {
+            PICKED: [p.image_id for p in picks],
+            "expert_labels": len(seeds),
+            "reasons": dict(Counter(p.reason for p in picks)),
+        }
+    return picks
+
+
+def _pick(
+    db: Database,
+    space: str,
+    ids: np.ndarray,
+    x: np.ndarray,
+    seeds: dict[int, str],
+    n: int,
+    seed: int,
+    params: PropagationParams,
+) -> list[Suggestion]:
     row_of = {int(i): r for r, i in enumerate(ids)}
     labeled = np.array(sorted(row_of[i] for i in seeds if i in row_of), dtype=np.int64)
     margin = predicted = confidence = None
     if len({seeds[int(ids[r])] for r in labeled}) >= 2:
-        classes, lp = spread(x, ids, seeds, params or PropagationParams())
-        p = np.sort(lp.label_distributions_, axis=1)
-        margin = p[:, -1] - p[:, -2]
-        predicted = [classes[t] if t >= 0 else None for t in lp.transduction_]
-        confidence = lp.confidence_
+        margin, predicted, confidence = _pseudo_labels(x, ids, seeds, params)
     path_of = db.images.paths()
     out = []
     for r, reason, cluster in choose_to_label(x, labeled, n, margin=margin, seed=seed):
@@ -56,10 +78,20 @@ def suggest(
                 confidence=round(float(confidence[r]), 6) if confidence is not None else None,
                 margin=round(float(margin[r]), 6) if margin is not None else None,
                 cluster=cluster,
-                space=sp.name,
+                space=space,
             )
         )
     return out
+
+
+def _pseudo_labels(
+    x: np.ndarray, ids: np.ndarray, seeds: dict[int, str], params: PropagationParams
+) -> tuple[np.ndarray, list[str | None], np.ndarray]:
+    """(margin, pseudo-label, confidence) of every row, spread from the expert labels."""
+    classes, lp = spread(x, ids, seeds, params)
+    p = np.sort(lp.label_distributions_, axis=1)
+    predicted = [classes[t] if t >= 0 else None for t in lp.transduction_]
+    return p[:, -1] - p[:, -2], predicted, lp.confidence_
 
 
 def write_suggestions(out: str | os.PathLike[str], picks: list[Suggestion]) -> Path:
