@@ -21,6 +21,7 @@ from .labels import labels
 from .reports import demo, plan, report
 from .search import query, reindex
 from .status import check, info, runs
+from .transform import transform
 
 
 class VecstoreGroup(click.Group):
@@ -60,6 +61,7 @@ for command in (
     forget,
     query,
     reindex,
+    transform,
     info,
     check,
     runs,

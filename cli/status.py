@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
 @output_option(csv=False)
 @click.pass_obj
 def info(obj: Ctx, show_failed: bool, fmt: str) -> None:
-    """What the store holds: images, spaces (dims, weights, index), labels, schema version."""
+    """What the store holds: images, spaces (dims, weights, transform, index), labels, schema
+    version."""
     with obj.open() as store:
         data = store.info(failures=show_failed)
     if fmt == "json":
@@ -41,11 +42,13 @@ def info(obj: Ctx, show_failed: bool, fmt: str) -> None:
                 "dim": s.dim,
                 "vectors": s.vectors,
                 "weights": s.weights + (" (RANDOM)" if s.weights_random else ""),
+                "transform": s.transform,
                 "index": _index_cell(s),
             }
             for s in data.spaces
         ]
-        click.echo(table(rows, ["name", "model", "layer", "dim", "vectors", "weights", "index"]))
+        columns = ["name", "model", "layer", "dim", "vectors", "weights", "transform", "index"]
+        click.echo(table(rows, columns))
     if data.labels:
         click.echo("\nlabels:")
         click.echo(table([asdict(c) for c in data.labels], ["label", "source", "count"]))

@@ -132,6 +132,34 @@ class Reindexed:
 
 
 @dataclass
+class Transformed:
+    """A space's vector transform chosen (``vecstore transform``): what its vectors now go
+    through before the cosine, fitted on how many, and the index rebuilt under it."""
+
+    run_id: int
+    space: str
+    kind: str  # raw | center | pca
+    description: str  # "raw cosine", "mean-centred", "PCA-whitened to 50 dims"
+    dim_in: int
+    dim_out: int
+    fitted_on: int  # vectors the fit used (0 for raw)
+    vectors: int  # vectors in the space
+    params: dict[str, Any]  # as fitted (PCA: n_components, seed, explained_variance_ratio)
+    seconds: float
+    index: IndexStats | None = None  # the index built under it
+
+    def stats(self) -> dict[str, Any]:
+        """What the run records."""
+        out = asdict(self)
+        for key in ("run_id", "space", "index"):
+            out.pop(key)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class VectorImport:
     space: str
     dim: int
@@ -200,6 +228,8 @@ class SpaceSummary:
     index_recall_sample: int | None
     index_built_for: int | None
     index_file: str | None
+    transform: str = "raw cosine"  # what the vectors go through before the cosine
+    transform_kind: str = "raw"  # raw | center | pca (vecstore transform)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .labeling.labels import expert_counts
+from .learn.transform import describe
 from .results import CheckReport, SpaceSummary, StoreInfo
 from .search.index import IndexOwner, SpaceIndex, UntrustedIndex
 
@@ -31,14 +32,17 @@ def store_info(
         images=counts["ok"],
         failed=counts["failed"],
         paths=counts["paths"],
-        spaces=[_summary(sp, per_space.get(sp.id, 0), indexes.path(sp)) for sp in db.spaces.all()],
+        spaces=[
+            _summary(db, sp, per_space.get(sp.id, 0), indexes.path(sp)) for sp in db.spaces.all()
+        ],
         labels=expert_counts(db),
         failures=db.images.failures() if failures else None,
     )
 
 
-def _summary(sp: Space, vectors: int, index_file: Path) -> SpaceSummary:
+def _summary(db: Database, sp: Space, vectors: int, index_file: Path) -> SpaceSummary:
     stats = sp.index_stats or {}
+    t = db.spaces.transform(sp.id)
     return SpaceSummary(
         name=sp.name,
         model=sp.model,
@@ -56,6 +60,8 @@ def _summary(sp: Space, vectors: int, index_file: Path) -> SpaceSummary:
         index_recall_sample=stats.get("sample"),
         index_built_for=stats.get("n"),
         index_file=str(index_file) if index_file.exists() else None,
+        transform=describe(t),
+        transform_kind=t.kind if t else "raw",
     )
 
 
@@ -156,7 +162,7 @@ def _check_space(db: Database, indexes: IndexCache, sp: Space, n_ok: int, rep: C
             f"space {sp.name}: {n_ok - n_vec} images not embedded yet "
             f"(`vecstore embed --space {sp.name}`)"
         )
-    idx = _saved_index(indexes, sp, rep)
+    idx = _saved_index(db, indexes, sp, rep)
     if idx is None:
         return
     db_ids = db.vectors.ids(sp)
@@ -175,18 +181,20 @@ def _check_space(db: Database, indexes: IndexCache, sp: Space, n_ok: int, rep: C
         rep.notes.append(f"space {sp.name}: index and database agree on {len(db_ids)} ids")
 
 
-def _saved_index(indexes: IndexCache, sp: Space, rep: CheckReport) -> SpaceIndex | None:
+def _saved_index(
+    db: Database, indexes: IndexCache, sp: Space, rep: CheckReport
+) -> SpaceIndex | None:
     """The space's saved index when it is the file saved for it; else the reason is reported."""
     path = indexes.path(sp)
     try:
-        return SpaceIndex.open(path, IndexOwner.of(sp))
+        return SpaceIndex.open(path, IndexOwner.of(sp, db.spaces.transform(sp.id)))
     except FileNotFoundError:
         rep.warnings.append(
             f"space {sp.name}: no index file; it is built from the database on "
             "next use (or `vecstore reindex`)"
         )
     except UntrustedIndex as exc:
-        if exc.legacy:
+        if exc.stale:
             rep.warnings.append(
                 f"space {sp.name}: index file {path} {exc}; it is rebuilt from the database "
                 "on next use (or `vecstore reindex`)"
@@ -219,7 +227,7 @@ def repair(db: Database, indexes: IndexCache) -> list[str]:
 
 def _needs_rebuild(db: Database, indexes: IndexCache, sp: Space) -> bool:
     try:
-        idx = SpaceIndex.open(indexes.path(sp), IndexOwner.of(sp))
+        idx = SpaceIndex.open(indexes.path(sp), IndexOwner.of(sp, db.spaces.transform(sp.id)))
     except FileNotFoundError:
         return False  # built on next use
     except UntrustedIndex:

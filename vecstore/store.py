@@ -49,6 +49,8 @@ from .labeling import label_csv
 from .labeling import labels as label_ops
 from .labeling.data import space_matrix
 from .labeling.export import export_csv, export_table
+from .labeling.transforms import set_transform
+from .learn.transform import TransformParams
 from .params import (
     DEFAULT_UNLABELED,
     ClusterParams,
@@ -83,6 +85,7 @@ from .results import (
     SpaceEmbedStats,
     StoreInfo,
     Suggestion,
+    Transformed,
     VectorImport,
 )
 from .search.cache import IndexCache, with_settings
@@ -378,6 +381,23 @@ class Store:
                 )
             self._indexes.save(sp, idx)
             out.append(Reindexed(sp.name, len(idx), IndexStats.from_dict(sp.index_stats)))
+        return out
+
+    def transform(
+        self,
+        space: str | None,
+        kind: str,
+        n_components: int | None = None,
+        seed: int = TransformParams.seed,
+    ) -> Transformed:
+        """Choose what a space's vectors go through before the cosine, for queries,
+        clustering and propagation alike: ``kind`` "raw" (nothing), "center" (minus their
+        mean) or "pca" (whitened to ``n_components`` dims), fitted on the space's raw vectors
+        now and recorded as a run; the space's index is rebuilt under it."""
+        self._require_write()
+        out = set_transform(self._db, space, TransformParams(kind, n_components, seed))
+        self._refresh(out.space)
+        out.index = IndexStats.from_dict(self._db.spaces.get(out.space).index_stats)
         return out
 
     # ---- search ------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
-"""Embedding spaces: what made their vectors, and the index settings and stats of each."""
+"""Embedding spaces: what made their vectors, the index settings and stats of each, and the
+vector transform (mean-centring, PCA whitening) each may apply before the cosine."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+import numpy as np
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from ..errors import UnknownSpace
-from .models import Space, Vector
+from ..errors import UnknownSpace, VecstoreError
+from ..learn.transform import VectorTransform
+from .models import Space, SpaceTransform, Vector, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..embedders import SpaceInfo
@@ -113,3 +116,59 @@ class SpaceRepo:
         with self.db.session() as s:
             q = select(Vector.space_id, func.count()).group_by(Vector.space_id)
             return dict(s.execute(q).all())
+
+    # ---- the vector transform of a space (no row: raw cosine) ---------------------------------
+    def transform(self, space_id: int) -> VectorTransform | None:
+        """The space's fitted transform, or None (raw cosine)."""
+        with self.db.session() as s:
+            row = s.get(SpaceTransform, space_id)
+            if row is None:
+                return None
+            space = s.get(Space, space_id)
+            return _from_row(row, space.name if space else str(space_id))
+
+    def set_transform(self, space_id: int, t: VectorTransform) -> VectorTransform:
+        """Keep ``t`` as the space's transform, replacing the one it had."""
+        with self.db.session() as s:
+            s.merge(
+                SpaceTransform(
+                    space_id=space_id,
+                    kind=t.kind,
+                    params=t.params,
+                    dim_in=t.dim_in,
+                    dim_out=t.dim_out,
+                    mean=np.ascontiguousarray(t.mean, "<f4").tobytes(),
+                    components=None
+                    if t.components is None
+                    else np.ascontiguousarray(t.components, "<f4").tobytes(),
+                    fitted_on=t.fitted_on,
+                    created_at=utcnow(),
+                )
+            )
+            s.commit()
+        return t
+
+    def clear_transform(self, space_id: int) -> bool:
+        """Back to the raw cosine; False when the space had no transform."""
+        with self.db.session() as s:
+            gone = s.execute(delete(SpaceTransform).where(SpaceTransform.space_id == space_id))
+            s.commit()
+            return bool(gone.rowcount)
+
+
+def _from_row(row: SpaceTransform, space: str) -> VectorTransform:
+    """The transform a row keeps, its kind and arrays checked against what it records."""
+    mean = np.frombuffer(row.mean, dtype="<f4")
+    comps = None if row.components is None else np.frombuffer(row.components, dtype="<f4")
+    if row.kind == "center":
+        sound = comps is None and row.dim_out == row.dim_in
+    else:
+        sound = row.kind == "pca" and comps is not None and len(comps) == row.dim_out * row.dim_in
+    if not sound or len(mean) != row.dim_in:
+        raise VecstoreError(
+            f"the vector transform of space {space!r} is damaged (a {row.kind!r} whose arrays "
+            f"do not match the {row.dim_in} -> {row.dim_out} dimensions it records): run "
+            f"`vecstore transform --space {space} --raw`, then fit it again"
+        )
+    components = None if comps is None else comps.reshape(row.dim_out, row.dim_in)
+    return VectorTransform(row.kind, mean, components, dict(row.params or {}), row.fitted_on)

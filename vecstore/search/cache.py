@@ -4,10 +4,13 @@ The database holds the vectors; ``<store>/index/<space>.faiss`` is a cache of th
 is loaded from its file when the file is the one saved for that space (search.index checks
 its sidecar), checked against the space's ids in the database and caught up (new ids added,
 gone ids removed), or rebuilt when it is missing, untrusted, of another kind than the space
-calls for now, or cannot remove. A loaded index is trusted as long as SQLite's data_version
-has not moved. A writer saves files when the index changed; a reader that had to build or
-catch up an index saves it too when no writer runs (it takes the write lock for that moment
-only, never waiting), so that the next reader need not do it again.
+calls for now, or cannot remove. A space's vector transform (mean-centring, PCA whitening)
+is part of what an index is: its vectors, and every query searched in it, go through the
+transform it was built under, and an index saved or held under another transform (or none)
+is rebuilt. A loaded index is trusted as long as SQLite's data_version has not moved. A
+writer saves files when the index changed; a reader that had to build or catch up an index
+saves it too when no writer runs (it takes the write lock for that moment only, never
+waiting), so that the next reader need not do it again.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 from ..db.lock import WriteLock
 from ..db.models import Space, utcnow
 from ..errors import BadInput, StoreLocked, StoreReadOnly, WriteFailed
-from ..learn.knn import normalize
+from ..learn.transform import VectorTransform, fingerprint, prepare
 from ..progress import progress_bar
 from ..results import IndexStats
 from .choice import plan_for, wants_rebuild
@@ -51,15 +54,18 @@ class IndexCache:
         idx = self._indexes.get(space.name)
         if idx is not None and self._versions.get(space.name) == version:
             return idx
+        t = self.db.spaces.transform(space.id)
+        if idx is not None and fingerprint(idx.transform) != fingerprint(t):
+            idx = None  # held under the space's previous transform
         fresh = idx is None  # loaded or built now, not caught up from memory
         if idx is None:
-            idx = SpaceIndex.load(self.path(space), IndexOwner.of(space))
+            idx = self._load(space, t)
         db_ids = self.db.vectors.ids(space)
         if idx is None or wants_rebuild(space, idx, len(db_ids)):
             idx, fresh = self.build(space, progress=progress), True
         else:
             try:
-                idx.sync(db_ids, lambda ids: self.db.vectors.get(space, ids)[1])
+                idx.sync(db_ids, lambda ids: prepare(self.db.vectors.get(space, ids)[1], t))
             except RebuildNeeded:
                 idx = self.build(space, progress=progress)
         if idx.dirty and fresh and not self.write:
@@ -67,6 +73,19 @@ class IndexCache:
         self._indexes[space.name] = idx
         self._versions[space.name] = version
         return idx
+
+    def _load(self, space: Space, t: VectorTransform | None) -> SpaceIndex | None:
+        """The saved index when it is the one saved for the space under transform ``t``."""
+        idx = SpaceIndex.load(self.path(space), IndexOwner.of(space, t))
+        if idx is not None:
+            idx.transform = t
+        return idx
+
+    def search(self, space: Space, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, image ids) of the k nearest neighbours of raw query vectors of the
+        space (stored, or embedded now), put through the transform the index was built under."""
+        idx = self.get(space)
+        return idx.search(prepare(queries, idx.transform), k)
 
     def refresh(self, space: Space, *, progress: bool = False) -> SpaceIndex:
         """Catch the index up with the database and save it (after a write)."""
@@ -81,7 +100,7 @@ class IndexCache:
         if wants_rebuild(space, idx, len(idx)):  # e.g. a first ingest made it large
             idx = self.build(space)
         if idx.dirty or not self.path(space).exists():
-            idx.save(self.path(space), IndexOwner.of(space))
+            idx.save(self.path(space), IndexOwner.of(space, idx.transform))
 
     def _save_as_reader(self, space: Space, idx: SpaceIndex, version: int) -> None:
         """Save what this reader built, under the write lock taken without waiting: not when a
@@ -94,20 +113,24 @@ class IndexCache:
             return
         try:
             if self.db.data_version() == version and not wants_rebuild(space, idx, len(idx)):
-                idx.save(self.path(space), IndexOwner.of(space))
+                idx.save(self.path(space), IndexOwner.of(space, idx.transform))
         except WriteFailed:
             pass
         finally:
             lock.release()
 
     def build(self, space: Space, *, progress: bool = False) -> SpaceIndex:
-        """Build the space's index from the database (the factory from ``plan_for``), tune its
-        search parameters to recall@10 >= 0.95 on a sample, record what was built."""
+        """Build the space's index from the database, its vectors put through the space's
+        transform (the factory from ``plan_for``), tune its search parameters to recall@10 >=
+        0.95 on a sample, record what was built."""
         t0 = time.perf_counter()
+        t = self.db.spaces.transform(space.id)
         ids, x = self.db.vectors.get(space)
-        normalize(x, inplace=True)
-        factory, why = plan_for(space, len(ids))
-        idx = _empty(space, factory, len(ids))
+        x = prepare(x, t, inplace=True)
+        dim = space.dim if t is None else t.dim_out
+        factory, why = plan_for(space, len(ids), dim)
+        idx = _empty(space, factory, len(ids), dim)
+        idx.transform = t
         try:
             tuned = _fill(idx, ids, x, f"index {space.name}", progress)
         except RuntimeError as exc:  # FAISS refusing the factory's data or parameters
@@ -167,15 +190,16 @@ def _fill(idx: SpaceIndex, ids: np.ndarray, x: np.ndarray, label: str, progress:
     return idx.tune(x, ids)
 
 
-def _empty(space: Space, factory: str, n: int) -> SpaceIndex:
-    """An empty index of ``factory``, refused with a fix when it cannot be built or trained."""
+def _empty(space: Space, factory: str, n: int, dim: int) -> SpaceIndex:
+    """An empty index of ``factory`` for vectors of ``dim``, refused with a fix when it cannot
+    be built or trained."""
     if "IDMap" in factory:
         raise BadInput(
             f"--index {factory!r}: vecstore keeps the image ids itself; leave IDMap out "
             f"(e.g. --index {factory.replace('IDMap2,', '').replace('IDMap,', '') or 'Flat'})"
         )
     try:
-        idx = SpaceIndex.empty(space.dim, factory)
+        idx = SpaceIndex.empty(dim, factory)
     except ValueError as exc:
         raise BadInput(
             f"{exc}; see https://github.com/facebookresearch/faiss/wiki/The-index-factory"

@@ -78,12 +78,13 @@ def choose_index(n: int, dim: int, memory_budget: int | None = None) -> IndexPla
     )
 
 
-def plan_for(space: Space, n: int) -> tuple[str, str]:
-    """(factory, why) of the index a space of n vectors gets: the one asked for with
+def plan_for(space: Space, n: int, dim: int) -> tuple[str, str]:
+    """(factory, why) of the index a space of n vectors gets, ``dim`` the dimension the
+    index holds (the space's, or its transform's output): the one asked for with
     ``--index``, else the automatic choice."""
     if space.index_factory:
         return space.index_factory, "chosen with --index"
-    plan = choose_index(n, space.dim, space.memory_budget)
+    plan = choose_index(n, dim, space.memory_budget)
     return plan.factory, plan.why
 
 
@@ -93,7 +94,7 @@ def wants_rebuild(space: Space, idx: SpaceIndex, n: int) -> bool:
     size 4x away from the present one."""
     if space.index_factory:
         return space.index_factory != idx.factory
-    plan = choose_index(n, space.dim, space.memory_budget)
+    plan = choose_index(n, idx.dim, space.memory_budget)
     if plan.factory == idx.factory or (idx.exact and plan.exact):
         return False
     built_n = (space.index_stats or {}).get("n") or 0

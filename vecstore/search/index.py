@@ -3,7 +3,9 @@ is wrapped in IndexIDMap2), vectors are L2-normalised so inner product is cosine
 Build, tune, search, catch up with a set of ids, save and load; the file is a cache of the
 database's vectors (vecstore.search.cache decides when to use it). A saved file is loaded only
 when its sidecar names its space and fingerprints its bytes and ids: a file copied from
-another space, or changed since, is not trusted."""
+another space, or changed since, is not trusted. When the space has a vector transform
+(vecstore.learn.transform), the index holds the transformed vectors (dim_out of them) and its
+sidecar the transform's fingerprint: a file saved under another transform is not used."""
 
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ import numpy as np
 
 from ..errors import WriteFailed
 from ..learn.knn import exact_knn, normalize
+from ..learn.transform import RAW, fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..db.models import Space
+    from ..learn.transform import VectorTransform
 
 META_FORMAT = 2  # sidecars without it (older vecstores) carry no fingerprint
 SAMPLE_BLOCK = 2**20  # bytes hashed at each sampled place of an index file
@@ -34,26 +38,30 @@ TEMP_SUFFIX = ".tmp"
 @dataclass(frozen=True)
 class IndexOwner:
     """The space an index file is saved for: its name, its id and creation time (a space of
-    the same name in another store differs by them) and its dimension."""
+    the same name in another store differs by them), the dimension the index holds, and the
+    fingerprint of the transform its vectors went through (RAW: none)."""
 
     space: str
     space_id: int
     created: str
     dim: int
+    transform: str = RAW
 
     @classmethod
-    def of(cls, space: Space) -> IndexOwner:
+    def of(cls, space: Space, transform: VectorTransform | None = None) -> IndexOwner:
         created = space.created_at.replace(tzinfo=None).isoformat() if space.created_at else ""
-        return cls(space.name, space.id, created, space.dim)
+        dim = space.dim if transform is None else transform.dim_out
+        return cls(space.name, space.id, created, dim, fingerprint(transform))
 
 
 class UntrustedIndex(Exception):
     """An index file that is not the one saved for its space (its message says why).
-    ``legacy``: only its fingerprint is missing (saved by an older vecstore)."""
+    ``stale``: it is the space's own, only out of date (saved by an older vecstore without a
+    fingerprint, or under the space's previous transform): rebuilt on next use."""
 
-    def __init__(self, reason: str, *, legacy: bool = False) -> None:
+    def __init__(self, reason: str, *, stale: bool = False) -> None:
         super().__init__(reason)
-        self.legacy = legacy
+        self.stale = stale
 
 
 @dataclass
@@ -94,6 +102,8 @@ class SpaceIndex:
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.factory = factory
         self.dirty = index is None  # differs from the file on disk (or there is no file)
+        # what the space's raw vectors go through before this index (set by the cache)
+        self.transform: VectorTransform | None = None
 
     @classmethod
     def empty(cls, dim: int, factory: str) -> SpaceIndex:
@@ -276,11 +286,18 @@ class SpaceIndex:
         meta = _read_meta(path.with_suffix(".json"))
         mine = asdict(owner)
         theirs = {k: meta.get(k) for k in mine}
-        if theirs != mine:
+        theirs["transform"] = meta.get("transform", RAW)  # saved before transforms: raw
+        if {**theirs, "transform": owner.transform, "dim": owner.dim} != mine:
             raise UntrustedIndex(
                 f"it was saved for space {theirs['space']!r} (id {theirs['space_id']}, "
-                f"created {theirs['created']}, dim {theirs['dim']}), not this one (id "
-                f"{owner.space_id}, created {owner.created}, dim {owner.dim})"
+                f"created {theirs['created']}), not this one (id {owner.space_id}, created "
+                f"{owner.created})"
+            )
+        if (theirs["transform"], theirs["dim"]) != (owner.transform, owner.dim):
+            raise UntrustedIndex(
+                f"it holds the space's vectors under another transform ({_short(theirs)}), "
+                f"not its present one ({_short(mine)})",
+                stale=True,
             )
         if meta.get("file") != file_signature(path):
             raise UntrustedIndex(
@@ -342,15 +359,21 @@ def _read_meta(meta_path: Path) -> dict:
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
-        raise UntrustedIndex(f"its sidecar {meta_path.name} is missing", legacy=True) from None
+        raise UntrustedIndex(f"its sidecar {meta_path.name} is missing", stale=True) from None
     except (OSError, ValueError) as exc:
         raise UntrustedIndex(f"its sidecar {meta_path.name} is unreadable ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         raise UntrustedIndex(
             f"its sidecar {meta_path.name} has no fingerprint (saved by an older vecstore)",
-            legacy=True,
+            stale=True,
         )
     return meta
+
+
+def _short(owner: dict) -> str:
+    """'raw, dim 512' or 'transform 3f2a9c01..., dim 50' of an owner's fields."""
+    t = owner["transform"]
+    return f"{t if t == RAW else 'transform ' + str(t)[:8] + '...'}, dim {owner['dim']}"
 
 
 def _ensure_folder(folder: Path) -> None:

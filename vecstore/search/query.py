@@ -1,5 +1,6 @@
-"""Similar images: the k nearest neighbours (cosine) of a stored image, by id or path, or of
-an outside file embedded with the space's model."""
+"""Similar images: the k nearest neighbours (cosine, after the space's vector transform when it
+has one) of a stored image, by id or path, or of an outside file embedded with the space's
+model."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def query(
         assert path is not None
         query_id, desc = _stored_image(db, path), os.path.abspath(path)
     qv = _query_vector(db, space, query_id, path, embedder)
-    sims, ids = indexes.get(space).search(qv, k + (1 if query_id is not None else 0))
+    sims, ids = indexes.search(space, qv, k + (1 if query_id is not None else 0))
     found = [(int(i), float(d)) for i, d in zip(ids[0], sims[0]) if i >= 0 and i != query_id][:k]
     rows = db.images.paths_and_labels([i for i, _ in found])
     hits = [
@@ -83,7 +84,8 @@ def _query_vector(
     path: str | None,
     embedder: Callable[[str], Embedder],
 ) -> np.ndarray:
-    """(1, dim): the stored vector of ``query_id``, or the embedding of the file ``path``."""
+    """(1, dim): the stored vector of ``query_id``, or the embedding of the file ``path``
+    (raw: the index's cache puts it through the space's transform)."""
     if query_id is not None:
         v = db.vectors.one(space, query_id)
         if v is None:
