@@ -319,13 +319,13 @@ def test_a_store_from_0004_is_backfilled_and_its_old_batches_undo_exactly(store_
         assert db("SELECT image_id, chosen FROM labels ORDER BY image_id") == [
             (7, "folder"),
             (8, "import"),
-            (9, "import"),
+            (9, "review"),  # set by hand (`labels set`, source cli): a person looked at it
         ]
         assert db("SELECT image_id, old_chosen, new_chosen FROM label_events ORDER BY id") == [
             (7, None, "folder"),
             (9, None, "folder"),
             (8, None, "import"),
-            (9, "folder", "import"),
+            (9, "folder", "review"),
         ]
         undone = store.undo_labels()
     assert undone.batch == 3 and undone.restored == 1

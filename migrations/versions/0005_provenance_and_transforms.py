@@ -19,9 +19,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("labels") as batch_op:
         batch_op.add_column(sa.Column("chosen", sa.String(length=16), nullable=True))
-    # labels from before: folder labels came from the folders, the rest were given as they are
-    op.execute("UPDATE labels SET chosen = 'folder' WHERE source = 'folder'")
-    op.execute("UPDATE labels SET chosen = 'import' WHERE chosen IS NULL")
+    # labels from before: folder labels came from the folders, `labels set` ones (source cli)
+    # from a person looking at the image, the rest were imported as they are
+    op.execute(
+        "UPDATE labels SET chosen = CASE source WHEN 'folder' THEN 'folder' "
+        "WHEN 'cli' THEN 'review' ELSE 'import' END"
+    )
     with op.batch_alter_table("label_events") as batch_op:
         batch_op.add_column(sa.Column("old_chosen", sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column("new_chosen", sa.String(length=16), nullable=True))
@@ -29,8 +32,9 @@ def upgrade() -> None:
     # labels above were given (and a label's last event agrees with it)
     for side in ("old", "new"):
         op.execute(
-            f"UPDATE label_events SET {side}_chosen = CASE WHEN {side}_source = 'folder' "
-            f"THEN 'folder' ELSE 'import' END WHERE {side}_label IS NOT NULL"
+            f"UPDATE label_events SET {side}_chosen = CASE {side}_source WHEN 'folder' "
+            f"THEN 'folder' WHEN 'cli' THEN 'review' ELSE 'import' END "
+            f"WHERE {side}_label IS NOT NULL"
         )
     op.create_table(
         "space_transforms",
