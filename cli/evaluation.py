@@ -1,5 +1,5 @@
-"""`vecstore evaluate`: how good the pseudo-labels are, the costly error first (hold-out, truth
-file, recall promise, learning curve)."""
+"""`vecstore evaluate`: how good the pseudo-labels are, the costly error first (out-of-fold or
+against a truth file, recall promise, review flag, methods compared, learning curve)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vecstore.params import EvaluationParams
+from vecstore.params import METHOD_METRICS, EvaluationParams
 
 from .context import Ctx
 from .options import (
@@ -24,7 +24,7 @@ from .output import emit_json, random_weights_note, table
 if TYPE_CHECKING:  # pragma: no cover
     from vecstore.results import Evaluation, LearningCurve
 
-SHOWN_THRESHOLDS = (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SHOWN_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # rows of the review curve printed
 
 
 @click.command()
@@ -49,19 +49,18 @@ SHOWN_THRESHOLDS = (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     help="Accuracy that pseudo-labels not flagged needs_review should reach.",
 )
 @click.option(
-    "--test-size",
-    type=float,
-    default=EvaluationParams.test_size,
+    "--repeats",
+    type=int,
+    default=EvaluationParams.repeats,
     show_default=True,
-    help="Share of the expert labels hidden in each hold-out repeat.",
+    help="With --curve: draws of each label count.",
 )
-@click.option("--repeats", type=int, default=EvaluationParams.repeats, show_default=True)
 @click.option(
     "--folds",
     type=int,
     default=EvaluationParams.folds,
     show_default=True,
-    help="With --positive: cross-fitting folds that score every expert label once.",
+    help="Cross-fitting folds: each expert label is scored once, by a fit on the others.",
 )
 @click.option(
     "--confidence",
@@ -74,11 +73,16 @@ SHOWN_THRESHOLDS = (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     "--group-by",
     metavar="COLUMN",
     default=None,
-    help="With --positive: a metadata column (e.g. patient_id) whose groups the folds keep "
-    "whole, so that no patient is both seen and scored.",
+    help="A metadata column (e.g. patient_id) whose groups the folds keep whole, so that no "
+    "patient is both seen and scored.",
 )
 @seed_option(EvaluationParams.seed)
-@click.option("--compare", is_flag=True, help="Evaluate every space (hold-out) side by side.")
+@click.option("--compare", is_flag=True, help="Evaluate every space (out-of-fold) side by side.")
+@click.option(
+    "--compare-methods",
+    is_flag=True,
+    help="Score every labeling method on the same folds (mean +/- std over the folds).",
+)
 @click.option(
     "--curve",
     is_flag=True,
@@ -102,42 +106,45 @@ def evaluate(
     positive,
     target_recall,
     target_accuracy,
-    test_size,
     repeats,
     folds,
     confidence,
     group_by,
     seed,
     compare,
+    compare_methods,
     curve,
     sizes,
     fmt,
 ) -> None:
     """How good are the pseudo-labels? The costly error first.
 
-    Without --truth: repeated stratified hold-out of the expert labels (hide a share,
-    propagate from the rest, score the hidden). With --truth FILE.csv: score the latest
-    propagation. Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix;
-    with --positive: recall, precision, F2, ROC-AUC, and the recall promise: the threshold
-    on p(positive) whose recall reaches --target-recall with probability --confidence, from
-    every expert label scored out-of-fold (or why there are too few positives for it). Also
-    accuracy and coverage by confidence, and the needs_review threshold.
+    Without --truth: every expert label scored out-of-fold (K folds, each predicted by the
+    space's latest method fitted on the other folds), on the labels vecstore did not pick
+    (folder, import; suggested and reviewed ones are reported apart). With --truth FILE.csv:
+    score the latest propagation. Accuracy, balanced accuracy, per-class precision/recall/F1,
+    confusion matrix; with --positive: recall, precision, F2, ROC-AUC, and the recall
+    promise: the threshold on p(positive) whose recall reaches --target-recall with
+    probability --confidence (or how many more positive labels it needs). Also the review
+    flag: the share of least sure pseudo-labels to flag so that the others reach
+    --target-accuracy.
 
     \b
     Examples:
       vecstore evaluate --space pixels --truth truth.csv
       vecstore evaluate --positive cancer --target-recall 0.95
+      vecstore evaluate --positive cancer --compare-methods
     """
-    if compare and (truth or run_id):
+    if (compare or compare_methods) and (truth or run_id):
         raise click.BadParameter(
-            "--compare uses the hold-out; drop --truth/--run", param_hint="--compare"
+            "--compare and --compare-methods score out-of-fold; drop --truth/--run",
+            param_hint="--compare",
         )
     params = build(
         EvaluationParams,
         positive=positive,
         target_recall=target_recall,
         target_accuracy=target_accuracy,
-        test_size=test_size,
         repeats=repeats,
         folds=folds,
         confidence=confidence,
@@ -146,6 +153,9 @@ def evaluate(
     )
     if curve:
         _learning_curve(obj, space, truth, _sizes(sizes), params, fmt)
+        return
+    if compare_methods:
+        _compare_methods(obj, space, params, fmt)
         return
     with obj.open(write=True) as store:
         names = [s.name for s in store.spaces()] if compare else [space]
@@ -219,7 +229,7 @@ def _print_comparison(results: list[Evaluation]) -> None:
                 "std": getattr(r.details, "accuracy_std", None),
                 "recall_pos": pos.recall if pos else None,
                 "f2_pos": pos.f2 if pos else None,
-                "review_below": r.review_below,
+                "flag_share": r.review.flag_share,
             }
         )
     click.echo(
@@ -232,7 +242,7 @@ def _print_comparison(results: list[Evaluation]) -> None:
                 "balanced_accuracy",
                 "recall_pos",
                 "f2_pos",
-                "review_below",
+                "flag_share",
             ],
         )
     )
@@ -240,14 +250,11 @@ def _print_comparison(results: list[Evaluation]) -> None:
 
 def _print_evaluation(r: Evaluation) -> None:
     d, s = r.details, r.scores
-    if r.mode == "truth":
-        how = f"against the truth file ({d.scored} images, propagation run {d.propagation_run})"
-    else:
-        how = (
-            f"hold-out of the expert labels ({d.repeats} repeats, {d.hidden_per_repeat} hidden "
-            f"each, accuracy {d.accuracy_mean:.3f} +/- {d.accuracy_std:.3f})"
+    click.echo(f"space {r.space}: {_how(r)}")
+    for c in getattr(d, "by_chosen", []):
+        click.echo(
+            f"  labels chosen by {c.chosen}: {c.labels}, out-of-fold accuracy {c.accuracy:.4f}"
         )
-    click.echo(f"space {r.space}: {how}")
     click.echo(f"accuracy {s.accuracy:.4f}  balanced accuracy {s.balanced_accuracy:.4f}")
     click.echo(
         table([asdict(c) for c in s.per_class], ["label", "precision", "recall", "f1", "support"])
@@ -266,15 +273,20 @@ def _print_evaluation(r: Evaluation) -> None:
             ["truth", *map(str, labels)],
         )
     )
-    click.echo("accuracy and coverage by confidence threshold:")
-    click.echo(
-        table(
-            [asdict(c) for c in r.coverage_curve if c.threshold in SHOWN_THRESHOLDS],
-            ["threshold", "coverage", "accuracy"],
-        )
-    )
-    _print_review_threshold(r)
+    _print_review(r)
     random_weights_note(r.space, r.weights_random)
+
+
+def _how(r: Evaluation) -> str:
+    """What the scores rest on, in a line."""
+    d = r.details
+    if r.mode == "truth":
+        return f"against the truth file ({d.scored} images, propagation run {d.propagation_run})"
+    grouped = f", kept whole by {d.grouped_by}" if d.grouped_by else ""
+    return (
+        f"{d.method} scored out-of-fold ({d.folds} folds{grouped}) on {d.scored} {d.scored_on}, "
+        f"accuracy {d.accuracy_mean:.3f} +/- {d.accuracy_std:.3f} over the folds"
+    )
 
 
 def _print_positive(pos) -> None:
@@ -315,16 +327,46 @@ def _print_promise(pr, positive: str) -> None:
     )
 
 
-def _print_review_threshold(r: Evaluation) -> None:
-    if r.review_below is None:
+def _print_review(r: Evaluation) -> None:
+    rv = r.review
+    click.echo(
+        f"expected accuracy of the pseudo-labels not flagged, by share flagged (least sure "
+        f"first, calibrated on {rv.scored} scored labels):"
+    )
+    rows = [{"flagged": f, "accuracy_of_rest": a} for f, a in rv.curve if f in SHOWN_SHARES]
+    click.echo(table(rows, ["flagged", "accuracy_of_rest"]))
+    if rv.flag_share is None:
         click.echo(
-            f"no confidence threshold reaches {r.target_accuracy:.2f} accuracy: review everything"
+            f"no share short of all reaches accuracy {rv.target:.2f}: export flags every "
+            "pseudo-label for review"
         )
         return
-    nf = r.not_flagged
-    acc = nf.accuracy if nf and nf.accuracy is not None else float("nan")
     click.echo(
-        f"recommended: needs_review below confidence {r.review_below:.2f} (pseudo-labels "
-        f"above it: {acc:.4f} accurate, {nf.coverage if nf else 0:.1%} of the images; "
-        f"target {r.target_accuracy:.2f})"
+        f"review flag: the {100 * rv.flag_share:.0f} % least sure pseudo-labels; the others "
+        f"are expected {rv.expected_accuracy:.4f} accurate (target {rv.target:.2f}); "
+        "`vecstore export` applies it"
     )
+
+
+def _compare_methods(obj: Ctx, space: str | None, params: EvaluationParams, fmt: str) -> None:
+    with obj.open(write=True) as store:
+        cmp = store.compare_methods(space, params)
+    if fmt == "json":
+        emit_json([cmp.to_dict()])
+        return
+    pos = f", positive class {cmp.positive!r}" if cmp.positive else ""
+    click.echo(
+        f"space {cmp.space}: methods scored out-of-fold on the same {cmp.folds} folds of "
+        f"{cmp.labels} expert labels{pos} (mean +/- std over the folds)"
+    )
+    cols = [m for m in METHOD_METRICS if any(row.mean[m] is not None for row in cmp.rows)]
+    rows = [
+        {"method": row.method, **{m: _pm(row.mean[m], row.std[m]) for m in cols}}
+        for row in cmp.rows
+    ]
+    click.echo(table(rows, ["method", *cols]))
+    click.echo(f"best by {cmp.criterion}: {cmp.best} (`vecstore propagate --method {cmp.best}`)")
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    return "" if mean is None else f"{mean:.3f} +/- {std:.3f}"

@@ -25,7 +25,7 @@ from .options import (
 from .output import data_on_stdout, emit_json, emit_rows, random_weights_note, table, where
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vecstore.results import Clustering, Propagation
+    from vecstore.results import Clustering, Export, Propagation
 
 METRIC_COLS = [
     "ami",
@@ -132,17 +132,19 @@ def _print_silhouettes(r: Clustering) -> None:
 @propagation_options
 @output_option(csv=False)
 @click.pass_obj
-def propagate(obj: Ctx, space, neighbors, alpha, fmt) -> None:
-    """Spread the expert labels to the other images over the k-NN graph of a space.
+def propagate(obj: Ctx, space, method, neighbors, alpha, fmt) -> None:
+    """Spread the expert labels to the other images of a space (by default over its k-NN
+    graph; `vecstore evaluate --compare-methods` scores the methods side by side).
 
     Each image gets a pseudo-label, a confidence (1 - entropy/log C), the runner-up label and
     the margin; expert labels are never overwritten. The run and its parameters are stored.
 
     \b
-    Example:
+    Examples:
       vecstore propagate --space pixels -k 5
+      vecstore propagate --space hog --method auto
     """
-    params = build(PropagationParams, n_neighbors=neighbors, alpha=alpha)
+    params = build(PropagationParams, n_neighbors=neighbors, alpha=alpha, method=method)
     with obj.open(write=True) as store:
         r = store.propagate(space, params, progress=fmt == "table")
     if fmt == "json":
@@ -160,14 +162,21 @@ def _print_propagation(r: Propagation) -> None:
         return
     click.echo(
         f"run {r.run_id}: space {r.space}, {r.seeds} expert labels spread to "
-        f"{r.propagated} images (mean confidence {r.mean_confidence:.3f})"
+        f"{r.propagated} images by {r.method} (mean confidence {r.mean_confidence:.3f})"
     )
+    if r.chosen_by:
+        c = r.chosen_by
+        scores = ", ".join(
+            f"{row['method']} {row['mean'][c['criterion']]:.3f}"
+            for row in c["rows"]
+            if row["mean"][c["criterion"]] is not None
+        )
+        click.echo(f"method auto: {r.method}, best {c['criterion']} out-of-fold ({scores})")
     counts = sorted(r.counts.items(), key=lambda kv: str(kv[0]))
     click.echo(table([{"label": k, "count": v} for k, v in counts], ["label", "count"]))
     if r.unreached and r.health is None:
         click.echo(
-            f"{r.unreached} images are not connected to any expert label in the graph: "
-            "labeled by a vote of their nearest neighbours and flagged for review"
+            f"{r.unreached} images are reached by no expert label ({r.method}): flagged for review"
         )
     for w in r.health.warnings if r.health else []:
         click.echo(_health_warning(w))
@@ -208,19 +217,19 @@ def _health_warning(w) -> str:
     "--min-confidence", type=click.FloatRange(0, 1), default=None, help="Leave out rows below it."
 )
 @click.option(
-    "--review-below",
+    "--review-share",
     type=click.FloatRange(0, 1),
     default=None,
-    help="needs_review below this confidence (default: the latest evaluation's "
-    "recommendation, else 0.3).",
+    help="Flag this share of the pseudo-labels, least sure first (default: the share the "
+    "latest `vecstore evaluate` calibrated for its target accuracy, else 0.25).",
 )
 @click.pass_obj
-def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_below) -> None:
+def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_share) -> None:
     """Write the pseudo-labels as CSV, one row per image.
 
     Columns: image_id, path, sha256, label, source (expert/propagated), confidence,
-    second_label, margin, cluster, needs_review, review_reason, run_id. Loads with
-    pandas.read_csv and no options.
+    second_label, margin (to the decision applied), cluster, needs_review, review_reason,
+    run_id, decision, p_<class> for each class. Loads with pandas.read_csv and no options.
 
     \b
     Example:
@@ -231,18 +240,31 @@ def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_
         run_id=run_id,
         only_unlabeled=only_unlabeled,
         min_confidence=min_confidence,
-        review_below=review_below,
+        review_share=review_share,
     )
     with obj.open() as store:
         r = store.export(out, opts)
     click.echo(
         f"wrote {r.rows} rows to {where(out)} (propagation run {r.run_id}, space {r.space}; "
-        f"{r.needs_review} need review, threshold {r.review_below:.2f} from "
-        f"{r.review_below_from})",
+        f"{r.needs_review} need review: {_review_line(r)})",
         err=data_on_stdout(out),
     )
     if r.positive_rule:
         click.echo(_positive_rule_line(r.positive_rule), err=data_on_stdout(out))
+
+
+def _review_line(r: Export) -> str:
+    """How the review flag was set, for the export's summary line."""
+    origin = {
+        "given": "--review-share",
+        "default": "the default; `vecstore evaluate` calibrates it",
+    }.get(r.review_from, r.review_from)
+    if r.review_share is None:
+        return f"every pseudo-label: {origin} found no share reaching its target accuracy"
+    line = f"the {100 * r.review_share:.0f} % least sure pseudo-labels, from {origin}"
+    if r.expected_accuracy is not None:
+        line += f": the others expected {r.expected_accuracy:.3f} accurate"
+    return line
 
 
 def _positive_rule_line(rule: dict) -> str:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from vecstore.params import ParamError, PropagationParams, parse_size
+from vecstore.params import AUTO, LABEL_METHODS, ParamError, PropagationParams, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -142,9 +142,19 @@ memory_budget_option = click.option(
 
 
 def propagation_options(f: F) -> F:
-    """-k/--neighbors and --alpha, defaults from PropagationParams (stored as `neighbors`,
-    `alpha`)."""
+    """--method, -k/--neighbors and --alpha, defaults from PropagationParams (stored as
+    `method`, `neighbors`, `alpha`)."""
     return _stack(
+        click.option(
+            "--method",
+            type=click.Choice([*LABEL_METHODS, AUTO]),
+            default=PropagationParams.method,
+            show_default=True,
+            help="How the labels spread: "
+            + "; ".join(f"{k}: {v}" for k, v in LABEL_METHODS.items())
+            + "; auto: the best of these out-of-fold (F2 of the rarer class for two classes, "
+            "else accuracy).",
+        ),
         click.option(
             "-k",
             "--neighbors",

@@ -33,6 +33,12 @@ OPTION_OF = {"n_components": "--pca", "kind": "--raw / --center / --pca", "seed"
     "vectors when there are many).",
 )
 @click.option(
+    "--auto",
+    is_flag=True,
+    help="Try raw, centred and PCA-whitened (50 dims) vectors and keep the one whose expert "
+    "labels score best out-of-fold (F2 of the rarer class for two classes, else accuracy).",
+)
+@click.option(
     "--seed",
     type=int,
     default=None,
@@ -40,9 +46,12 @@ OPTION_OF = {"n_components": "--pca", "kind": "--raw / --center / --pca", "seed"
 )
 @output_option(csv=False)
 @click.pass_obj
-def transform(obj: Ctx, space: str, raw: bool, center: bool, pca: int | None, seed, fmt) -> None:
+def transform(
+    obj: Ctx, space: str, raw: bool, center: bool, pca: int | None, auto: bool, seed, fmt
+) -> None:
     """Choose what a space's vectors go through before the cosine: nothing (--raw), their
-    mean subtracted (--center) or a PCA whitening to N dimensions (--pca N).
+    mean subtracted (--center), a PCA whitening to N dimensions (--pca N), or the best of
+    these three by out-of-fold score on the expert labels (--auto).
 
     It is fitted on the space's vectors now, recorded as a run, and used from then on by
     queries, clustering, propagation, suggestions, evaluation and the report; the space's
@@ -55,8 +64,9 @@ def transform(obj: Ctx, space: str, raw: bool, center: bool, pca: int | None, se
       vecstore transform --space hog --center
       vecstore transform --space resnet18 --pca 64
       vecstore transform --space hog --raw
+      vecstore transform --space hog --auto
     """
-    kind = _kind(raw, center, pca)
+    kind = _kind(raw, center, pca, auto)
     extra = {} if seed is None else {"seed": seed}
     try:
         with obj.open(write=True) as store:
@@ -69,11 +79,12 @@ def transform(obj: Ctx, space: str, raw: bool, center: bool, pca: int | None, se
         click.echo(_summary(done))
 
 
-def _kind(raw: bool, center: bool, pca: int | None) -> str:
-    """The kind asked for: exactly one of --raw, --center, --pca N."""
-    chosen = [k for k, on in (("raw", raw), ("center", center), ("pca", pca is not None)) if on]
+def _kind(raw: bool, center: bool, pca: int | None, auto: bool) -> str:
+    """The kind asked for: exactly one of --raw, --center, --pca N, --auto."""
+    flags = (("raw", raw), ("center", center), ("pca", pca is not None), ("auto", auto))
+    chosen = [k for k, on in flags if on]
     if len(chosen) != 1:
-        raise click.UsageError("give exactly one of --raw, --center, --pca N")
+        raise click.UsageError("give exactly one of --raw, --center, --pca N, --auto")
     return chosen[0]
 
 
@@ -81,6 +92,14 @@ def _summary(done: Transformed) -> str:
     """'space hog: mean-centred (576 -> 576 dims, fitted on 400 vectors); index Flat
     rebuilt with 400 vectors'"""
     line = f"space {done.space}: {done.description}"
+    if done.chosen_by:
+        c = done.chosen_by
+        tried = ", ".join(
+            f"{t['kind']}{'' if t['n_components'] is None else ' ' + str(t['n_components'])} "
+            f"{t['score']:.3f}"
+            for t in c["tried"]
+        )
+        line = f"space {done.space}: auto chose {done.description} by {c['criterion']} ({tried})"
     if done.kind != "raw":
         line += f" ({done.dim_in} -> {done.dim_out} dims, fitted on {done.fitted_on} vectors)"
     if done.index is not None:

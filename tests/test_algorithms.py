@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from sklearn.metrics import adjusted_mutual_info_score
 
 from vecstore.learn.cluster import FaissKMeans, SpectralFaissClustering, choose_k
@@ -14,13 +13,10 @@ from vecstore.learn.metrics import (
     classification_metrics,
     cluster_entropy,
     clustering_metrics,
-    coverage_curve,
     purity,
-    recommend_review_threshold,
     threshold_for_recall,
 )
 from vecstore.learn.propagation import LabelPropagation, entropy_confidence
-from vecstore.learn.splits import stratified_holdout
 from vecstore.params import ClusterParams
 
 
@@ -166,22 +162,3 @@ def test_threshold_for_target_recall_and_positive_metrics():
     assert r.positive.threshold_for_target_recall.threshold == pytest.approx(0.3)
     assert r.confusion == [[1, 2], [1, 2]]
     assert classification_metrics(["a", "b"], ["a", None], classes=["a", "b"]).accuracy == 0.5
-
-
-def test_coverage_curve_and_recommended_threshold():
-    correct = np.array([True, True, True, False, True, False])
-    conf = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
-    curve = coverage_curve(correct, conf, np.array([0.0, 0.5, 0.65, 0.75]))
-    assert [round(c.coverage, 3) for c in curve] == [1.0, round(5 / 6, 3), 0.5, round(2 / 6, 3)]
-    assert recommend_review_threshold(curve, 0.99) == 0.65
-    assert recommend_review_threshold(curve, 0.5) == 0.0
-
-
-def test_stratified_holdout_keeps_a_seed_per_class():
-    labels = np.array(["a"] * 5 + ["b"] * 2 + ["c"])
-    for train, test in stratified_holdout(labels, 0.5, 4, seed=1):
-        assert set(labels[train]) == {"a", "b", "c"}
-        assert not set(train) & set(test)
-        assert sorted([*train, *test]) == list(range(8))
-        assert (labels[test] == "a").sum() == 2 and (labels[test] == "c").sum() == 0
-    assert sp.issparse(knn_graph(blobs(5, DIRECTIONS, 0.1)[0], 2))

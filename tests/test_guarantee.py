@@ -135,7 +135,7 @@ def test_evaluate_group_by_keeps_patients_whole_and_refuses_a_missing_column(
     seen = []
     real = splits.cross_fit_folds
     monkeypatch.setattr(
-        "vecstore.labeling.evaluation.cross_fit_folds",
+        "vecstore.labeling.crossfit.cross_fit_folds",
         lambda *a, **k: seen.append(a[3]) or real(*a, **k),
     )
     r = cli(

@@ -8,6 +8,7 @@ import stat
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from .conftest import make_binary_scans
 
@@ -87,9 +88,11 @@ def test_propagate_evaluate_export_pipeline(digits, tmp_path, cli, db):
     assert ev["mode"] == "truth" and ev["scored"] == 370 and ev["propagation_run"] == prop["run_id"]
     assert ev["accuracy"] > 0.85
     assert len(ev["per_class"]) == 10 and np.array(ev["confusion"]["matrix"]).sum() == 370
-    assert ev["review_below"] is not None and ev["not_flagged"]["accuracy"] >= 0.97
+    review = ev["review"]
+    assert 0 <= review["flag_share"] < 1 and review["expected_accuracy"] >= 0.97
     text = cli("evaluate", "--space", "pixels", "--truth", tmp_path / "truth.csv")
-    assert "confusion matrix" in text.output and "recommended: needs_review below" in text.output
+    assert "confusion matrix" in text.output
+    assert f"review flag: the {100 * review['flag_share']:.0f} % least sure" in text.output
 
     out = tmp_path / "pseudo.csv"
     r = cli("export", "-o", out)
@@ -118,8 +121,13 @@ def test_propagate_evaluate_export_pipeline(digits, tmp_path, cli, db):
     assert set(df.decision) == {"expert", "most probable"}
     assert (df.loc[df.source == "expert", "needs_review"] == False).all()  # noqa: E712
     prop_rows = df[df.source == "propagated"]
-    flagged = prop_rows.confidence < ev["review_below"]
-    assert (prop_rows.needs_review == flagged).all()
+    # the calibrated share is flagged, least sure (smallest margin) first
+    assert prop_rows.needs_review.mean() == pytest.approx(review["flag_share"], abs=0.01)
+    if prop_rows.needs_review.any():
+        assert (
+            prop_rows[prop_rows.needs_review].margin.max()
+            <= prop_rows[~prop_rows.needs_review].margin.min()
+        )
     truth = pd.read_csv(tmp_path / "truth.csv").set_index("path")["label"]
     ok = prop_rows[~prop_rows.needs_review]
     assert (ok.label.astype(int).values == truth.loc[ok.path].values).mean() >= 0.97
@@ -135,12 +143,10 @@ def test_propagate_evaluate_export_pipeline(digits, tmp_path, cli, db):
     assert (
         only is not None and (only.source == "propagated").all() and (only.confidence >= 0.5).all()
     )
-    r = cli("export", "-o", tmp_path / "all.csv", "--review-below", "0.99")
-    assert "threshold 0.99 from given" in r.output
+    r = cli("export", "-o", tmp_path / "all.csv", "--review-share", "0.9")
+    assert "the 90 % least sure pseudo-labels, from --review-share" in r.output
     strict = pd.read_csv(tmp_path / "all.csv").query("source == 'propagated'")
-    assert (
-        strict.needs_review == (strict.confidence < 0.99)
-    ).all() and strict.needs_review.mean() > 0.9
+    assert strict.needs_review.mean() == pytest.approx(0.9, abs=0.01)
     counts = cli("labels")
     assert (
         f"propagated (run {prop['run_id']}, pixels)" in counts.output and "folder" in counts.output
@@ -148,19 +154,20 @@ def test_propagate_evaluate_export_pipeline(digits, tmp_path, cli, db):
     # a new propagation is not judged by the evaluation of the previous one
     assert cli("propagate", "--space", "pixels", "-k", "7").exit_code == 0
     r = cli("export", "-o", tmp_path / "again.csv")
-    assert "threshold 0.30 from default" in r.output
+    assert "the 25 % least sure pseudo-labels, from the default" in r.output
 
 
 def test_holdout_evaluation_and_compare(digits, cli):
     _ready(cli, digits, "pixels", "histogram")
     assert cli("propagate", "--space", "pixels").exit_code == 0
-    r = cli("evaluate", "--space", "pixels", "--repeats", "3", "--json")
+    r = cli("evaluate", "--space", "pixels", "--folds", "3", "--json")
     assert r.exit_code == 0, r.output
     ev = json.loads(r.stdout)
-    assert ev["mode"] == "holdout" and ev["repeats"] == 3 and len(ev["accuracy_per_repeat"]) == 3
-    assert ev["hidden_per_repeat"] == 10  # round(0.3 * 3) = 1 hidden per class
+    assert ev["mode"] == "holdout" and ev["folds"] == 3 and len(ev["accuracy_per_fold"]) == 3
+    assert ev["scored"] == 30  # every expert label scored once (3 per digit)
+    assert ev["by_chosen"] == [{"chosen": "folder", "labels": 30, "accuracy": ev["accuracy"]}]
     assert 0.5 < ev["accuracy"] <= 1.0
-    cmp_ = cli("evaluate", "--compare", "--repeats", "2")
+    cmp_ = cli("evaluate", "--compare", "--folds", "2")
     assert cmp_.exit_code == 0 and "pixels" in cmp_.output and "histogram" in cmp_.output
 
 

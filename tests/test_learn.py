@@ -6,7 +6,6 @@ cases and the agreement of the fast paths with a brute-force reference."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -18,10 +17,7 @@ from vecstore.learn.graph import knn_graph, knn_search
 from vecstore.learn.knn import TopK, exact_knn, normalize
 from vecstore.learn.metrics import (
     NONE,
-    CoveragePoint,
     classification_metrics,
-    coverage_curve,
-    recommend_review_threshold,
 )
 from vecstore.learn.propagation import LabelPropagation, entropy_confidence
 from vecstore.learn.splits import draw_with_every_class
@@ -265,8 +261,7 @@ def test_cluster_params_ks():
         {"target_recall": 0},
         {"target_recall": 1.01},
         {"target_accuracy": 0},
-        {"test_size": 1},
-        {"test_size": 0},
+        {"folds": 0},
         {"repeats": 0},
         {"folds": 1},
         {"confidence": 0},
@@ -285,7 +280,6 @@ def test_evaluation_params_accept_the_bounds_and_describe_a_run():
         "positive": "c",
         "target_recall": 1.0,
         "target_accuracy": 1.0,
-        "test_size": 0.3,
         "repeats": 1,
         "seed": 0,
         "folds": 5,
@@ -515,35 +509,6 @@ def test_a_missing_prediction_is_the_none_column_of_the_confusion_matrix():
     # no missing prediction: no extra column
     full = classification_metrics(TRUTH, ["c", "n", "c", "n", "n", "c"], classes=["c", "n"])
     assert full.confusion_labels == ["c", "n"]
-
-
-def test_coverage_curve_accuracy_is_nan_where_nothing_is_covered():
-    correct = np.array([True, False, True])
-    conf = np.array([0.2, 0.5, 0.6])
-    curve = coverage_curve(correct, conf, np.array([0.0, 0.55, 0.7, 0.9]))
-    assert [p.coverage for p in curve] == pytest.approx([1.0, 1 / 3, 0.0, 0.0])
-    assert curve[0].accuracy == pytest.approx(2 / 3) and curve[1].accuracy == 1.0
-    assert math.isnan(curve[2].accuracy) and math.isnan(curve[3].accuracy)
-    assert set(curve[0].to_dict()) == {"threshold", "coverage", "accuracy"}
-    default = coverage_curve(correct, conf)
-    assert [p.threshold for p in default] == pytest.approx(np.round(np.linspace(0, 0.95, 20), 2))
-    # nothing covered at the top does not stop a lower threshold being recommended
-    assert recommend_review_threshold(curve, 0.99) == 0.55
-
-
-def test_recommend_review_threshold_none_when_no_threshold_reaches_the_target():
-    curve = [
-        CoveragePoint(0.0, 1.0, 0.80),
-        CoveragePoint(0.5, 0.6, 0.90),
-        CoveragePoint(0.9, 0.1, 0.94),
-        CoveragePoint(0.95, 0.0, float("nan")),
-    ]
-    assert recommend_review_threshold(curve, 0.95) is None
-    assert recommend_review_threshold(curve, 0.9) == 0.5
-    assert recommend_review_threshold([], 0.5) is None
-
-
-# --- active.choose_to_label ----------------------------------------------------------------
 
 
 def twins() -> tuple[np.ndarray, np.ndarray]:

@@ -179,7 +179,7 @@ def test_report_with_hostile_names_and_labels_runs_no_markup(tmp_path, cli):
         )
     assert cli("cluster", "--compare", "-k", "4").exit_code == 0
     assert cli("propagate", "-k", "3").exit_code == 0
-    r = cli("evaluate", "--positive", HOSTILE[2], "--test-size", "0.4")
+    r = cli("evaluate", "--positive", HOSTILE[2], "--folds", "2")
     assert r.exit_code == 0, r.output
     out = tmp_path / "report.html"
     assert cli("report", "-o", out).exit_code == 0

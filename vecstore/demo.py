@@ -127,14 +127,13 @@ def _space_row(
     spec = store.cluster(space, ClusterParams(k=10, method="spectral"), truth=truth).metrics
     store.propagate(space)
     ev = store.evaluate(space, truth=truth)
-    nf = ev.not_flagged
+    rv = ev.review
     return {
         "space": space,
         f"p@{k}": agree[f"p@{k}"],
         "AMI kmeans": km["ami"],
         "AMI spectral": spec["ami"],
         "propagation acc": ev.scores.accuracy,
-        "review below": ev.review_below,
-        "unflagged acc": nf.accuracy if nf else None,
-        "unflagged share": nf.coverage if nf else None,
+        "flagged share": rv.flag_share if rv.flag_share is not None else 1.0,
+        "unflagged acc": rv.expected_accuracy,
     }

@@ -50,15 +50,33 @@ def parse_size(text: str) -> int:
     return int(value * mult)
 
 
+# How expert labels become class probabilities for every image (vecstore.learn.methods);
+# "auto" picks one by its out-of-fold score on the expert labels.
+LABEL_METHODS = {
+    "propagation": "label propagation on the k-NN graph, each class's seeds weighing 1 in all",
+    "propagation-unbalanced": "label propagation on the k-NN graph, each seed weighing 1",
+    "knn": "similarity-weighted vote of the k nearest expert labels",
+    "logistic": "logistic-regression probe on the vectors (scikit-learn)",
+    "label-spreading": "scikit-learn LabelSpreading, k-NN kernel (the reference)",
+}
+AUTO = "auto"
+# what `evaluate --compare-methods` scores each method by, per fold
+METHOD_METRICS = ("accuracy", "balanced_accuracy", "recall_pos", "f2_pos", "roc_auc")
+
+
 @dataclass(frozen=True)
 class PropagationParams:
-    """Label propagation on the k-NN graph (vecstore.learn.propagation)."""
+    """How expert labels are spread (vecstore.learn.methods): the method and its k-NN graph."""
 
     n_neighbors: int = 5  # neighbours per image in the k-NN graph
     alpha: float = 0.99  # diffusion strength (Zhou et al.), in (0, 1)
     gamma: float = 3.0  # edge weight = similarity ** gamma
+    method: str = "propagation"  # a LABEL_METHODS key, or "auto"
 
     def __post_init__(self) -> None:
+        if self.method != AUTO and self.method not in LABEL_METHODS:
+            names = ", ".join([*LABEL_METHODS, AUTO])
+            raise ParamError("method", f"{self.method!r} is not one of {names}")
         if not 0 < self.alpha < 1:
             raise ParamError("alpha", f"must be between 0 and 1 (exclusive), not {self.alpha}")
         if self.n_neighbors < 1:
@@ -113,13 +131,13 @@ class ClusterParams:
 
 @dataclass(frozen=True)
 class EvaluationParams:
-    """What an evaluation aims at and how the hold-out hides labels; defaults declared once."""
+    """What an evaluation aims at and how the expert labels are folded; defaults declared
+    once."""
 
     positive: str | None = None  # the class whose misses cost most (e.g. cancer)
     target_recall: float = 0.95  # of the positive class
     target_accuracy: float = 0.97  # of the pseudo-labels not flagged needs_review
-    test_size: float = 0.3  # share of the expert labels hidden in each hold-out repeat
-    repeats: int = 5
+    repeats: int = 5  # draws of each label count for the learning curve
     seed: int = 0
     folds: int = 5  # cross-fitting: each expert label scored once, by a model without it
     confidence: float = 0.9  # probability that the promised recall holds on unlabeled images
@@ -134,8 +152,6 @@ class EvaluationParams:
             raise ParamError("target_recall", f"must be in (0, 1], not {self.target_recall}")
         if not 0 < self.target_accuracy <= 1:
             raise ParamError("target_accuracy", f"must be in (0, 1], not {self.target_accuracy}")
-        if not 0 < self.test_size < 1:
-            raise ParamError("test_size", f"must be in (0, 1), not {self.test_size}")
         if self.repeats < 1:
             raise ParamError("repeats", f"must be at least 1, not {self.repeats}")
 
@@ -145,7 +161,6 @@ class EvaluationParams:
             "positive": self.positive,
             "target_recall": self.target_recall,
             "target_accuracy": self.target_accuracy,
-            "test_size": self.test_size,
             "repeats": self.repeats,
             "seed": self.seed,
             "folds": self.folds,
@@ -157,13 +172,13 @@ class EvaluationParams:
 @dataclass(frozen=True)
 class ExportOptions:
     """Which propagation run (``run_id``, else the latest, of ``space`` when given) and which
-    of its rows; ``review_below`` overrides the confidence threshold of the review flag."""
+    of its rows; ``review_share`` overrides the share of least sure pseudo-labels flagged."""
 
     space: str | None = None
     run_id: int | None = None
     only_unlabeled: bool = False
     min_confidence: float | None = None
-    review_below: float | None = None
+    review_share: float | None = None
 
 
 @dataclass(frozen=True)

@@ -241,14 +241,15 @@ def _evaluation(evaluation: Run | None) -> dict[str, Any] | None:
     if evaluation is None:
         return None
     ev = evaluation.stats
-    curve = [{k: _fmt(v) for k, v in c.items()} for c in ev.get("coverage_curve", [])]
+    review = ev.get("review") or {}
+    curve = [{"flagged": f, "accuracy": _fmt(a)} for f, a in review.get("curve", [])]
     return {
         "run": evaluation.id,
         "mode": ev.get("mode"),
         "accuracy": ev.get("accuracy"),
         "confusion": ev.get("confusion"),
-        "coverage_curve": curve,
-        "review_below": ev.get("review_below"),
+        "review_curve": curve,
+        "flag_share": review.get("flag_share"),
         "positive": ev.get("positive"),
     }
 

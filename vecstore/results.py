@@ -10,7 +10,8 @@ if TYPE_CHECKING:  # pragma: no cover  (annotations only: results stay light to 
     from .learn.curves import CurveFit
     from .learn.graph import GraphHealth, GraphStats
     from .learn.guarantee import RecallPromise
-    from .learn.metrics import ClassificationScores, CoveragePoint
+    from .learn.metrics import ClassificationScores
+    from .learn.review import ReviewCalibration
 
 # ---- ingest, embed, import ---------------------------------------------------------------
 
@@ -147,6 +148,7 @@ class Transformed:
     params: dict[str, Any]  # as fitted (PCA: n_components, seed, explained_variance_ratio)
     seconds: float
     index: IndexStats | None = None  # the index built under it
+    chosen_by: dict[str, Any] | None = None  # kind "auto": the out-of-fold scores it chose by
 
     def stats(self) -> dict[str, Any]:
         """What the run records."""
@@ -405,7 +407,7 @@ class Propagation:
     seeds: int
     propagated: int
     counts: dict[str, int]  # pseudo-label -> images among the unlabeled ones
-    graph: GraphStats
+    graph: GraphStats | None  # None for a method without the k-NN graph
     unreached: int
     no_label: int
     mean_confidence: float | None
@@ -414,25 +416,71 @@ class Propagation:
     seconds: dict[str, float]  # load, graph, solve, write
     # components of the graph against the seeds, with warnings and the images to label
     health: GraphHealth | None = None
+    method: str = "propagation"  # a vecstore.params.LABEL_METHODS key
+    chosen_by: dict[str, Any] | None = None  # method "auto": the MethodComparison that chose
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["graph"] = self.graph.to_dict()
+        out["graph"] = self.graph.to_dict() if self.graph else None
         out["health"] = self.health.to_dict() if self.health else None
         return out
 
 
 @dataclass
+class ChosenScore:
+    """Out-of-fold accuracy of the expert labels chosen one way (folder, import, suggested,
+    review): the actively chosen ones are harder, so they are reported apart."""
+
+    chosen: str
+    labels: int
+    accuracy: float
+
+
+@dataclass
 class HoldoutDetails:
-    repeats: int
-    test_size: float
+    """How the expert labels were scored out-of-fold: K folds (kept whole by ``grouped_by``),
+    each fold's labels predicted by ``method`` fitted on the others'."""
+
+    folds: int
+    grouped_by: str | None
+    method: str
     n_neighbors: int
     alpha: float
     gamma: float
-    hidden_per_repeat: int
-    accuracy_per_repeat: list[float]
+    scored: int  # labels the scores rest on
+    scored_on: str  # "labels vecstore did not pick" | "every expert label"
+    accuracy_per_fold: list[float]
     accuracy_mean: float
     accuracy_std: float
+    by_chosen: list[ChosenScore]
+
+
+@dataclass
+class MethodScore:
+    """One method's out-of-fold scores: mean and standard deviation over the folds of
+    accuracy, balanced_accuracy, recall_pos, f2_pos and roc_auc (None where undefined)."""
+
+    method: str
+    means: str  # what the method does, in a line
+    mean: dict[str, float | None]
+    std: dict[str, float | None]
+
+
+@dataclass
+class MethodComparison:
+    """Methods scored on the same folds; ``best`` by ``criterion`` (f2_pos when there is a
+    positive class, else accuracy)."""
+
+    space: str
+    folds: int
+    labels: int
+    positive: str | None
+    criterion: str
+    best: str
+    rows: list[MethodScore]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -442,25 +490,17 @@ class TruthDetails:
 
 
 @dataclass
-class Coverage:
-    coverage: float
-    accuracy: float | None
-
-
-@dataclass
 class Evaluation:
-    """How good pseudo-labels are, scored against a truth file (``mode`` "truth") or by hiding
-    expert labels (``mode`` "holdout"), with the confidence under which to review them."""
+    """How good pseudo-labels are, scored against a truth file (``mode`` "truth") or out-of-fold
+    on the expert labels (``mode`` "holdout"), with the share of least sure pseudo-labels to
+    flag for review so that the others reach the target accuracy."""
 
     run_id: int
     space: str
     mode: str
     details: HoldoutDetails | TruthDetails
     scores: ClassificationScores
-    coverage_curve: list[CoveragePoint]
-    target_accuracy: float
-    review_below: float | None
-    not_flagged: Coverage | None
+    review: ReviewCalibration
     weights_random: bool
     # with a positive class: the threshold whose recall holds at the stated confidence, from
     # out-of-fold scores of the expert labels (or why it cannot be promised)
@@ -472,13 +512,9 @@ class Evaluation:
             "mode": self.mode,
             **asdict(self.details),
             **self.scores.to_dict(),
-            "coverage_curve": [c.to_dict() for c in self.coverage_curve],
-            "target_accuracy": self.target_accuracy,
-            "review_below": self.review_below,
+            "review": self.review.to_dict(),
             "weights_random": self.weights_random,
         }
-        if self.not_flagged is not None:
-            out["not_flagged"] = asdict(self.not_flagged)
         if self.recall_promise is not None:
             out["recall_promise"] = self.recall_promise.to_dict()
         return {**out, "run_id": self.run_id}
@@ -553,8 +589,9 @@ class Export:
     run_id: int
     space: str
     cluster_run_id: int | None
-    review_below: float
-    review_below_from: str  # "given" | "evaluate run N" | "default"
+    review_share: float | None  # least sure share of pseudo-labels flagged (None: all)
+    review_from: str  # "given" | "evaluate run N" | "default"
+    expected_accuracy: float | None  # of the unflagged pseudo-labels, as evaluated
     positive_rule: dict[str, Any] | None
     needs_review: int
     by_source: dict[str, int]

@@ -49,9 +49,11 @@ from .labeling import label_csv
 from .labeling import labels as label_ops
 from .labeling.data import space_matrix
 from .labeling.export import export_csv, export_table
-from .labeling.transforms import set_transform
+from .labeling.transforms import AUTO as TRANSFORM_AUTO
+from .labeling.transforms import auto_params, set_transform
 from .learn.transform import TransformParams
 from .params import (
+    AUTO,
     DEFAULT_UNLABELED,
     ClusterParams,
     EvaluationParams,
@@ -77,6 +79,7 @@ from .results import (
     LabelImport,
     LabelUndo,
     LearningCurve,
+    MethodComparison,
     Plan,
     Propagation,
     QueryResult,
@@ -393,9 +396,15 @@ class Store:
         """Choose what a space's vectors go through before the cosine, for queries,
         clustering and propagation alike: ``kind`` "raw" (nothing), "center" (minus their
         mean) or "pca" (whitened to ``n_components`` dims), fitted on the space's raw vectors
-        now and recorded as a run; the space's index is rebuilt under it."""
+        now and recorded as a run; the space's index is rebuilt under it. ``kind`` "auto":
+        the one of raw, centred and PCA-whitened whose labels score best out-of-fold."""
         self._require_write()
-        out = set_transform(self._db, space, TransformParams(kind, n_components, seed))
+        chosen_by = None
+        if kind == TRANSFORM_AUTO:
+            params, chosen_by = auto_params(self._db, space, seed)
+        else:
+            params = TransformParams(kind, n_components, seed)
+        out = set_transform(self._db, space, params, chosen_by)
         self._refresh(out.space)
         out.index = IndexStats.from_dict(self._db.spaces.get(out.space).index_stats)
         return out
@@ -585,11 +594,28 @@ class Store:
         *,
         progress: bool = False,
     ) -> Propagation:
-        """Spread the expert labels over the k-NN graph of a space; store the pseudo-labels."""
+        """Spread the expert labels of a space with ``params.method`` (``auto``: the best
+        out-of-fold, see ``compare_methods``); store the pseudo-labels."""
+        from .labeling.comparison import choose_method
         from .labeling.propagation import propagate
 
         self._require_write()
-        return propagate(self._db, space, params or PropagationParams(), progress=progress)
+        params, chosen_by = params or PropagationParams(), None
+        if params.method == AUTO:
+            params, chosen_by = choose_method(self._db, space, params)
+        return propagate(self._db, space, params, progress=progress, chosen_by=chosen_by)
+
+    def compare_methods(
+        self,
+        space: str | None = None,
+        params: EvaluationParams | None = None,
+        propagation: PropagationParams | None = None,
+    ) -> MethodComparison:
+        """Every labeling method scored out-of-fold on the same folds of the expert labels
+        (graph settings of ``propagation``, default the space's latest propagation's)."""
+        from .labeling.comparison import compare_methods
+
+        return compare_methods(self._db, space, params or EvaluationParams(), propagation)
 
     def evaluate(
         self,
@@ -600,9 +626,9 @@ class Store:
         run_id: int | None = None,
         propagation: PropagationParams | None = None,
     ) -> Evaluation:
-        """Score pseudo-labels: against ``truth`` (the latest or given propagation run), or by
-        repeated stratified hold-out of the expert labels, propagated with ``propagation``
-        (default: the parameters of the space's latest propagation)."""
+        """Score pseudo-labels: against ``truth`` (the latest or given propagation run), or
+        out-of-fold on the expert labels, spread with ``propagation`` (default: the
+        parameters of the space's latest propagation)."""
         from .labeling.evaluation import evaluate
 
         self._require_write()

@@ -1,12 +1,16 @@
-"""How good the pseudo-labels are, the costly error first, as a recorded run: against a
-truth file (a propagation run's predictions scored), or by repeated stratified hold-out of
-the expert labels (hide some, propagate from the rest, score the hidden). With a positive
-class, every expert label is also scored out-of-fold (cross-fitting) to set a recall threshold
-that holds at a stated confidence (vecstore.learn.guarantee), or to decline it."""
+"""How good the pseudo-labels are, the costly error first, as a recorded run.
+
+Without a truth file every expert label is scored out-of-fold (vecstore.labeling.crossfit),
+the estimate resting on the labels vecstore did not pick (folder, import) and the actively
+chosen ones (suggested, review) reported apart; with a truth file, a propagation run's
+predictions are scored against it. With a positive class the out-of-fold p(positive) of the
+labeled positives sets a recall threshold that holds at a stated confidence
+(vecstore.learn.guarantee), or declines it. Either way the review flag is calibrated: the
+share of least sure pseudo-labels to flag for the rest to reach the target accuracy
+(vecstore.learn.review)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,13 +18,12 @@ import numpy as np
 
 from ..errors import BadInput, NoRun
 from ..learn.guarantee import RecallPromise, recall_promise
-from ..learn.metrics import classification_metrics, coverage_curve, recommend_review_threshold
-from ..learn.splits import cross_fit_folds, stratified_holdout
+from ..learn.metrics import classification_metrics
+from ..learn.review import calibrate_review, decision_margin, rank_within
 from ..params import EvaluationParams, PropagationParams
-from ..results import Coverage, Evaluation, HoldoutDetails, TruthDetails
-from .data import space_matrix
+from ..results import ChosenScore, Evaluation, HoldoutDetails, TruthDetails
+from .crossfit import Experts, OutOfFold, cross_fit, latest_params
 from .labels import classes as store_classes
-from .propagation import spread
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..db import Database
@@ -28,12 +31,39 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @dataclass
+class Rule:
+    """How a distribution becomes a label: the most probable class, or for two classes with
+    a recall promise, the positive class when p(positive) >= threshold."""
+
+    pos_j: int | None = None
+    threshold: float | None = None
+
+    @classmethod
+    def of(cls, promise: RecallPromise | None, classes: list[str], positive: str | None) -> Rule:
+        if promise is None or promise.declined or len(classes) != 2 or positive not in classes:
+            return cls()
+        return cls(classes.index(positive), promise.threshold)
+
+    def apply(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(decided class index, margin to the decision) per row; see learn.review."""
+        return decision_margin(p, self.pos_j, self.threshold)
+
+    def margins_of(self, pool: np.ndarray, two: bool) -> np.ndarray:
+        """Margins of a fit's pseudo-labels from their ``OutOfFold.pool`` summary."""
+        if not two:
+            return pool
+        p1 = pool.astype(np.float64)
+        return self.apply(np.column_stack([1 - p1, p1]))[1]
+
+
+@dataclass
 class _Scored:
-    """Predictions next to what they should be, for the images scored."""
+    """Decisions next to what they should be, with each one's margin rank among the
+    pseudo-labels of its propagation (for the review flag)."""
 
     y_true: list[str]
     y_pred: list[str | None]
-    confidence: np.ndarray
+    rank: np.ndarray
     proba: np.ndarray  # (n, classes)
     classes: list[str]
     details: HoldoutDetails | TruthDetails
@@ -49,8 +79,8 @@ def evaluate(
     run_id: int | None = None,
     propagation: PropagationParams | None = None,
 ) -> Evaluation:
-    """Score against ``truth`` (the latest or given propagation run of the space), or by
-    hold-out with ``propagation`` (default: the parameters of the space's latest run)."""
+    """Score against ``truth`` (the latest or given propagation run of the space), or
+    out-of-fold with ``propagation`` (default: the parameters of the space's latest run)."""
     sp = db.spaces.get(space)
     known = store_classes(db)
     if params.positive is not None and params.positive not in known:
@@ -64,48 +94,20 @@ def evaluate(
         sp = db.spaces.get(prop.space)
     mode = "truth" if truth is not None else "holdout"
     with db.runs.record("evaluate", sp.name, params.run_params(mode)) as run:
-        # the space's vectors and expert labels, read once for the hold-out and the promise
-        experts = _Experts.load(db, sp) if prop is None or params.positive else None
-        prop_params = propagation or _latest_params(db, sp.name)
+        prop_params = propagation or latest_params(db, sp.name)
+        oof = None
+        if prop is None or params.positive:
+            oof = cross_fit(db, Experts.load(db, sp), known, params, prop_params)
+        promise = _promise(oof, known, params)
+        rule = Rule.of(promise, known, params.positive)
         if prop is not None:
-            scored = _score_run(db, sp, prop, truth)
+            scored = _score_run(db, sp, prop, truth, rule)
         else:
-            scored = _score_holdout(experts, sp, known, params, prop_params)
+            scored = _score_oof(oof, sp, params, prop_params, rule)
         result = _summarise(run.id, scored, params)
-        result.recall_promise = _promise(db, experts, known, params, prop_params)
+        result.recall_promise = promise
         run.stats = result.to_dict()
     return result
-
-
-@dataclass
-class _Experts:
-    """A space's vectors with the rows of its expert-labeled images."""
-
-    ids: np.ndarray
-    x: np.ndarray
-    row_of: dict[int, int]
-    lab_ids: np.ndarray  # the labeled images with a vector, by id
-    labels: np.ndarray  # their labels
-
-    @classmethod
-    def load(cls, db: Database, sp: Space) -> _Experts:
-        seeds = db.labels.all()
-        _, ids, x = space_matrix(db, sp.name)
-        row_of = {int(i): r for r, i in enumerate(ids)}
-        lab_ids = np.array(sorted(i for i in seeds if i in row_of))
-        labels = np.array([seeds[i] for i in lab_ids], dtype=object)
-        return cls(ids, x, row_of, lab_ids, labels)
-
-    def predict(self, train, test, classes: list[str], prop: PropagationParams):
-        """Propagate from the labels of rows ``train``; the class probabilities (``classes``
-        order) of rows ``test``, and the fitted propagation."""
-        kept = {int(self.lab_ids[j]): self.labels[j] for j in train}
-        rows = [self.row_of[int(self.lab_ids[j])] for j in test]
-        cls, lp = spread(self.x, self.ids, kept, prop)
-        p = np.zeros((len(rows), len(classes)))
-        for cj, c in enumerate(cls):
-            p[:, classes.index(c)] = lp.label_distributions_[rows, cj]
-        return p, lp.confidence_[rows]
 
 
 def _propagation_run(db: Database, sp: Space, run_id: int | None) -> Run:
@@ -119,127 +121,91 @@ def _propagation_run(db: Database, sp: Space, run_id: int | None) -> Run:
     return run
 
 
-def _score_run(db: Database, sp: Space, run: Run, truth: dict[int, str]) -> _Scored:
-    """The predictions of a propagation run for the unlabeled images the truth file names."""
+def _promise(
+    oof: OutOfFold | None, classes: list[str], params: EvaluationParams
+) -> RecallPromise | None:
+    """The recall promise for ``params.positive`` from the out-of-fold p(positive) of the
+    labeled positives; None without a positive class or for a target recall of 1."""
+    if oof is None or params.positive is None or params.target_recall >= 1:
+        return None
+    pos = oof.proba[oof.labels == params.positive, classes.index(params.positive)]
+    return recall_promise(pos, params.target_recall, params.confidence)
+
+
+def _score_run(db: Database, sp: Space, run: Run, truth: dict[int, str], rule: Rule) -> _Scored:
+    """The decisions of a propagation run for the unlabeled images the truth file names."""
     classes = run.stats["classes"]
     seeds = db.labels.all()
     preds = db.outputs.predictions(run.id)
-    scored = [p for i, p in preds.items() if i in truth and i not in seeds]
+    pool = [p for i, p in preds.items() if i not in seeds]
+    scored = [p for p in pool if p.image_id in truth]
     if not scored:
         raise BadInput("no unlabeled image of the propagation run appears in the truth file")
     unknown = sorted({truth[p.image_id] for p in scored} - set(classes))
     if unknown:
         raise BadInput(f"truth labels {unknown} are not classes of the propagation ({classes})")
+    proba = np.stack([np.frombuffer(p.distribution, np.float32) for p in scored])
+    decided, margin = rule.apply(proba)
+    _, pool_margin = rule.apply(np.stack([np.frombuffer(p.distribution, np.float32) for p in pool]))
     return _Scored(
         y_true=[truth[p.image_id] for p in scored],
-        y_pred=[p.label for p in scored],
-        confidence=np.array([p.confidence for p in scored]),
-        proba=np.stack([np.frombuffer(p.distribution, np.float32) for p in scored]),
+        y_pred=[classes[d] if d >= 0 else None for d in decided],
+        rank=rank_within(margin, pool_margin),
+        proba=proba,
         classes=classes,
         details=TruthDetails(run.id, len(scored)),
         space=sp,
     )
 
 
-def _score_holdout(
-    experts: _Experts,
-    sp: Space,
-    classes: list[str],
-    params: EvaluationParams,
-    prop: PropagationParams,
+def _score_oof(
+    oof: OutOfFold, sp: Space, params: EvaluationParams, prop: PropagationParams, rule: Rule
 ) -> _Scored:
-    """Hide a share of the expert labels, propagate from the rest, score the hidden ones;
-    ``params.repeats`` times."""
-    labels = experts.labels
-    if len(labels) < 2 * max(len(classes), 1) or min(Counter(labels).values()) < 2:
-        raise BadInput(
-            "hold-out evaluation needs at least 2 expert labels per class (one to keep, one "
-            "to hide); add labels or give --truth FILE.csv"
-        )
-    y_true, y_pred, conf, proba, accs = [], [], [], [], []
-    for train, test in stratified_holdout(labels, params.test_size, params.repeats, params.seed):
-        p, confidence = experts.predict(train, test, classes, prop)
-        pred = [classes[r.argmax()] if r.sum() > 0 else None for r in p]
-        truth = [labels[j] for j in test]
-        accs.append(float(np.mean([a == b for a, b in zip(truth, pred)])))
-        y_true += truth
-        y_pred += pred
-        conf.append(confidence)
-        proba.append(p)
+    """The out-of-fold decisions of the fairly chosen labels (all of them when too few of
+    each class were), the actively chosen ones scored apart in the details."""
+    decided, margin = rule.apply(oof.proba)
+    pred = np.array([oof.classes[d] if d >= 0 else None for d in decided], dtype=object)
+    correct = pred == oof.labels
+    two = len(oof.classes) == 2
+    rank = np.empty(len(margin))
+    for f, pool in enumerate(oof.pool):
+        at = oof.fold == f
+        rank[at] = rank_within(margin[at], rule.margins_of(pool, two))
+    use = oof.fair if _enough(oof.labels[oof.fair], oof.classes) else np.ones(len(correct), bool)
+    per_fold = [float(correct[use & (oof.fold == f)].mean()) for f in range(len(oof.pool))]
+    per_fold = [a for a in per_fold if a == a]  # a fold may hold no fair label
     details = HoldoutDetails(
-        repeats=params.repeats,
-        test_size=params.test_size,
+        folds=len(oof.pool),
+        grouped_by=oof.groups,
+        method=prop.method,
         n_neighbors=prop.n_neighbors,
         alpha=prop.alpha,
         gamma=prop.gamma,
-        hidden_per_repeat=len(y_true) // params.repeats,
-        accuracy_per_repeat=accs,
-        accuracy_mean=float(np.mean(accs)),
-        accuracy_std=float(np.std(accs)),
+        scored=int(use.sum()),
+        scored_on="labels vecstore did not pick" if not use.all() else "every expert label",
+        accuracy_per_fold=per_fold,
+        accuracy_mean=float(np.mean(per_fold)),
+        accuracy_std=float(np.std(per_fold)),
+        by_chosen=_by_chosen(oof, correct),
     )
     return _Scored(
-        y_true, y_pred, np.concatenate(conf), np.concatenate(proba), classes, details, sp
-    )
+        list(oof.labels[use]), list(pred[use]), rank[use], oof.proba[use], oof.classes,
+        details, sp,
+    )  # fmt: skip
 
 
-def _promise(
-    db: Database,
-    experts: _Experts | None,
-    classes: list[str],
-    params: EvaluationParams,
-    prop: PropagationParams,
-) -> RecallPromise | None:
-    """The recall promise for ``params.positive`` from the out-of-fold p(positive) of the
-    labeled positives; None without a positive class or for a target recall of 1."""
-    if experts is None or params.positive is None or params.target_recall >= 1:
-        return None
-    labels, proba = out_of_fold(db, experts, classes, params, prop)
-    pos = proba[labels == params.positive, classes.index(params.positive)]
-    return recall_promise(pos, params.target_recall, params.confidence)
+def _enough(labels: np.ndarray, classes: list[str]) -> bool:
+    """Whether these labels hold at least 2 of every class: enough to score on them alone."""
+    return all(int((labels == c).sum()) >= 2 for c in classes)
 
 
-def out_of_fold(
-    db: Database,
-    experts: _Experts,
-    classes: list[str],
-    params: EvaluationParams,
-    prop: PropagationParams,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(expert labels, class probabilities) with each expert label predicted once, by a
-    propagation from the labels of the other folds (stratified K-fold, ``params.folds``;
-    grouped by the metadata column ``params.group_by`` when given)."""
-    labels = experts.labels
-    if min(Counter(labels).values()) < 2:
-        raise BadInput("a recall promise needs at least 2 expert labels of every class")
-    groups = _groups(db, experts.lab_ids, params.group_by) if params.group_by else None
-    proba = np.zeros((len(labels), len(classes)))
-    for train, test in cross_fit_folds(labels, params.folds, params.seed, groups):
-        proba[test], _ = experts.predict(train, test, classes, prop)
-    return labels, proba
-
-
-def _groups(db: Database, lab_ids: np.ndarray, column: str) -> np.ndarray:
-    """The ``column`` metadata value of each labeled image; every one must have it."""
-    values = db.images.metadata_values(column)
-    lacking = [int(i) for i in lab_ids if int(i) not in values]
-    if lacking:
-        raise BadInput(
-            f"--group-by {column}: {len(lacking)} of {len(lab_ids)} labeled images have no "
-            f"{column!r} in their metadata (first: image {lacking[0]}); add it with "
-            "`vecstore ingest DIR --metadata FILE.csv`"
-        )
-    return np.array([str(values[int(i)]) for i in lab_ids])
-
-
-def _latest_params(db: Database, space: str) -> PropagationParams:
-    """The parameters of the space's latest propagation (the defaults when there is none),
-    so that the score is about them."""
-    last = db.runs.latest("propagate", space)
-    p = last.params if last is not None else {}
-    d = PropagationParams()
-    return PropagationParams(
-        p.get("n_neighbors", d.n_neighbors), p.get("alpha", d.alpha), p.get("gamma", d.gamma)
-    )
+def _by_chosen(oof: OutOfFold, correct: np.ndarray) -> list[ChosenScore]:
+    """Out-of-fold accuracy per way the labels were chosen (folder, import, suggested...)."""
+    how = np.array([c or "unrecorded" for c in oof.chosen], dtype=object)
+    return [
+        ChosenScore(str(c), int((how == c).sum()), float(correct[how == c].mean()))
+        for c in sorted(set(how))
+    ]
 
 
 def _summarise(run_id: int, s: _Scored, params: EvaluationParams) -> Evaluation:
@@ -255,23 +221,12 @@ def _summarise(run_id: int, s: _Scored, params: EvaluationParams) -> Evaluation:
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
     correct = np.array([t == p for t, p in zip(s.y_true, s.y_pred)])
-    curve = coverage_curve(correct, s.confidence)
-    recommended = recommend_review_threshold(curve, params.target_accuracy)
-    not_flagged = None
-    if recommended is not None:
-        kept = s.confidence >= recommended
-        not_flagged = Coverage(
-            float(kept.mean()), float(correct[kept].mean()) if kept.any() else None
-        )
     return Evaluation(
         run_id=run_id,
         space=s.space.name,
         mode="truth" if isinstance(s.details, TruthDetails) else "holdout",
         details=s.details,
         scores=scores,
-        coverage_curve=curve,
-        target_accuracy=params.target_accuracy,
-        review_below=recommended,
-        not_flagged=not_flagged,
+        review=calibrate_review(s.rank, correct, params.target_accuracy),
         weights_random=s.space.weights_random,
     )

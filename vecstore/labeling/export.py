@@ -1,8 +1,9 @@
 """The pseudo-label table: one row per image with its label, where it came from, its
-confidence, runner-up, cluster, review flag, the decision that gave the label and one
-probability column per class (``p_<class>``), as a DataFrame or a CSV file. For a binary task
-whose latest evaluation promised a recall, the label is the positive class exactly when
-p(positive) >= that threshold (both ways)."""
+confidence, runner-up, margin to the decision, cluster, review flag, the decision that gave the
+label and one probability column per class (``p_<class>``), as a DataFrame or a CSV file. For
+a binary task whose latest evaluation promised a recall, the label is the positive class
+exactly when p(positive) >= that threshold (both ways). The review flag marks the least sure
+share of the pseudo-labels that the latest evaluation calibrated (vecstore.learn.review)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..errors import NoRun
 from ..files import write_csv
+from ..learn.review import decision_margin, flagged
 from ..params import ExportOptions
 from ..results import Export
 
@@ -23,7 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..db import Database
     from ..db.models import Prediction, Run
 
-DEFAULT_REVIEW_BELOW = 0.3  # confidence under which a pseudo-label needs review (see evaluate)
+# without an evaluation to calibrate it: the quarter least sure pseudo-labels need review
+DEFAULT_REVIEW_SHARE = 0.25
 EXPORT_COLUMNS = [
     "image_id",
     "path",
@@ -44,27 +47,31 @@ PROBA_PREFIX = "p_"  # then one column per class of the run
 
 @dataclass
 class ReviewRules:
-    """When a pseudo-label of a propagation run is flagged needs_review."""
+    """Which pseudo-labels of a propagation run are flagged needs_review: the ``share`` least
+    sure (margin to the decision; None: every one), and how labels are decided."""
 
-    review_below: float  # confidence threshold
+    share: float | None
     origin: str  # where it comes from: "given", "evaluate run N" or "default"
+    expected_accuracy: float | None  # of the unflagged, as the evaluation calibrated it
     # {label, threshold, target_recall, confidence, evaluate_run}: the recall promise of the
     # latest evaluation (threshold None: declined, with positives_needed)
     positive: dict[str, Any] | None
 
 
-def review_rules(db: Database, run: Run, review_below: float | None) -> ReviewRules:
+def review_rules(db: Database, run: Run, share: float | None) -> ReviewRules:
     """The rules for the pseudo-labels of propagation ``run``: from the latest evaluation
     made after that run (an older one scored other pseudo-labels), else the default."""
     ev = db.runs.latest("evaluate", run.space)
     if ev is not None and ev.id < run.id:
         ev = None
     positive = _promise_rule(ev) if ev is not None else None
-    if review_below is not None:
-        return ReviewRules(review_below, "given", positive)
-    if ev is not None and ev.stats.get("review_below") is not None:
-        return ReviewRules(float(ev.stats["review_below"]), f"evaluate run {ev.id}", positive)
-    return ReviewRules(DEFAULT_REVIEW_BELOW, "default", positive)
+    if share is not None:
+        return ReviewRules(share, "given", None, positive)
+    review = ev.stats.get("review") if ev is not None else None
+    if review:
+        origin = f"evaluate run {ev.id}"
+        return ReviewRules(review["flag_share"], origin, review["expected_accuracy"], positive)
+    return ReviewRules(DEFAULT_REVIEW_SHARE, "default", None, positive)
 
 
 def _promise_rule(ev: Run) -> dict[str, Any] | None:
@@ -87,13 +94,10 @@ def export_rows(
 ) -> list[dict[str, Any]]:
     """The table of propagation ``run``: a row (EXPORT_COLUMNS) per usable image."""
     classes = run.stats.get("classes", [])
-    pos_j = None
-    if rules.positive and rules.positive["threshold"] is not None:
-        if rules.positive["label"] in classes:
-            pos_j = classes.index(rules.positive["label"])
     seeds = db.labels.all()
     to_check = db.labels.review_reasons()  # expert labels whose file changed since
-    preds = db.outputs.predictions(run.id)
+    preds = {i: p for i, p in db.outputs.predictions(run.id).items() if i not in seeds}
+    decided = _Decided.of(preds, rules, classes)
     clusters = db.outputs.clusters(cluster_run.id) if cluster_run else {}
     rows = []
     for iid, path, sha in db.images.export_rows():
@@ -129,53 +133,79 @@ def export_rows(
                 decision="none",
             )
         else:
-            row.update(_pseudo_label(preds[iid], rules, pos_j, classes))
+            row.update(decided.row(iid, preds[iid], rules, classes))
         rows.append(row)
     return rows
 
 
-def _pseudo_label(
-    pr: Prediction, rules: ReviewRules, pos_j: int | None, classes: list[str]
-) -> dict[str, Any]:
-    proba = np.frombuffer(pr.distribution, np.float32)
-    label, decision = _decide(pr, proba, rules, pos_j, classes)
-    reasons = []
-    if pr.label is None:
-        reasons.append("no expert label reaches it")
-    elif not pr.reached:
-        reasons.append("not connected to an expert label in the k-NN graph (neighbour vote)")
-    if pr.confidence < rules.review_below:
-        reasons.append(f"confidence {pr.confidence:.3f} < {rules.review_below:.3f}")
-    if pos_j is not None and len(classes) > 2 and label != rules.positive["label"]:
-        if proba[pos_j] >= rules.positive["threshold"]:
-            reasons.append(
-                f"possible {rules.positive['label']}: p={proba[pos_j]:.3f} >= "
-                f"{rules.positive['threshold']:.3f} (recall promise)"
-            )
-    return {
-        "label": label,
-        "source": "propagated",
-        "confidence": round(pr.confidence, 6),
-        "second_label": pr.second_label,
-        "margin": round(pr.margin, 6),
-        "needs_review": bool(reasons),
-        "review_reason": "; ".join(reasons),
-        "decision": decision,
-        **{PROBA_PREFIX + c: round(float(v), 6) for c, v in zip(classes, proba)},
-    }
+@dataclass
+class _Decided:
+    """The pseudo-labels' decisions, margins to them and review flags, made together: the
+    flag marks a share of them, least sure first."""
+
+    at: dict[int, int]  # image id -> row in the arrays
+    proba: np.ndarray
+    label: np.ndarray  # decided class index, -1: none
+    margin: np.ndarray
+    flag: np.ndarray
+    pos_j: int | None
+    threshold: float | None
+
+    @classmethod
+    def of(cls, preds: dict[int, Prediction], rules: ReviewRules, classes: list[str]) -> _Decided:
+        pos_j = threshold = None
+        pos = rules.positive
+        if pos and pos["threshold"] is not None and pos["label"] in classes:
+            pos_j, threshold = classes.index(pos["label"]), pos["threshold"]
+        ids = list(preds)
+        proba = np.zeros((len(ids), len(classes)), np.float32)
+        for r, i in enumerate(ids):
+            proba[r] = np.frombuffer(preds[i].distribution, np.float32)
+        label, margin = decision_margin(proba, pos_j, threshold if len(classes) == 2 else None)
+        at = {i: r for r, i in enumerate(ids)}
+        return cls(at, proba, label, margin, flagged(margin, rules.share), pos_j, threshold)
+
+    def row(self, iid: int, pr: Prediction, rules: ReviewRules, classes: list[str]) -> dict:
+        r = self.at[iid]
+        proba = self.proba[r]
+        label = classes[self.label[r]] if self.label[r] >= 0 else None
+        reasons = []
+        if label is None:
+            reasons.append("no expert label reaches it")
+        elif not pr.reached:
+            reasons.append("not connected to an expert label in the k-NN graph (neighbour vote)")
+        if self.flag[r] and label is not None:
+            least = f"among the {_share(rules.share)} least sure"
+            reasons.append(f"{least} (margin {self.margin[r]:.3f})")
+        if self.pos_j is not None and len(classes) > 2 and label != rules.positive["label"]:
+            if proba[self.pos_j] >= self.threshold:
+                reasons.append(
+                    f"possible {rules.positive['label']}: p={proba[self.pos_j]:.3f} >= "
+                    f"{self.threshold:.3f} (recall promise)"
+                )
+        return {
+            "label": label,
+            "source": "propagated",
+            "confidence": round(pr.confidence, 6),
+            "second_label": pr.second_label,
+            "margin": round(float(self.margin[r]), 6),
+            "needs_review": bool(reasons),
+            "review_reason": "; ".join(reasons),
+            "decision": self._decision(label, proba, rules, classes),
+            **{PROBA_PREFIX + c: round(float(v), 6) for c, v in zip(classes, proba)},
+        }
+
+    def _decision(self, label, proba, rules: ReviewRules, classes: list[str]) -> str:
+        """The rule that gave the label: for two classes with a recall promise, p(positive)
+        against its threshold; else the most probable class."""
+        if label is None or self.pos_j is None or len(classes) != 2:
+            return "most probable"
+        pos, op = rules.positive["label"], ">=" if proba[self.pos_j] >= self.threshold else "<"
+        return f"p({pos}) {op} {self.threshold:.6g}"
 
 
-def _decide(
-    pr: Prediction, proba: np.ndarray, rules: ReviewRules, pos_j: int | None, classes: list[str]
-) -> tuple[str | None, str]:
-    """The label and the rule that gave it: for two classes with a recall promise,
-    p(positive) against its threshold; else the most probable class."""
-    if pr.label is None or pos_j is None or len(classes) != 2:
-        return pr.label, "most probable"
-    pos, thr = rules.positive["label"], rules.positive["threshold"]
-    if proba[pos_j] >= thr:
-        return pos, f"p({pos}) >= {thr:.6g}"
-    return classes[1 - pos_j], f"p({pos}) < {thr:.6g}"
+def _share(share: float | None) -> str:
+    return "100 %" if share is None else f"{100 * share:.0f} %"
 
 
 def propagation_run(db: Database, space: str | None, run_id: int | None) -> Run:
@@ -195,7 +225,7 @@ def export_table(db: Database, opts: ExportOptions) -> tuple[pd.DataFrame, Expor
 
     run = propagation_run(db, opts.space, opts.run_id)
     cluster_run = db.runs.latest("cluster", run.space)
-    rules = review_rules(db, run, opts.review_below)
+    rules = review_rules(db, run, opts.review_share)
     rows = export_rows(db, run, rules, cluster_run)
     if opts.only_unlabeled:
         rows = [r for r in rows if r["source"] != "expert"]
@@ -210,8 +240,9 @@ def export_table(db: Database, opts: ExportOptions) -> tuple[pd.DataFrame, Expor
         run_id=run.id,
         space=run.space,
         cluster_run_id=cluster_run.id if cluster_run else None,
-        review_below=rules.review_below,
-        review_below_from=rules.origin,
+        review_share=rules.share,
+        review_from=rules.origin,
+        expected_accuracy=rules.expected_accuracy,
         positive_rule=rules.positive,
         needs_review=int(df["needs_review"].sum()) if len(df) else 0,
         by_source={str(k): int(v) for k, v in df["source"].value_counts().items()},

@@ -1,5 +1,6 @@
-"""Spreading the expert labels of a space over its k-NN graph, as a recorded run whose
-pseudo-labels (with confidence, runner-up, margin and class distribution) are stored."""
+"""Spreading the expert labels of a space (by label propagation on its k-NN graph, or another
+of vecstore.learn.methods), as a recorded run whose pseudo-labels (with confidence, runner-up,
+margin and class distribution) are stored."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import numpy as np
 
 from ..errors import BadInput
 from ..learn.graph import GraphHealth, graph_health
-from ..learn.propagation import LabelPropagation
-from ..params import PropagationParams
+from ..learn.methods import is_graph_method, make_method
+from ..params import AUTO, LABEL_METHODS, PropagationParams
 from ..results import Propagation
 from .data import space_matrix
 
@@ -30,8 +31,9 @@ def spread(
     seeds: dict[int, str],
     params: PropagationParams,
     progress: bool = False,
-) -> tuple[list[str], LabelPropagation]:
-    """Label propagation from the ``seeds`` (image id -> label) among the rows ``ids`` of x.
+) -> tuple[list[str], Any]:
+    """``params.method`` (not "auto") from the ``seeds`` (image id -> label) among the rows
+    ``ids`` of x: the classes and the fitted estimator (see vecstore.learn.methods).
 
     Only seeds with a vector in ``ids`` count: the distributions have one column per class
     that has a seed here, and the classes returned name those columns in order."""
@@ -47,8 +49,11 @@ def spread(
             f"only one class ({classes[0]!r}) among the expert labels; propagation "
             "needs at least two"
         )
-    lp = LabelPropagation(params.n_neighbors, params.alpha, params.gamma, progress=progress)
-    return classes, lp.fit(x, _codes(ids, seeds, classes))
+    est = make_method(params.method, params, progress=progress)
+    try:
+        return classes, est.fit(x, _codes(ids, seeds, classes))
+    except ValueError as exc:  # a method that cannot take this data says why
+        raise BadInput(f"{params.method}: {exc}") from exc
 
 
 def _codes(ids: np.ndarray, seeds: dict[int, str], classes: list[str]) -> np.ndarray:
@@ -63,10 +68,12 @@ def health(
     ids: np.ndarray,
     seeds: dict[int, str],
     classes: list[str],
-    lp: LabelPropagation,
-) -> GraphHealth:
+    lp: Any,
+) -> GraphHealth | None:
     """The graph's health for these seeds (see ``learn.graph.graph_health``), its suggested
-    images named by image id and path."""
+    images named by image id and path; None for a method that does not use the graph."""
+    if not hasattr(lp, "components_"):
+        return None
     y = _codes(ids, seeds, classes)
     h = graph_health(
         lp.components_, lp.degree_, y, x,
@@ -79,21 +86,38 @@ def health(
     return h
 
 
+def run_params(params: PropagationParams, chosen_by: dict | None = None) -> dict[str, Any]:
+    """What a propagation run records: its parameters, the method's meaning and, for a
+    method chosen by ``auto``, the out-of-fold comparison that chose it."""
+    out: dict[str, Any] = {**params.to_dict(), "method_means": LABEL_METHODS[params.method]}
+    if is_graph_method(params.method):
+        out |= {
+            "graph": GRAPH_NOTE,
+            "class_balanced": params.method == "propagation",
+            "solver": "conjugate gradient",
+        }
+    if chosen_by is not None:
+        out["chosen_by"] = chosen_by
+    return out
+
+
 def propagate(
-    db: Database, space: str | None, params: PropagationParams, *, progress: bool = False
+    db: Database,
+    space: str | None,
+    params: PropagationParams,
+    *,
+    progress: bool = False,
+    chosen_by: dict | None = None,
 ) -> Propagation:
-    """Spread the expert labels over the k-NN graph of a space; store the pseudo-labels."""
+    """Spread the expert labels of a space with ``params.method`` (already chosen when it
+    was "auto": see vecstore.labeling.methods); store the pseudo-labels."""
+    if params.method == AUTO:
+        raise ValueError("resolve method 'auto' first (vecstore.labeling.methods.choose)")
     t0 = time.perf_counter()
     sp, ids, x = space_matrix(db, space)
     load_s = time.perf_counter() - t0
     seeds = db.labels.all()
-    run_params = {
-        **params.to_dict(),
-        "graph": GRAPH_NOTE,
-        "class_balanced": True,
-        "solver": "conjugate gradient",
-    }
-    with db.runs.record("propagate", sp.name, run_params) as run:
+    with db.runs.record("propagate", sp.name, run_params(params, chosen_by)) as run:
         classes, lp = spread(x, ids, seeds, params, progress)
         t0 = time.perf_counter()
         unlabeled = np.array([int(i) not in seeds for i in ids])
@@ -107,15 +131,17 @@ def propagate(
             seeds=sum(1 for i in ids if int(i) in seeds),
             propagated=int(unlabeled.sum()),
             counts={str(k): v for k, v in counts.items()},
-            graph=lp.graph_,
+            graph=getattr(lp, "graph_", None),
             unreached=int((~lp.reached_).sum()),
             no_label=int((lp.label_distributions_.sum(axis=1) <= 0).sum()),
             mean_confidence=float(lp.confidence_[unlabeled].mean()) if unlabeled.any() else None,
-            cg_iterations=lp.n_iter_,
+            cg_iterations=getattr(lp, "n_iter_", []),
             weights_random=sp.weights_random,
+            method=params.method,
+            chosen_by=chosen_by,
             seconds={
                 "load": round(load_s, 2),
-                **lp.seconds_,
+                **getattr(lp, "seconds_", {}),
                 "write": round(time.perf_counter() - t0, 2),
             },
             health=health(db, x, ids, seeds, classes, lp),
@@ -128,7 +154,7 @@ def _prediction_rows(
     run_id: int,
     ids: np.ndarray,
     classes: list[str],
-    lp: LabelPropagation,
+    lp: Any,
     unlabeled: np.ndarray,
     counts: Counter,
 ) -> Iterator[list[dict[str, Any]]]:

@@ -1,18 +1,25 @@
 """Choosing a space's vector transform as a recorded run: fitted on the space's raw vectors
-(mean-centring, PCA whitening) and kept, or cleared for the raw cosine. Every comparison of
+(mean-centring, PCA whitening) and kept, or cleared for the raw cosine; ``auto`` keeps the
+one whose labels score best out-of-fold. Every comparison of
 the space's vectors then goes through it (labeling.data.space_matrix, search.cache); the
 Store rebuilds the space's index after it."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import BadInput
+from ..learn.knn import normalize
 from ..learn.transform import RAW, TransformParams, VectorTransform, check_components, describe
+from ..params import EvaluationParams
 from ..results import Transformed
+from .comparison import minority_class, score_method
+from .crossfit import Experts, cross_fit, latest_params
+from .labels import classes as store_classes
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..db import Database
@@ -27,7 +34,37 @@ def choose_transform(x: np.ndarray, params: TransformParams) -> VectorTransform 
     return VectorTransform.fit(x, params.kind, params.n_components, params.seed)
 
 
-def set_transform(db: Database, space: str | None, params: TransformParams) -> Transformed:
+AUTO = "auto"
+AUTO_PCA_DIMS = 50  # the PCA that auto tries (fewer when the space has fewer dims or rows)
+
+
+def auto_params(db: Database, space: str | None, seed: int = 0) -> tuple[TransformParams, dict]:
+    """For ``auto``: raw, centred and PCA-whitened vectors each scored out-of-fold on the
+    expert labels (the space's latest method, the same folds); the best by F2 of the rarer
+    class for two classes, else accuracy (raw first on ties), and the scores."""
+    sp = db.spaces.get(space)
+    ids, raw = db.vectors.get(sp)
+    experts = Experts.load(db, sp)
+    classes = store_classes(db)
+    prop = latest_params(db, sp.name)
+    positive = minority_class(experts.labels, classes)
+    criterion = "f2_pos" if positive is not None else "accuracy"
+    dims = min(AUTO_PCA_DIMS, sp.dim, len(ids) - 1)
+    tried: list[dict[str, Any]] = []
+    for cand in (TransformParams(RAW), TransformParams("center"), TransformParams("pca", dims)):
+        t = choose_transform(raw, replace(cand, seed=seed))
+        x = normalize(raw) if t is None else t.apply(raw)
+        oof = cross_fit(db, replace(experts, x=x), classes, EvaluationParams(seed=seed), prop)
+        score = score_method(prop.method, oof, positive).mean[criterion]
+        tried.append({"kind": cand.kind, "n_components": cand.n_components, "score": score})
+    best = max(range(len(tried)), key=lambda i: tried[i]["score"] or 0.0)
+    chosen = TransformParams(tried[best]["kind"], tried[best]["n_components"], seed)
+    return chosen, {"criterion": criterion, "method": prop.method, "tried": tried}
+
+
+def set_transform(
+    db: Database, space: str | None, params: TransformParams, chosen_by: dict | None = None
+) -> Transformed:
     """Fit ``params``' transform on the space's raw vectors now (the store's first space when
     ``space`` is None) and keep it, replacing the one it had ("raw": clear it); recorded as a
     "transform" run. The index is not touched here: it is rebuilt on its next use."""
@@ -52,6 +89,7 @@ def set_transform(db: Database, space: str | None, params: TransformParams) -> T
             vectors=n,
             params={} if t is None else dict(t.params),
             seconds=round(time.perf_counter() - t0, 3),
+            chosen_by=chosen_by,
         )
         run.stats = out.stats()
     return out

@@ -222,59 +222,14 @@ def positive_scores(
     return out
 
 
-@dataclass
-class CoveragePoint:
-    """Accuracy and share (coverage) of the pseudo-labels whose confidence is >= threshold."""
-
-    threshold: float
-    coverage: float
-    accuracy: float  # nan where nothing is covered
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-def coverage_curve(
-    correct: np.ndarray, confidence: np.ndarray, thresholds: np.ndarray | None = None
-) -> list[CoveragePoint]:
-    """Accuracy and coverage of the pseudo-labels whose confidence is >= each threshold."""
-    thresholds = np.round(np.linspace(0, 0.95, 20), 2) if thresholds is None else thresholds
-    rows = []
-    for t in thresholds:
-        keep = confidence >= t
-        rows.append(
-            CoveragePoint(
-                threshold=float(t),
-                coverage=float(keep.mean()) if len(keep) else 0.0,
-                accuracy=float(correct[keep].mean()) if keep.any() else float("nan"),
-            )
-        )
-    return rows
-
-
-def recommend_review_threshold(curve: list[CoveragePoint], target_accuracy: float) -> float | None:
-    """The lowest confidence threshold above which the pseudo-labels reach target_accuracy
-    (and stay there for every higher threshold); None if none does."""
-    best = None
-    for row in reversed(curve):
-        if row.coverage > 0 and row.accuracy >= target_accuracy:
-            best = row.threshold
-        elif row.coverage > 0:
-            break
-    return best
-
-
 __all__ = [
     "ClassScore",
     "ClassificationScores",
-    "CoveragePoint",
     "PositiveScores",
     "RecallThreshold",
     "classification_metrics",
     "cluster_entropy",
     "clustering_metrics",
-    "coverage_curve",
     "purity",
-    "recommend_review_threshold",
     "threshold_for_recall",
 ]

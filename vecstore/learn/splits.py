@@ -1,29 +1,11 @@
-"""Which labels to hide when scoring propagation on the expert labels themselves."""
+"""Which expert labels to hide when scoring on the expert labels themselves: random draws
+with every class (the learning curve) and stratified, optionally grouped, folds."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import numpy as np
-
-
-def stratified_holdout(
-    labels: np.ndarray, test_size: float, n_repeats: int, seed: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(train_idx, test_idx) pairs: each class keeps at least one seed and hides
-    round(test_size * count) of its images when it has two or more."""
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    for _ in range(n_repeats):
-        train, test = [], []
-        for c in classes:
-            idx = rng.permutation(np.flatnonzero(labels == c))
-            n_test = 0
-            if len(idx) > 1:
-                n_test = min(len(idx) - 1, max(1, int(round(test_size * len(idx)))))
-            test.extend(idx[:n_test])
-            train.extend(idx[n_test:])
-        yield np.array(sorted(train)), np.array(sorted(test))
 
 
 def draw_with_every_class(

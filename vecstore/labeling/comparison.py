@@ -1,0 +1,121 @@
+"""Every way of spreading the labels (vecstore.learn.methods) scored on the same out-of-fold
+folds of the expert labels, as one table with the mean and spread over the folds; ``auto``
+picks the best by the positive class's F2 for a binary task, else by accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..params import LABEL_METHODS, METHOD_METRICS, EvaluationParams, PropagationParams
+from ..results import MethodComparison, MethodScore
+from .crossfit import Experts, OutOfFold, cross_fit, latest_params
+from .labels import classes as store_classes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..db import Database
+
+
+def compare_methods(
+    db: Database,
+    space: str | None,
+    params: EvaluationParams,
+    propagation: PropagationParams | None = None,
+    methods: tuple[str, ...] = tuple(LABEL_METHODS),
+) -> MethodComparison:
+    """Score each method out-of-fold on the same folds (the graph settings of
+    ``propagation``, default the space's latest propagation); not recorded as a run."""
+    sp = db.spaces.get(space)
+    classes = store_classes(db)
+    base = propagation or latest_params(db, sp.name)
+    experts = Experts.load(db, sp)
+    positive = params.positive or minority_class(experts.labels, classes)
+    rows, folds = [], 0
+    for name in methods:
+        oof = cross_fit(db, experts, classes, params, replace(base, method=name))
+        folds = len(oof.pool)
+        rows.append(score_method(name, oof, positive))
+    criterion = "f2_pos" if positive is not None else "accuracy"
+    best = max(rows, key=lambda r: r.mean[criterion] or 0.0)  # first of the best on ties
+    return MethodComparison(
+        space=sp.name,
+        folds=folds,
+        labels=len(experts.labels),
+        positive=positive,
+        criterion=criterion,
+        best=best.method,
+        rows=rows,
+    )
+
+
+def choose_method(
+    db: Database, space: str | None, prop: PropagationParams, seed: int = 0
+) -> tuple[PropagationParams, dict[str, Any]]:
+    """For ``method`` auto: the parameters with the best method out-of-fold, and the
+    comparison that chose it (recorded with the propagation run)."""
+    cmp = compare_methods(db, space, EvaluationParams(seed=seed), prop)
+    return replace(prop, method=cmp.best), cmp.to_dict()
+
+
+def minority_class(labels: np.ndarray, classes: list[str]) -> str | None:
+    """For two classes, the rarer among the expert labels (the costly one, usually)."""
+    if len(classes) != 2:
+        return None
+    counts = [int((labels == c).sum()) for c in classes]
+    return classes[int(np.argmin(counts))]
+
+
+def score_method(method: str, oof: OutOfFold, positive: str | None) -> MethodScore:
+    """The METHOD_METRICS of one method's out-of-fold predictions, per fold, on the fairly chosen
+    labels (all of them when those lack a class)."""
+    fair = oof.fair if all((oof.labels[oof.fair] == c).sum() >= 2 for c in oof.classes) else None
+    per_fold = []
+    for f in range(len(oof.pool)):
+        at = (oof.fold == f) & (fair if fair is not None else True)
+        if at.any():
+            per_fold.append(_fold_metrics(oof.labels[at], oof.proba[at], oof.classes, positive))
+    mean = {m: _agg(per_fold, m, np.mean) for m in METHOD_METRICS}
+    std = {m: _agg(per_fold, m, np.std) for m in METHOD_METRICS}
+    return MethodScore(method, LABEL_METHODS[method], mean, std)
+
+
+def _agg(per_fold: list[dict], metric: str, how) -> float | None:
+    vals = [f[metric] for f in per_fold if f[metric] is not None]
+    return float(how(vals)) if vals else None
+
+
+def _fold_metrics(
+    truth: np.ndarray, proba: np.ndarray, classes: list[str], positive: str | None
+) -> dict[str, float | None]:
+    """Accuracy and balanced accuracy of the most probable class; with a positive class its
+    recall, F2 and ROC-AUC of p(positive)."""
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        fbeta_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    truth = truth.astype(str)
+    pred = np.array(classes, dtype=object)[proba.argmax(axis=1)].astype(str)
+    out: dict[str, float | None] = {
+        "accuracy": float(accuracy_score(truth, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
+        "recall_pos": None,
+        "f2_pos": None,
+        "roc_auc": None,
+    }
+    if positive is None:
+        return out
+    is_pos = truth == positive
+    out["recall_pos"] = float(recall_score(is_pos, pred == positive, zero_division=0))
+    out["f2_pos"] = float(fbeta_score(is_pos, pred == positive, beta=2, zero_division=0))
+    if 0 < is_pos.sum() < len(is_pos):
+        out["roc_auc"] = float(roc_auc_score(is_pos, proba[:, classes.index(positive)]))
+    return out
+
+
+__all__ = ["choose_method", "compare_methods", "minority_class", "score_method"]
