@@ -20,7 +20,9 @@ What it measures, on scikit-learn's digits (1,797 images written by
 3. The review flag: for the same draws at 1 label per digit, the labels are set in the store
    (``Store.set_label``), spread by ``Store.propagate("pixels")`` and exported by
    ``Store.export(only_unlabeled=True)`` in a store with no evaluate run, so the default
-   review threshold applies. Target: the rows with needs_review == False are >= 97 % right
+   review flag applies (the least sure quarter; one label per digit leaves nothing to
+   calibrate it on out-of-fold: bench/review_flag.py measures the calibrated flag). Target:
+   the rows with needs_review == False are >= 97 % right
    (mean over the draws); the share of unlabeled images they cover is reported. The
    accuracy of all of ``Store.propagate``'s pseudo-labels is checked against part 2's.
 
@@ -269,7 +271,7 @@ class ReviewDraw:
     flagged: int
     unlabeled: int
     accuracy_all: float
-    threshold: float
+    threshold: float  # the share flagged, least sure first
     differ: int  # pseudo-labels unlike LabelPropagation's for the same draw (part 2)
 
 
@@ -286,13 +288,11 @@ def review(
     ``library_pred``: LabelPropagation's predictions (digits, rows as ``ids``) per seed."""
     import pandas as pd
 
-    from vecstore.labeling.export import DEFAULT_REVIEW_BELOW
+    from vecstore.labeling.export import DEFAULT_REVIEW_SHARE
     from vecstore.params import ExportOptions
 
     if any(r.kind == "evaluate" for r in store.runs()):
-        raise SystemExit(
-            "the store has an evaluate run: the review threshold would not be the default"
-        )
+        raise SystemExit("the store has an evaluate run: the review flag would not be the default")
     if store.expert_labels():
         raise SystemExit("the store already has expert labels")
     results: list[ReviewDraw] = []
@@ -311,10 +311,10 @@ def review(
         exported = store.export(
             exports / f"draw-{seed}.csv", ExportOptions(run_id=run.run_id, only_unlabeled=True)
         )
-        if exported.review_below_from != "default" or exported.review_below != DEFAULT_REVIEW_BELOW:
+        if exported.review_from != "default" or exported.review_share != DEFAULT_REVIEW_SHARE:
             raise SystemExit(
-                f"draw {seed}: export used the review threshold "
-                f"{exported.review_below} ({exported.review_below_from})"
+                f"draw {seed}: export flagged the share {exported.review_share} "
+                f"({exported.review_from})"
             )
         df = pd.read_csv(exported.path, dtype={"label": str, "second_label": str})
         if df["needs_review"].dtype != bool:
@@ -335,7 +335,7 @@ def review(
                 flagged=int((~ok).sum()),
                 unlabeled=len(df),
                 accuracy_all=float(correct.mean()),
-                threshold=float(exported.review_below),
+                threshold=float(exported.review_share),
                 differ=differ,
             )
         )
@@ -345,7 +345,7 @@ def review(
 def review_table(results: list[ReviewDraw]) -> Table:
     table = Table(
         f'Review flag: 1 label per digit, Store.propagate("{PROPAGATION_SPACE}") and '
-        f"Store.export(only_unlabeled=True) at the default threshold, mean of {len(results)} "
+        f"Store.export(only_unlabeled=True) with the default review flag, mean of {len(results)} "
         "draws (min in brackets)",
         [
             "labels/digit",
@@ -367,7 +367,7 @@ def review_table(results: list[ReviewDraw]) -> Table:
     table.rows.append(
         [
             "1",
-            f"confidence < {results[0].threshold:g}",
+            f"least sure {results[0].threshold:.0%}",
             f"{mean_acc:.4f} ({min(acc):.4f})",
             f"{np.mean(cov):.4f} ({min(cov):.4f})",
             f"{np.mean([r.flagged for r in results]):.1f} ({results[0].unlabeled})",
