@@ -53,7 +53,7 @@ from benchutil import BENCHMARKS_MD, machine_lines, out_folder, record
 SPACES = ("pixels", "hog", "histogram")
 PROPAGATION_SPACE = "pixels"
 K = 10  # digits
-PER_DIGIT = (1, 3, 10)
+PER_DIGIT = (1, 2, 3, 5, 10)
 BEAT_BASELINES_AT = (1, 3)
 TARGET_ACCURACY = {1: 0.90, 10: 0.96}
 TARGET_REVIEWED_ACCURACY = 0.97
@@ -123,7 +123,9 @@ def propagation_defaults() -> dict[str, float]:
     defaults of LabelPropagation, Store.propagate and `vecstore propagate` alike)."""
     from vecstore.params import PropagationParams
 
-    return PropagationParams().to_dict()
+    d = PropagationParams().to_dict()
+    assert d.pop("method") == "propagation"  # LabelPropagation, class-balanced: the default
+    return d
 
 
 def cluster_table(store, truth: dict[int, str]) -> Table:
@@ -205,7 +207,9 @@ def propagation(x: np.ndarray, y: np.ndarray, draws: int, defaults: dict[str, fl
             t0 = time.perf_counter()
             lp = LabelPropagation().fit(x, y_in)  # its defaults, checked above
             ours[n].seconds.append(time.perf_counter() - t0)
-            assert (lp.n_neighbors, lp.alpha, lp.gamma) == tuple(defaults.values())
+            assert {"n_neighbors": lp.n_neighbors, "alpha": lp.alpha, "gamma": lp.gamma} == {
+                k: defaults[k] for k in ("n_neighbors", "alpha", "gamma")
+            }
             ours[n].acc.append(_accuracy(lp.transduction_, y, labeled))
             if n == 1:
                 ours_pred_1[seed] = lp.transduction_
