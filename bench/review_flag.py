@@ -35,6 +35,8 @@ import numpy as np
 from benchutil import machine_lines, markdown_table, out_folder
 from recall_promise import N_IMAGES, POSITIVE, draw, write_images, write_label_csv
 
+from vecstore.params import METHOD_METRICS
+
 SPACES = ("pixels", "hog")
 METHODS = ("propagation", "propagation-unbalanced", "auto")
 TARGET = 0.97
@@ -67,17 +69,25 @@ def score_export(df, truth: dict[int, str], expected: float | None, method: str)
     )
 
 
-def binary_draw(
-    template: Path, work: Path, space: str, method: str, rows, paths, is_pos, truth_csv
-):
-    from vecstore.params import EvaluationParams, ExportOptions, PropagationParams
+def labeled_store(template: Path, work: Path, rows, paths, is_pos):
+    """A fresh copy of the template store under ``work`` with the binary labels of ``rows``
+    imported, open for writing."""
     from vecstore.store import Store
 
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(template, work / "store")
     write_label_csv(work / "labels.csv", [paths[r] for r in rows], is_pos[rows])
-    with Store.open(work / "store", write=True) as store:
-        store.import_labels(work / "labels.csv", new_class=True)
+    store = Store.open(work / "store", write=True)
+    store.import_labels(work / "labels.csv", new_class=True)
+    return store
+
+
+def binary_draw(
+    template: Path, work: Path, space: str, method: str, rows, paths, is_pos, truth_csv
+):
+    from vecstore.params import EvaluationParams, ExportOptions, PropagationParams
+
+    with labeled_store(template, work, rows, paths, is_pos) as store:
         prop = store.propagate(space, PropagationParams(method=method))
         ev = store.evaluate(space, EvaluationParams(positive=POSITIVE))
         df = store.export_table(ExportOptions(space=space))
@@ -162,20 +172,12 @@ HEADER = [
 
 def compare_table(template: Path, work: Path, space: str, rows, paths, is_pos) -> list[list[str]]:
     from vecstore.params import EvaluationParams
-    from vecstore.store import Store
 
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(template, work / "store")
-    write_label_csv(work / "labels.csv", [paths[r] for r in rows], is_pos[rows])
-    with Store.open(work / "store", write=True) as store:
-        store.import_labels(work / "labels.csv", new_class=True)
+    with labeled_store(template, work, rows, paths, is_pos) as store:
         cmp_ = store.compare_methods(space, EvaluationParams(positive=POSITIVE))
     out = []
     for r in cmp_.rows:
-        cells = [
-            f"{r.mean[m]:.3f} ± {r.std[m]:.3f}"
-            for m in ("accuracy", "balanced_accuracy", "recall_pos", "f2_pos", "roc_auc")
-        ]
+        cells = [f"{r.mean[m]:.3f} ± {r.std[m]:.3f}" for m in METHOD_METRICS]
         out.append([space, r.method + (" (best)" if r.method == cmp_.best else ""), *cells])
     return out
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..learn.metrics import positive_scores
 from ..params import LABEL_METHODS, METHOD_METRICS, EvaluationParams, PropagationParams
 from ..results import MethodComparison, MethodScore
 from .crossfit import Experts, OutOfFold, cross_fit, latest_params
@@ -70,10 +71,10 @@ def minority_class(labels: np.ndarray, classes: list[str]) -> str | None:
 def score_method(method: str, oof: OutOfFold, positive: str | None) -> MethodScore:
     """The METHOD_METRICS of one method's out-of-fold predictions, per fold, on the fairly chosen
     labels (all of them when those lack a class)."""
-    fair = oof.fair if all((oof.labels[oof.fair] == c).sum() >= 2 for c in oof.classes) else None
+    use = oof.scored()
     per_fold = []
     for f in range(len(oof.pool)):
-        at = (oof.fold == f) & (fair if fair is not None else True)
+        at = use & (oof.fold == f)
         if at.any():
             per_fold.append(_fold_metrics(oof.labels[at], oof.proba[at], oof.classes, positive))
     mean = {m: _agg(per_fold, m, np.mean) for m in METHOD_METRICS}
@@ -90,32 +91,22 @@ def _fold_metrics(
     truth: np.ndarray, proba: np.ndarray, classes: list[str], positive: str | None
 ) -> dict[str, float | None]:
     """Accuracy and balanced accuracy of the most probable class; with a positive class its
-    recall, F2 and ROC-AUC of p(positive)."""
-    from sklearn.metrics import (
-        accuracy_score,
-        balanced_accuracy_score,
-        fbeta_score,
-        recall_score,
-        roc_auc_score,
-    )
+    recall, F2 and ROC-AUC of p(positive), as ``learn.metrics.positive_scores`` gives them."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-    truth = truth.astype(str)
-    pred = np.array(classes, dtype=object)[proba.argmax(axis=1)].astype(str)
-    out: dict[str, float | None] = {
+    truth = truth.astype(str).astype(object)
+    pred = np.array(classes, dtype=object)[proba.argmax(axis=1)].astype(str).astype(object)
+    target = EvaluationParams.target_recall  # (the threshold it also finds is not used here)
+    pos = (
+        None if positive is None else positive_scores(truth, pred, classes, proba, positive, target)
+    )
+    return {
         "accuracy": float(accuracy_score(truth, pred)),
         "balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
-        "recall_pos": None,
-        "f2_pos": None,
-        "roc_auc": None,
+        "recall_pos": pos.recall if pos else None,
+        "f2_pos": pos.f2 if pos else None,
+        "roc_auc": pos.roc_auc if pos else None,
     }
-    if positive is None:
-        return out
-    is_pos = truth == positive
-    out["recall_pos"] = float(recall_score(is_pos, pred == positive, zero_division=0))
-    out["f2_pos"] = float(fbeta_score(is_pos, pred == positive, beta=2, zero_division=0))
-    if 0 < is_pos.sum() < len(is_pos):
-        out["roc_auc"] = float(roc_auc_score(is_pos, proba[:, classes.index(positive)]))
-    return out
 
 
 __all__ = ["choose_method", "compare_methods", "minority_class", "score_method"]

@@ -86,6 +86,14 @@ class OutOfFold:
     method: str
     groups: str | None
 
+    def scored(self) -> np.ndarray:
+        """Which labels the scores rest on: the fairly chosen ones (``fair``) when they hold
+        at least 2 of every class, else all of them."""
+        fair = self.labels[self.fair]
+        if all(int((fair == c).sum()) >= 2 for c in self.classes):
+            return self.fair
+        return np.ones(len(self.labels), bool)
+
 
 def cross_fit(
     db: Database,

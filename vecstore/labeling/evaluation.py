@@ -138,20 +138,20 @@ def _score_run(db: Database, sp: Space, run: Run, truth: dict[int, str], rule: R
     seeds = db.labels.all()
     preds = db.outputs.predictions(run.id)
     pool = [p for i, p in preds.items() if i not in seeds]
-    scored = [p for p in pool if p.image_id in truth]
+    at = np.array([p.image_id in truth for p in pool], dtype=bool)
+    scored = [p for p, t in zip(pool, at) if t]
     if not scored:
         raise BadInput("no unlabeled image of the propagation run appears in the truth file")
     unknown = sorted({truth[p.image_id] for p in scored} - set(classes))
     if unknown:
         raise BadInput(f"truth labels {unknown} are not classes of the propagation ({classes})")
-    proba = np.stack([np.frombuffer(p.distribution, np.float32) for p in scored])
-    decided, margin = rule.apply(proba)
-    _, pool_margin = rule.apply(np.stack([np.frombuffer(p.distribution, np.float32) for p in pool]))
+    pool_proba = np.stack([np.frombuffer(p.distribution, np.float32) for p in pool])
+    decided, margin = rule.apply(pool_proba)  # every pseudo-label once: ranks need them all
     return _Scored(
         y_true=[truth[p.image_id] for p in scored],
-        y_pred=[classes[d] if d >= 0 else None for d in decided],
-        rank=rank_within(margin, pool_margin),
-        proba=proba,
+        y_pred=[classes[d] if d >= 0 else None for d in decided[at]],
+        rank=rank_within(margin[at], margin),
+        proba=pool_proba[at],
         classes=classes,
         details=TruthDetails(run.id, len(scored)),
         space=sp,
@@ -171,7 +171,7 @@ def _score_oof(
     for f, pool in enumerate(oof.pool):
         at = oof.fold == f
         rank[at] = rank_within(margin[at], rule.margins_of(pool, two))
-    use = oof.fair if _enough(oof.labels[oof.fair], oof.classes) else np.ones(len(correct), bool)
+    use = oof.scored()
     per_fold = [float(correct[use & (oof.fold == f)].mean()) for f in range(len(oof.pool))]
     per_fold = [a for a in per_fold if a == a]  # a fold may hold no fair label
     details = HoldoutDetails(
@@ -192,11 +192,6 @@ def _score_oof(
         list(oof.labels[use]), list(pred[use]), rank[use], oof.proba[use], oof.classes,
         details, sp,
     )  # fmt: skip
-
-
-def _enough(labels: np.ndarray, classes: list[str]) -> bool:
-    """Whether these labels hold at least 2 of every class: enough to score on them alone."""
-    return all(int((labels == c).sum()) >= 2 for c in classes)
 
 
 def _by_chosen(oof: OutOfFold, correct: np.ndarray) -> list[ChosenScore]:
