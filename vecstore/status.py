@@ -167,10 +167,16 @@ def _check_space(db: Database, indexes: IndexCache, sp: Space, n_ok: int, rep: C
         return
     db_ids = db.vectors.ids(sp)
     st = idx.state(db_ids)
-    if st.orphans:
+    foreign, deleted = _orphans(db, idx, db_ids)
+    if foreign:
         rep.problems.append(
-            f"space {sp.name}: index holds {st.orphans} ids the database does not "
+            f"space {sp.name}: index holds {foreign} ids the database does not "
             "have; run `vecstore reindex`"
+        )
+    if deleted:
+        rep.warnings.append(
+            f"space {sp.name}: index still holds {deleted} images deleted since it was saved "
+            "(a cache: caught up on next use, or `vecstore reindex`)"
         )
     if st.missing:
         rep.warnings.append(
@@ -179,6 +185,17 @@ def _check_space(db: Database, indexes: IndexCache, sp: Space, n_ok: int, rep: C
         )
     if not st.orphans and not st.missing:
         rep.notes.append(f"space {sp.name}: index and database agree on {len(db_ids)} ids")
+
+
+def _orphans(db: Database, idx: SpaceIndex, db_ids) -> tuple[int, int]:
+    """(foreign, deleted) of the index's ids the database does not have. Deleted: images
+    this database deleted after the index was saved (a write killed before its index save):
+    the index is only behind, and their ids are never given again. Foreign: the rest, ids
+    this database never gave or vectors it lost (an older backup restored beside a newer
+    index, say): a new image could get such an id, so the index is not to be trusted."""
+    orphans = idx.orphans(db_ids)
+    deleted = db.images.deleted(orphans.tolist()) if len(orphans) else set()
+    return len(orphans) - len(deleted), len(deleted)
 
 
 def _saved_index(
@@ -232,4 +249,4 @@ def _needs_rebuild(db: Database, indexes: IndexCache, sp: Space) -> bool:
         return False  # built on next use
     except UntrustedIndex:
         return True
-    return idx.state(db.vectors.ids(sp)).orphans > 0
+    return _orphans(db, idx, db.vectors.ids(sp))[0] > 0

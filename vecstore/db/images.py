@@ -199,6 +199,18 @@ class ImageRepo:
         largest = self.db.read("SELECT max(id) FROM images")[0][0]
         return max(seq[0][0] if seq else 0, largest or 0) + 1
 
+    def deleted(self, ids: Iterable[int]) -> set[int]:
+        """Of ``ids``, those once given to an image that has been deleted since (AUTOINCREMENT
+        never gives them again); not the ids this database never gave."""
+        ids, below = [int(i) for i in ids], self.next_id()
+        with self.db.session() as s:
+            present = {
+                i
+                for part in in_chunks(ids)
+                for i in s.scalars(select(Image.id).where(Image.id.in_(part)))
+            }
+        return {i for i in ids if i < below and i not in present}
+
     def known_paths(self, s: Session, paths: Sequence[str]) -> dict[str, Row]:
         """path -> (path_id, path, image_id, size, mtime_ns, problem, status, sha256,
         pixels_sha256) for the known paths."""

@@ -230,6 +230,10 @@ class SpaceIndex:
             self.add(chunk, fetch(chunk))
         return len(missing), removed
 
+    def orphans(self, db_ids: np.ndarray) -> np.ndarray:
+        """The ids in the index the database does not have (among ``db_ids``)."""
+        return np.setdiff1d(self.ids(), db_ids, assume_unique=True)
+
     def state(self, db_ids: np.ndarray) -> IndexState:
         have = self.ids()
         return IndexState(
