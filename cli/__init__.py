@@ -20,6 +20,7 @@ from .labeling import cluster, export, propagate, suggest
 from .labels import labels
 from .reports import demo, plan, report
 from .search import query, reindex
+from .serve import serve
 from .status import check, info, runs
 from .transform import transform
 
@@ -41,9 +42,18 @@ class VecstoreGroup(click.Group):
     default=None,
     help="Store folder (default: $VECSTORE_STORE, else ./.vecstore).",
 )
+@click.option(
+    "--wait",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="A writing command waits this long for another writer (an ingest, `vecstore serve` "
+    "saving a label) to finish, instead of stopping with 'store is locked'.",
+)
 @click.version_option(__version__, prog_name="vecstore")
 @click.pass_context
-def main(ctx: click.Context, store: str | None) -> None:
+def main(ctx: click.Context, store: str | None, wait: float) -> None:
     """vecstore: image similarity search and semi-supervised labeling.
 
     \b
@@ -51,7 +61,7 @@ def main(ctx: click.Context, store: str | None) -> None:
     vecstore query scans/unlabeled/x.png -k 10
     vecstore info
     """
-    ctx.obj = Ctx(store)
+    ctx.obj = Ctx(store, wait)
 
 
 for command in (
@@ -74,6 +84,7 @@ for command in (
     report,
     plan,
     demo,
+    serve,
 ):
     main.add_command(command)
 

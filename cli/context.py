@@ -10,13 +10,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Ctx:
-    def __init__(self, store: str | None) -> None:
+    def __init__(self, store: str | None, wait: float = 0.0) -> None:
         from vecstore.store import resolve_store_path
 
         self.store_path: Path = resolve_store_path(store)
+        self.wait = wait  # seconds a writing command waits for another writer's lock
 
     def open(self, *, write: bool = False, create: bool = False) -> Store:
-        """The store, opened (use it in a with block)."""
+        """The store, opened (use it in a with block); a writer names its command in the
+        lock, so that a command kept waiting (or `vecstore serve`) can say what runs."""
+        import click
+
         from vecstore.store import Store
 
-        return Store.open(self.store_path, write=write, create=create)
+        cmd = click.get_current_context(silent=True)
+        purpose = " ".join(cmd.command_path.split()[1:]) if cmd is not None else ""
+        return Store.open(
+            self.store_path, write=write, create=create, wait=self.wait, purpose=purpose
+        )

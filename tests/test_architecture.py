@@ -22,6 +22,7 @@ CLI_MAY_IMPORT = {
     "vecstore.results",
     "vecstore.errors",
     "vecstore.demo",
+    "vecstore.web",  # the review service, a front end over the Store like the CLI
 }
 NEVER_IN_THE_CLI = ("sqlalchemy", "sqlite3", "faiss", "alembic")
 

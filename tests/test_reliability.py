@@ -216,6 +216,37 @@ def test_sigkill_during_scan_then_resume(tmp_path):
     assert _count(store, "SELECT COUNT(*) FROM vectors") == n
 
 
+HOLD_LOCK = (
+    "import sys, time\n"
+    "from vecstore.store import Store\n"
+    "s = Store.open(sys.argv[1], write=True, purpose='ingest')\n"
+    "print('locked', flush=True)\n"
+    "time.sleep(float(sys.argv[2]))\n"
+)
+
+
+def test_a_writer_told_to_wait_gets_the_lock_when_the_other_ends(image_dir, tmp_path, cli, db):
+    store = tmp_path / "store"
+    assert cli("ingest", image_dir, "--space", "pixels").exit_code == 0
+    target = image_dir / "unlabeled" / "u0.png"
+    args = [sys.executable, "-c", HOLD_LOCK, str(store)]
+    with subprocess.Popen([*args, "60"], stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        r = cli("--wait", "0.5", "labels", "set", target, "normal")
+        waited = time.monotonic() - t0
+        holder.kill()
+    # refused after the wait, naming what holds the lock; nothing written
+    assert r.exit_code == 1 and f"pid {holder.pid}: ingest" in r.output, r.output
+    assert waited >= 0.5
+    assert db("SELECT COUNT(*) FROM labels WHERE source = 'cli'") == [(0,)]
+    with subprocess.Popen([*args, "1.5"], stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout.readline().strip() == "locked"
+        r = cli("--wait", "30", "labels", "set", target, "normal")
+    assert r.exit_code == 0, r.output  # waited for the holder to end, then wrote
+    assert db("SELECT label FROM labels WHERE source = 'cli'") == [("normal",)]
+
+
 @pytest.mark.slow
 def test_second_writer_is_refused_while_queries_keep_working(image_dir, tmp_path, cli):
     store = tmp_path / "store"

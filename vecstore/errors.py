@@ -16,11 +16,16 @@ class StoreNotFound(VecstoreError):
 
 
 class StoreLocked(VecstoreError):
-    def __init__(self, path: str, holder: str | None = None) -> None:
-        who = f" (pid {holder})" if holder else ""
+    """Another process holds the one-writer lock: ``holder`` its pid, ``purpose`` what it
+    is doing (its command) when it said."""
+
+    def __init__(self, path: str, holder: str | None = None, purpose: str | None = None) -> None:
+        self.holder, self.purpose = holder, purpose
+        who = f" (pid {holder}{': ' + purpose if purpose else ''})" if holder else ""
         super().__init__(
             f"store is locked by another vecstore process{who}: {path}. Only one writer at a time; "
-            "wait for it to finish (queries keep working meanwhile)."
+            "wait for it to finish (queries keep working meanwhile), or give the writing "
+            "command `vecstore --wait SECONDS` to wait for the lock."
         )
 
 

@@ -313,6 +313,7 @@ class LabelChange:
     image_id: int
     label: str | None
     previous: str | None
+    batch: int | None = None  # the label batch recorded (None: nothing changed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,20 +23,22 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, browse
 
 # The workflows that pull in scipy and scikit-learn are imported by the verbs that run them,
 # so that opening a store for a query stays fast.
+from .browse import ReviewTable
 from .db import Database
 from .db.lock import WriteLock
 from .db.models import Image, Run, Space
-from .errors import BadInput, StoreDamaged, StoreNotFound, VecstoreError
+from .errors import BadInput, StoreDamaged, StoreNotFound, UnknownImage, VecstoreError
 from .ingest.embedding import embedder_for
 from .ingest.forget import forget as forget_paths
 from .ingest.metadata import read_metadata_csv
@@ -159,9 +161,17 @@ class Store:
     # ---- opening, locking ---------------------------------------------------------------------
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, create: bool = False, write: bool = False
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        write: bool = False,
+        wait: float = 0.0,
+        purpose: str = "",
     ) -> Store:
-        """Open a store (creating it when ``create``); ``write`` takes the one-writer lock."""
+        """Open a store (creating it when ``create``); ``write`` takes the one-writer lock,
+        waiting up to ``wait`` seconds for another writer to finish (StoreLocked after
+        that); ``purpose``: what this writer does, told to the others it makes wait."""
         p = Path(path).expanduser()
         _refuse_file_in_path(p)
         if not (p / DB_NAME).exists():
@@ -172,7 +182,7 @@ class Store:
         lock, db = WriteLock(p), None
         try:
             if write:
-                lock.acquire()
+                lock.acquire(wait=wait, purpose=purpose)
             db = Database(p / DB_NAME)
             _migrate(db, lock)
             if write:  # the one writer: a run still marked running was killed
@@ -187,6 +197,28 @@ class Store:
     def close(self) -> None:
         self._db.close()
         self._lock.release()
+
+    @contextmanager
+    def writing(self, *, wait: float = 0.0, purpose: str = "") -> Iterator[Store]:
+        """This read store, made a writer for the block: the one-writer lock taken (waiting
+        up to ``wait`` seconds; StoreLocked after that) and given back at its end, so that a
+        long-lived reader (``vecstore serve``) holds the lock only while it writes. Not
+        reentrant, and not to be entered from two threads at once."""
+        if self.write:
+            raise VecstoreError("internal: this store already writes")
+        self._lock.acquire(wait=wait, purpose=purpose)
+        self.write = self._indexes.write = True
+        try:
+            self._db.runs.mark_interrupted()
+            yield self
+        finally:
+            self.write = self._indexes.write = False
+            self._lock.release()
+
+    def data_version(self) -> int:
+        """A number that moves whenever the database changes (any process): what was read
+        at one value can be trusted until it moves."""
+        return self._db.data_version()
 
     def __enter__(self) -> Store:
         return self
@@ -498,9 +530,11 @@ class Store:
             chosen=chosen,
         )
 
-    def remove_label(self, target: str, *, who: str | None = None) -> LabelChange:
+    def remove_label(
+        self, target: str, *, who: str | None = None, source: str = "cli"
+    ) -> LabelChange:
         self._require_write()
-        return label_ops.remove_label(self._db, target, who=who)
+        return label_ops.remove_label(self._db, target, who=who, source=source)
 
     def import_labels(
         self,
@@ -690,6 +724,35 @@ class Store:
         if out is not None:
             write_suggestions(out, picks)
         return picks
+
+    # ---- browsing (what `vecstore serve` shows) ------------------------------------------------
+    def review_table(self, space: str | None = None) -> ReviewTable:
+        """Every image with its expert label and the latest propagation's pseudo-label,
+        probabilities, review flag, cluster and metadata, read at the current data version
+        (page through it with ``vecstore.browse.select`` and ``review_queue``)."""
+        return browse.review_table(self._db, space, self.data_version())
+
+    def image_record(self, table: ReviewTable, image_id: int) -> dict[str, Any]:
+        """One image of ``table``: labels, probabilities, metadata, label history."""
+        return browse.image_record(self._db, table, image_id)
+
+    def dashboard(self, table: ReviewTable) -> dict[str, Any]:
+        """The figures of ``table``'s dashboard: counts, flagged share, recall promise, curve."""
+        return browse.dashboard(self._db, table)
+
+    def propagation_params(self, space: str | None = None) -> PropagationParams:
+        """The parameters (method included) of the space's latest propagation: what a
+        re-run repeats (the defaults when there is none)."""
+        from .labeling.crossfit import latest_params
+
+        return latest_params(self._db, self.get_space(space).name)
+
+    def image_file(self, image_id: int) -> str:
+        """The path of a stored image's file (raises UnknownImage)."""
+        img = self._db.images.get(image_id)
+        if img is None:
+            raise UnknownImage(f"no image with id {image_id} in this store")
+        return img.path
 
     # ---- outputs -----------------------------------------------------------------------------
     def export_table(self, opts: ExportOptions | None = None) -> pd.DataFrame:

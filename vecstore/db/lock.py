@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from ..errors import StoreLocked, StoreReadOnly
@@ -29,8 +30,12 @@ def _close_lock_fds_in_child() -> None:
 os.register_at_fork(after_in_child=_close_lock_fds_in_child)
 
 
+LOCK_POLL_S = 0.05  # how often a writer told to wait tries the lock again
+
+
 class WriteLock:
-    """``acquire()`` takes the lock or raises StoreLocked naming the holder's pid."""
+    """``acquire()`` takes the lock or raises StoreLocked naming the holder's pid and what
+    it is doing (``purpose``, written beside its pid: "ingest", "serve: label", ...)."""
 
     def __init__(self, store_path: Path) -> None:
         self.store_path = store_path
@@ -41,9 +46,19 @@ class WriteLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> None:
-        """Raises StoreLocked when another process writes, StoreReadOnly when this user
-        cannot write the store."""
+    def acquire(self, *, wait: float = 0.0, purpose: str = "") -> None:
+        """Raises StoreLocked when another process writes (still, after trying for ``wait``
+        seconds), StoreReadOnly when this user cannot write the store."""
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            try:
+                return self._try(purpose)
+            except StoreLocked:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(LOCK_POLL_S)
+
+    def _try(self, purpose: str) -> None:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -53,11 +68,12 @@ class WriteLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or None
+            held = os.pread(fd, 256, 0).decode(errors="replace").strip().split(" ", 1)
             os.close(fd)
-            raise StoreLocked(str(self.store_path), holder) from None
+            pid, doing = (held + [""])[:2] if held[0] else (None, "")
+            raise StoreLocked(str(self.store_path), pid, doing or None) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {purpose}".strip().encode(), 0)
         _HELD_LOCK_FDS.add(fd)
         self._fd = fd
 

@@ -102,18 +102,21 @@ def set_label(
             "pass --replace to change it"
         )
     change = Change(iid, label, source, chosen=chosen)
-    db.labels.apply([change], BatchInfo("set", who_is(who), source, target))
-    return LabelChange(iid, label, row.label if row else None)
+    batch = db.labels.apply([change], BatchInfo("set", who_is(who), source, target))
+    return LabelChange(iid, label, row.label if row else None, batch)
 
 
-def remove_label(db: Database, target: str, *, who: str | None = None) -> LabelChange:
+def remove_label(
+    db: Database, target: str, *, who: str | None = None, source: str = "cli"
+) -> LabelChange:
     """Remove the expert label of one image (a batch of one, which ``undo`` restores)."""
     iid = resolve_image(db, target)
     row = db.labels.get(iid)
     if row is None:
         raise BadInput(f"image {iid} has no expert label to remove")
-    db.labels.apply([Change(iid, None)], BatchInfo("remove", who_is(who), "cli", target))
-    return LabelChange(iid, None, row.label)
+    info = BatchInfo("remove", who_is(who), source, target)
+    batch = db.labels.apply([Change(iid, None)], info)
+    return LabelChange(iid, None, row.label, batch)
 
 
 def expert_counts(db: Database) -> list[LabelCount]:

@@ -1,0 +1,330 @@
+"""The images as a reviewer pages through them (what `vecstore serve` shows): the latest
+propagation's pseudo-label table beside the expert labels and metadata, filtered, sorted
+and paginated; the review queue, riskiest first; one image's whole record; the figures of
+the dashboard. Read-only: built from the database at one data version."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import BadInput, NoRun, UnknownImage
+from .labeling import history as label_history
+from .labeling.export import PROBA_PREFIX, export_table
+from .params import ExportOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from .db import Database
+
+SORTS = ("id", "confidence", "p_positive")
+MAX_PAGE = 500  # images a page holds at most
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """Which images, in which order: each field None means any."""
+
+    label: str | None = None  # the label in force (expert, else pseudo)
+    pseudo_label: str | None = None  # the pseudo-label (expert labels left out)
+    expert: str | None = None  # the expert label
+    source: str | None = None  # expert | propagated | none
+    cluster: int | None = None
+    needs_review: bool | None = None
+    where: tuple[tuple[str, str], ...] = ()  # metadata column = value (as text)
+    sort: str = "id"  # SORTS
+    descending: bool = False
+    offset: int = 0
+    limit: int = 60
+
+
+@dataclass
+class ReviewTable:
+    """One image per row (image_id, path, label, source, confidence, margin, p_<class>, ...,
+    needs_review, review_reason, cluster, expert), read at ``version``."""
+
+    df: pd.DataFrame
+    classes: list[str]
+    positive: str | None  # the costly class of the latest evaluation (its recall promise)
+    run_id: int | None  # the propagation shown; None: none yet (expert labels only)
+    space: str | None
+    version: int
+    flagged_share: float | None = None
+    expected_accuracy: float | None = None
+    metadata: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def review_table(db: Database, space: str | None, version: int) -> ReviewTable:
+    """The latest propagation's table (of ``space`` when given); without one, the images
+    with their expert labels only."""
+    import pandas as pd
+
+    meta = db.images.metadata_of()
+    try:
+        df, summary = export_table(db, ExportOptions(space=space))
+    except NoRun:
+        classes = sorted(set(db.labels.all().values()))
+        return ReviewTable(_experts_only(db), classes, None, None, space, version, metadata=meta)
+    classes = [c[len(PROBA_PREFIX) :] for c in df.columns if c.startswith(PROBA_PREFIX)]
+    df = df.assign(expert=df["label"].where(df["source"] == "expert"))
+    df["cluster"] = df["cluster"].astype("float").where(df["cluster"].notna(), np.nan)
+    rule = summary.positive_rule or {}
+    positive = rule.get("label") or _evaluated_positive(db, summary.space)
+    return ReviewTable(
+        df=pd.DataFrame(df),
+        classes=classes,
+        positive=positive if positive in classes else None,
+        run_id=summary.run_id,
+        space=summary.space,
+        version=version,
+        flagged_share=summary.review_share,
+        expected_accuracy=summary.expected_accuracy,
+        metadata=meta,
+    )
+
+
+def _experts_only(db: Database) -> pd.DataFrame:
+    import pandas as pd
+
+    seeds = db.labels.all()
+    rows = [
+        {
+            "image_id": iid,
+            "path": path,
+            "sha256": sha,
+            "label": seeds.get(iid),
+            "expert": seeds.get(iid),
+            "source": "expert" if iid in seeds else "none",
+            "confidence": 1.0 if iid in seeds else 0.0,
+            "second_label": None,
+            "margin": np.nan,
+            "needs_review": False,
+            "review_reason": "",
+            "decision": "expert" if iid in seeds else "none",
+            "cluster": np.nan,
+        }
+        for iid, path, sha in db.images.export_rows()
+    ]
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["image_id"])
+
+
+def _evaluated_positive(db: Database, space: str) -> str | None:
+    ev = db.runs.latest("evaluate", space)
+    return (ev.params or {}).get("positive") if ev is not None else None
+
+
+# ---- a page of images ------------------------------------------------------------------------
+def select(table: ReviewTable, f: ImageFilter) -> tuple[int, list[dict[str, Any]]]:
+    """(how many images match, the page of them asked for)."""
+    if f.sort not in SORTS:
+        raise BadInput(f"sort must be one of {', '.join(SORTS)}, not {f.sort!r}")
+    if f.sort == "p_positive" and table.positive is None:
+        raise BadInput("no positive class yet: run `vecstore evaluate --positive CLASS`")
+    if not 1 <= f.limit <= MAX_PAGE or f.offset < 0:
+        raise BadInput(f"limit must be 1 to {MAX_PAGE} and offset at least 0")
+    df = table.df[_mask(table, f)]
+    key = {"id": "image_id", "confidence": "confidence"}.get(f.sort)
+    key = key or PROBA_PREFIX + str(table.positive)
+    df = df.sort_values([key, "image_id"], ascending=[not f.descending, True], kind="stable")
+    page = df.iloc[f.offset : f.offset + f.limit]
+    return len(df), [item(table, row) for row in page.to_dict("records")]
+
+
+def _mask(table: ReviewTable, f: ImageFilter) -> np.ndarray:
+    df = table.df
+    keep = np.ones(len(df), bool)
+    for column, value in [
+        ("label", f.label),
+        ("expert", f.expert),
+        ("source", f.source),
+        ("cluster", f.cluster),
+        ("needs_review", f.needs_review),
+    ]:
+        if value is not None:
+            keep &= (df[column] == value).to_numpy()
+    if f.pseudo_label is not None:
+        keep &= ((df["label"] == f.pseudo_label) & (df["source"] == "propagated")).to_numpy()
+    for column, value in f.where:
+        have = {i for i, m in table.metadata.items() if str(m.get(column)) == value}
+        keep &= df["image_id"].isin(have).to_numpy()
+    return keep
+
+
+def item(table: ReviewTable, row: dict[str, Any]) -> dict[str, Any]:
+    """The JSON of one image of the table."""
+    return {
+        "id": int(row["image_id"]),
+        "path": row["path"],
+        "name": os.path.basename(row["path"] or ""),
+        "label": _none(row.get("label")),
+        "expert": _none(row.get("expert")),
+        "source": row["source"],
+        "confidence": _float(row.get("confidence")),
+        "margin": _float(row.get("margin")),
+        "second_label": _none(row.get("second_label")),
+        "needs_review": bool(row.get("needs_review")),
+        "review_reason": row.get("review_reason") or "",
+        "cluster": None if _float(row.get("cluster")) is None else int(row["cluster"]),
+        "p": {c: _float(row.get(PROBA_PREFIX + c)) for c in table.classes},
+    }
+
+
+def _none(v: Any) -> Any:
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+
+
+def _float(v: Any) -> float | None:
+    v = _none(v)
+    return None if v is None else float(v)
+
+
+# ---- the review queue ------------------------------------------------------------------------
+def review_queue(table: ReviewTable, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """The flagged pseudo-labels, the riskiest first: with a positive class, those called
+    negative, most probably positive first (a possible missed positive), then the flagged
+    positives, least sure first; without one, least sure first."""
+    df = table.df
+    if "margin" not in df or not len(df):
+        return 0, []
+    df = df[df["needs_review"] & (df["source"] == "propagated")]
+    if table.positive is not None:
+        p = df[PROBA_PREFIX + table.positive]
+        missed = df["label"] != table.positive
+        df = df.assign(_g=(~missed).astype(int), _k=np.where(missed, -p, df["margin"]))
+    else:
+        df = df.assign(_g=0, _k=df["margin"])
+    df = df.sort_values(["_g", "_k", "image_id"], kind="stable")
+    page = df.iloc[offset : offset + limit].to_dict("records")
+    return len(df), [{**item(table, r), "risk": _risk(table, r)} for r in page]
+
+
+def _risk(table: ReviewTable, row: dict[str, Any]) -> str:
+    pos = table.positive
+    if pos is not None and row["label"] != pos:
+        return f"possible missed {pos}: p({pos}) = {row[PROBA_PREFIX + pos]:.3f}"
+    return row.get("review_reason") or "least sure"
+
+
+# ---- one image -------------------------------------------------------------------------------
+def image_record(db: Database, table: ReviewTable, image_id: int) -> dict[str, Any]:
+    """One image: its row of the table, metadata, expert label (who, when, how chosen) and
+    label history."""
+    rows = table.df[table.df["image_id"] == image_id]
+    if not len(rows):
+        raise UnknownImage(f"no image with id {image_id} in this store")
+    row = rows.iloc[0].to_dict()
+    lab = db.labels.get(image_id)
+    events = label_history.history(db, str(image_id))
+    last = next((e for e in reversed(events) if e.new_label is not None), None)
+    expert = None
+    if lab is not None:
+        expert = {
+            "label": lab.label,
+            "source": lab.source,
+            "chosen": lab.chosen,
+            "who": last.who if last else "",
+            "at": last.at if last else "",
+        }
+    return {
+        **item(table, row),
+        "sha256": row.get("sha256"),
+        "decision": row.get("decision") or "",
+        "metadata": table.metadata.get(image_id, {}),
+        "expert_detail": expert,
+        "history": [
+            {
+                "batch": e.batch,
+                "at": e.at,
+                "who": e.who,
+                "kind": e.kind,
+                "old_label": e.old_label,
+                "new_label": e.new_label,
+                "new_source": e.new_source,
+            }
+            for e in events
+        ],
+    }
+
+
+# ---- the dashboard ---------------------------------------------------------------------------
+def dashboard(db: Database, table: ReviewTable) -> dict[str, Any]:
+    """Counts per label and source, the propagation shown, the flagged share, the recall
+    promise of the latest evaluation and the latest learning curve."""
+    df = table.df
+    counts = (
+        df.groupby(["label", "source"], dropna=False).size().reset_index(name="count")
+        if len(df)
+        else None
+    )
+    prop = db.runs.get(table.run_id, "propagate") if table.run_id else None
+    return {
+        "images": len(df),
+        "classes": table.classes,
+        "positive": table.positive,
+        "space": table.space,
+        "counts": [
+            {"label": _none(r["label"]), "source": r["source"], "count": int(r["count"])}
+            for r in (counts.to_dict("records") if counts is not None else [])
+        ],
+        "expert": int((df["source"] == "expert").sum()) if len(df) else 0,
+        "pseudo": int((df["source"] == "propagated").sum()) if len(df) else 0,
+        "flagged": int((df["needs_review"] & (df["source"] == "propagated")).sum())
+        if len(df)
+        else 0,
+        "flagged_share": table.flagged_share,
+        "expected_accuracy": table.expected_accuracy,
+        "propagation": None
+        if prop is None
+        else {
+            "run_id": prop.id,
+            "space": prop.space,
+            "method": (prop.params or {}).get("method"),
+            "at": prop.started_at.isoformat(timespec="seconds"),
+        },
+        "promise": _promise(db, table),
+        "curve": _curve(db, table.space),
+        "version": table.version,
+    }
+
+
+def _promise(db: Database, table: ReviewTable) -> dict[str, Any] | None:
+    ev = db.runs.latest("evaluate", table.space) if table.space else None
+    p = (ev.stats or {}).get("recall_promise") if ev is not None else None
+    if not p or table.positive is None:
+        return None
+    holds = p.get("threshold") is not None
+    more = None if holds else max(0, p["positives_needed"] - p["positives"])
+    reason = (
+        f"recall of {table.positive} >= {p['target']:.2f} with probability "
+        f"{p['holds_with']:.2f} for p({table.positive}) >= {p['threshold']:.4g}"
+        if holds
+        else f"declined: {p['positives']} {table.positive} labels scored, "
+        f"{p['positives_needed']} needed ({more} more)"
+    )
+    return {
+        "label": table.positive,
+        "target": p["target"],
+        "confidence": p["confidence"],
+        "threshold": p.get("threshold"),
+        "holds": holds,
+        "reason": reason,
+        "more_positives": more,
+        "run_id": ev.id,
+    }
+
+
+def _curve(db: Database, space: str | None) -> dict[str, Any] | None:
+    run = db.runs.latest("learning_curve", space) if space else None
+    points = (run.stats or {}).get("points") if run is not None else None
+    if not points:
+        return None
+    return {
+        "sizes": [pt["labels"] for pt in points],
+        "accuracy": [pt["accuracy"] for pt in points],
+        "recall": [pt["recall"] for pt in points] if points[0].get("recall") is not None else None,
+        "run_id": run.id,
+    }

@@ -1,0 +1,172 @@
+"""What the web layer holds between requests: one store open to read, the review table of
+its current data version (rebuilt when another process writes), writes that take the
+one-writer lock only for their own duration (``busy`` when another writer holds it), and the
+background jobs (propagate, evaluate, cluster) with their state."""
+
+from __future__ import annotations
+
+import getpass
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..browse import ReviewTable
+from ..errors import StoreLocked, VecstoreError
+from ..params import ClusterParams, EvaluationParams
+from ..store import Store
+from .options import ServeOptions
+
+
+class Busy(VecstoreError):
+    """Another process holds the write lock: the write is refused, nothing changed."""
+
+    def __init__(self, locked: StoreLocked) -> None:
+        doing = locked.purpose or "another writer"
+        pid = f" (pid {locked.holder})" if locked.holder else ""
+        super().__init__(f"busy: {doing} running{pid}; nothing was written, try again when it ends")
+
+
+@dataclass
+class Job:
+    id: int
+    kind: str
+    space: str | None
+    state: str = "running"  # running | done | failed
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    message: str = ""
+    result: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        end = self.ended or time.time()
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "space": self.space,
+            "state": self.state,
+            "started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(
+                timespec="seconds"
+            ),
+            "seconds": round(end - self.started, 2),
+            "message": self.message,
+            "result": self.result,
+        }
+
+
+JOB_KINDS = ("propagate", "evaluate", "cluster")
+
+
+class ReviewService:
+    """The store as the web layer sees it. Reads share one open store (its index cache and
+    the review table guarded by a lock); each write opens the write lock for itself."""
+
+    def __init__(self, path: str | Path, options: ServeOptions) -> None:
+        self.path = Path(path)
+        self.options = options
+        self.store = Store.open(self.path)
+        self._read = threading.RLock()
+        self._write = threading.Lock()
+        self._table: ReviewTable | None = None
+        self._label_of: dict[int, tuple[Any, str]] = {}
+        self._reviewer = options.reviewer or os.environ.get("VECSTORE_USER") or _login()
+        self._jobs: dict[int, Job] = {}
+        self._job_ids = itertools.count(1)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ---- reads ---------------------------------------------------------------------------------
+    def table(self) -> ReviewTable:
+        """The review table at the store's current data version."""
+        with self._read:
+            if self._table is None or self._table.version != self.store.data_version():
+                self._table = self.store.review_table()
+                df = self._table.df
+                self._label_of = dict(zip(df["image_id"], zip(df["label"], df["source"])))
+            return self._table
+
+    def label_of(self, image_id: int) -> tuple[str | None, str]:
+        """(label in force, its source) of an image of the current table."""
+        with self._read:
+            self.table()
+            label, source = self._label_of.get(image_id, (None, "none"))
+        return (label if isinstance(label, str) else None), source
+
+    @contextmanager
+    def reading(self) -> Iterator[Store]:
+        """The store, for reads that touch its index cache (one at a time)."""
+        with self._read:
+            yield self.store
+
+    # ---- writes --------------------------------------------------------------------------------
+    @contextmanager
+    def writing(self, purpose: str) -> Iterator[Store]:
+        """The store made a writer for one request (Busy when another process writes)."""
+        with self._write:
+            try:
+                with self.store.writing(purpose=f"serve: {purpose}") as store:
+                    yield store
+            except StoreLocked as exc:
+                raise Busy(exc) from None
+
+    def reviewer(self, named: str | None) -> str:
+        """The name a request gives (X-Reviewer), else the service's."""
+        name = (named or "").strip()
+        return name[:128] if name else self._reviewer
+
+    # ---- jobs ----------------------------------------------------------------------------------
+    def start_job(self, kind: str, space: str | None) -> Job:
+        """Start a propagate / evaluate / cluster run in the background, with a store of its
+        own opened to write now (Busy when another writer runs)."""
+        if kind not in JOB_KINDS:
+            raise VecstoreError(f"a job is one of {', '.join(JOB_KINDS)}, not {kind!r}")
+        try:
+            store = Store.open(self.path, write=True, purpose=f"serve: {kind}")
+        except StoreLocked as exc:
+            raise Busy(exc) from None
+        job = Job(next(self._job_ids), kind, space)
+        self._jobs[job.id] = job
+        work = self._work(kind, space, store)
+        threading.Thread(target=self._run, args=(job, store, work), daemon=True).start()
+        return job
+
+    def _work(self, kind: str, space: str | None, store: Store) -> Callable[[], Any]:
+        if kind == "propagate":
+            return lambda: store.propagate(space, store.propagation_params(space))
+        if kind == "cluster":
+            return lambda: store.cluster(space, ClusterParams())
+        positive = self.table().positive
+        return lambda: store.evaluate(space, EvaluationParams(positive=positive))
+
+    def _run(self, job: Job, store: Store, work: Callable[[], Any]) -> None:
+        try:
+            out = work()
+            job.result = out.to_dict() if hasattr(out, "to_dict") else None
+            job.state, job.message = "done", f"{job.kind} done"
+        except VecstoreError as exc:
+            job.state, job.message = "failed", str(exc)
+        except Exception as exc:  # a job's own failure is reported, the server goes on
+            job.state, job.message = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            job.ended = time.time()
+            store.close()
+
+    def jobs(self) -> list[Job]:
+        return sorted(self._jobs.values(), key=lambda j: -j.id)
+
+    def job(self, job_id: int) -> Job | None:
+        return self._jobs.get(job_id)
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container, say)
+        return "reviewer"
