@@ -274,3 +274,7 @@ def demo(obj: Ctx, out: Path, spaces, k: int) -> None:
         f"rows, {r.export.needs_review} flagged needs_review)"
     )
     click.echo(f"store: {obj.store_path}  (try: vecstore --store {obj.store_path} labels)")
+    click.echo(
+        f"review the pseudo-labels in a browser: vecstore --store {obj.store_path} serve "
+        "(then open http://localhost:8000/)"
+    )

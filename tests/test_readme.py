@@ -95,6 +95,46 @@ def test_makefile_demo_and_test_targets_match_the_readme():
     assert "make test" in ci
 
 
+def service_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    part = text.split("### The review service", 1)[1].split("\n\n", 2)[1]
+    return [line.strip() for line in part.splitlines() if line.strip().startswith("vecstore ")]
+
+
+def _run_as_written(cmd: str, cwd: Path, env: dict) -> None:
+    """A command of the service section: `vecstore serve ...` must answer on the port it
+    says (8000 unless --port) until stopped; any other runs to completion."""
+    args = shlex.split(re.sub(r"\s+#.*$", "", cmd))
+    if "serve" not in args:
+        r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, f"{cmd!r} failed: {r.stdout}\n{r.stderr}"
+        return
+    port = args[args.index("--port") + 1] if "--port" in args else "8000"
+    with subprocess.Popen(args, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True) as server:
+        try:
+            answer = _poll(f"http://127.0.0.1:{port}/api/summary", server)
+        finally:
+            server.terminate()
+        assert answer["images"] == 1797 and answer["propagation"] is not None, answer
+
+
+def _poll(url: str, server: subprocess.Popen, limit: float = 60) -> dict:
+    import json
+    import time
+    import urllib.request
+
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert server.poll() is None, server.stderr.read() if server.stderr else ""
+        try:
+            with direct.open(url, timeout=5) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer in {limit} s")
+
+
 @pytest.mark.slow
 def test_tour_commands_work_as_written(tmp_path):
     commands = tour_commands()
@@ -124,6 +164,8 @@ def test_tour_commands_work_as_written(tmp_path):
     for cmd in commands:
         r = subprocess.run(shlex.split(cmd), cwd=tmp_path, env=env, capture_output=True, text=True)
         assert r.returncode == 0, f"{cmd!r} failed: {r.stdout}\n{r.stderr}"
+    for cmd in service_commands():
+        _run_as_written(cmd, tmp_path, env)
     # the Python API example, as written, on the same demo store
     api = subprocess.run(
         [sys.executable, "-c", python_example()], cwd=tmp_path, capture_output=True, text=True

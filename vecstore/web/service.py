@@ -64,14 +64,16 @@ JOB_KINDS = ("propagate", "evaluate", "cluster")
 
 
 class ReviewService:
-    """The store as the web layer sees it. Reads share one open store (its index cache and
-    the review table guarded by a lock); each write opens the write lock for itself."""
+    """The store as the web layer sees it. Reads share one open store (its index cache
+    guarded by a lock, the review table rebuilt when the data moved); each write takes the
+    store's write lock for itself."""
 
     def __init__(self, path: str | Path, options: ServeOptions) -> None:
         self.path = Path(path)
         self.options = options
         self.store = Store.open(self.path)
-        self._read = threading.RLock()
+        self._read = threading.Lock()  # the store's index cache: one query at a time
+        self._rebuild = threading.Lock()  # one review table built at a time
         self._write = threading.Lock()
         self._table: ReviewTable | None = None
         self._label_of: dict[int, tuple[Any, str]] = {}
@@ -84,19 +86,28 @@ class ReviewService:
 
     # ---- reads ---------------------------------------------------------------------------------
     def table(self) -> ReviewTable:
-        """The review table at the store's current data version."""
-        with self._read:
-            if self._table is None or self._table.version != self.store.data_version():
-                self._table = self.store.review_table()
-                df = self._table.df
-                self._label_of = dict(zip(df["image_id"], zip(df["label"], df["source"])))
-            return self._table
+        """The review table at the store's current data version. One rebuild at a time:
+        while one runs (another process wrote), other requests get the table before it."""
+        held = self._table
+        if held is not None and held.version == self.store.data_version():
+            return held
+        if self._rebuild.acquire(blocking=held is None):
+            try:
+                if self._table is None or self._table.version != self.store.data_version():
+                    table = self.store.review_table()
+                    df = table.df
+                    self._label_of = dict(zip(df["image_id"], zip(df["label"], df["source"])))
+                    self._table = table
+            finally:
+                self._rebuild.release()
+        assert self._table is not None
+        return self._table
 
     def label_of(self, image_id: int) -> tuple[str | None, str]:
-        """(label in force, its source) of an image of the current table."""
-        with self._read:
+        """(label in force, its source) of an image, as of the latest table built."""
+        if self._table is None:
             self.table()
-            label, source = self._label_of.get(image_id, (None, "none"))
+        label, source = self._label_of.get(image_id, (None, "none"))
         return (label if isinstance(label, str) else None), source
 
     @contextmanager
