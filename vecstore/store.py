@@ -711,16 +711,18 @@ class Store:
         seed: int = 0,
         out: str | os.PathLike[str] | None = None,
         propagation: PropagationParams | None = None,
+        who: str | None = None,
     ) -> list[Suggestion]:
         """The n images whose labels would help most, with why each was picked; with
         ``out``, also written there as a CSV whose `label` column is left to fill (then
         ``import_labels`` it). Pseudo-label margins come from ``propagation`` (default
         PropagationParams()). Recorded as a run naming the images picked (their labels are
-        then "suggested" whatever file brings them), so it needs a store open to write."""
+        then "suggested" whatever file brings them), so it needs a store open to write;
+        ``who``: the person asking, recorded with the run."""
         from .labeling.suggestion import suggest, write_suggestions
 
         self._require_write()
-        picks = suggest(self._db, n, space, seed=seed, params=propagation)
+        picks = suggest(self._db, n, space, seed=seed, params=propagation, who=who)
         if out is not None:
             write_suggestions(out, picks)
         return picks

@@ -30,16 +30,19 @@ def suggest(
     *,
     seed: int = 0,
     params: PropagationParams | None = None,
+    who: str | None = None,
 ) -> list[Suggestion]:
     """The n images whose labels would help most. Once the expert labels cover two classes,
     the current pseudo-labels (their margins) steer the choice. Recorded as a ``suggest``
     run listing the picked image ids: their labels, whatever file brings them, are then
-    known to be chosen by vecstore ("suggested"), not drawn at random."""
+    known to be chosen by vecstore ("suggested"), not drawn at random; ``who`` asked for
+    them (recorded with the run when given)."""
     if n < 1:
         raise BadInput("-n must be at least 1")
     params = params or PropagationParams()
     sp, ids, x = space_matrix(db, space)
-    with db.runs.record(SUGGEST, sp.name, {"n": n, "seed": seed, **params.to_dict()}) as run:
+    asked = {"n": n, "seed": seed, **params.to_dict(), **({"who": who} if who else {})}
+    with db.runs.record(SUGGEST, sp.name, asked) as run:
         seeds = db.labels.all()
         picks = _pick(db, sp.name, ids, x, seeds, n, seed, params)
         run.stats = {

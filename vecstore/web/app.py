@@ -1,5 +1,5 @@
-"""The HTTP routes of `vecstore serve` (FastAPI: its OpenAPI description at /openapi.json,
-the interactive one at /docs): each parses a request, calls the Store through the
+"""The HTTP routes of `vecstore serve` (FastAPI; its OpenAPI description at /openapi.json):
+each parses a request, calls the Store through the
 ReviewService, and returns JSON. Library errors become JSON answers: unknown image 404,
 another writer 409, bad values 422."""
 
@@ -49,7 +49,11 @@ def create_app(store_path: str | os.PathLike[str], options: ServeOptions | None 
     """The service over the store at ``store_path`` (opened now, to read)."""
     options = options or ServeOptions()
     service = ReviewService(store_path, options)
-    app = FastAPI(title="vecstore", version=__version__, description=__doc__)
+    # the OpenAPI description at /openapi.json; no /docs page: FastAPI's loads Swagger UI from
+    # a CDN with an inline script, which this service's CSP (and an offline machine) forbid
+    app = FastAPI(
+        title="vecstore", version=__version__, description=__doc__, docs_url=None, redoc_url=None
+    )
     app.state.service = service
     app.middleware("http")(Guard(options.token, options.port))
     _errors(app)
@@ -70,18 +74,18 @@ def _errors(app: FastAPI) -> None:
 
 
 def _pages(app: FastAPI) -> None:
+    @app.get("/static/plotly.min.js", include_in_schema=False)
+    def plotly_js() -> FileResponse:
+        import plotly  # its bundled plotly.js, as the report embeds it
+
+        path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+        return FileResponse(str(path), media_type="text/javascript")
+
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
-
-    @app.get("/plotly.min.js", include_in_schema=False)
-    def plotly_js() -> FileResponse:
-        import plotly
-
-        path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-        return FileResponse(str(path), media_type="text/javascript")
 
 
 def _image_routes(app: FastAPI, service: ReviewService) -> None:
@@ -153,11 +157,15 @@ def _image_routes(app: FastAPI, service: ReviewService) -> None:
         data = await file.read(service.options.max_upload + 1)
         if len(data) > service.options.max_upload:
             raise HTTPException(413, f"upload over {service.options.max_upload} bytes")
+        name = os.path.basename(file.filename or "upload")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "upload"
             path.write_bytes(data)
-            with service.reading() as store:
-                res = store.query(path=str(path), space=space, k=k)
+            try:
+                with service.reading() as store:
+                    res = store.query(path=str(path), space=space, k=k)
+            except BadInput as exc:
+                raise BadInput(str(exc).replace(str(path), name)) from None
         return {**_hits(service, res), "query": f"upload {file.filename or ''}".strip()}
 
 
@@ -198,11 +206,15 @@ def _label_routes(app: FastAPI, service: ReviewService) -> None:
         total, items = review_queue(table, offset, limit)
         return {"total": total, "items": items, "classes": table.classes}
 
-    @app.get("/api/queue/next")
-    def queue_next(n: int = Query(20, ge=1, le=200), space: str | None = None) -> dict[str, Any]:
-        """The images whose labels would help most (`vecstore suggest`, recorded as a run)."""
+    @app.post("/api/queue/next")
+    def queue_next(
+        request: Request, n: int = Query(20, ge=1, le=200), space: str | None = None
+    ) -> dict[str, Any]:
+        """The images whose labels would help most (`vecstore suggest`: recorded as a run
+        with the reviewer, so a POST)."""
+        who = service.reviewer(request.headers.get("x-reviewer"))
         with service.writing("suggest") as store:
-            picks = store.suggest(n, space)
+            picks = store.suggest(n, space, who=who)
         items = [{**p.to_dict(), "name": os.path.basename(p.path or "")} for p in picks]
         return {"items": items, "classes": service.table().classes}
 

@@ -51,6 +51,8 @@ class Guard:
             return _error(421, "this service answers on the loopback only (Host header)")
         if self.token is not None and not self._has_token(request):
             return _error(401, "a token is required: open the address `vecstore serve` printed")
+        if request.headers.get("sec-fetch-site", "none") not in ("same-origin", "none"):
+            return _error(403, "cross-site request refused")
         if request.method not in SAFE_METHODS and not _same_origin(request):
             return _error(403, "cross-site request refused (send the X-Vecstore header)")
         return None
@@ -68,7 +70,9 @@ class Guard:
     def _token_cookie(self, request: Request) -> Response:
         """The token of a link, kept as a cookie (HttpOnly, SameSite=Strict), the link
         itself left for the same address without it (out of the history and the logs)."""
-        resp = RedirectResponse(request.url.remove_query_params("token").path, status_code=303)
+        rest = request.url.remove_query_params("token")
+        to = rest.path + (f"?{rest.query}" if rest.query else "")
+        resp = RedirectResponse(to, status_code=303)
         resp.set_cookie(TOKEN_COOKIE, self.token or "", httponly=True, samesite="strict")
         return resp
 
@@ -76,10 +80,9 @@ class Guard:
 def _same_origin(request: Request) -> bool:
     """A write must carry the X-Vecstore header (a cross-site page cannot send it without a
     CORS preflight, which this service never grants) and, when the browser says where it
-    comes from, come from this very origin."""
+    comes from, come from this very origin. (Any request a browser marks as sent from
+    another site, Sec-Fetch-Site, is refused before: reads too.)"""
     if CSRF_HEADER not in request.headers:
-        return False
-    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return False
     origin = request.headers.get("origin")
     host = request.headers.get("host", "")

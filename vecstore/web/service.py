@@ -104,9 +104,9 @@ class ReviewService:
         return self._table
 
     def label_of(self, image_id: int) -> tuple[str | None, str]:
-        """(label in force, its source) of an image, as of the latest table built."""
-        if self._table is None:
-            self.table()
+        """(label in force, its source) of an image, from the current table (or the one
+        before it while another request rebuilds it)."""
+        self.table()
         label, source = self._label_of.get(image_id, (None, "none"))
         return (label if isinstance(label, str) else None), source
 
