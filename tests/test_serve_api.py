@@ -294,6 +294,7 @@ def test_one_image_record(client, built):
     assert rec["p"] == {"cancer": 1.0, "normal": 0.0}
     assert rec["metadata"] == built.meta["c0.png"]
     assert rec["size"] == [32, 32] and rec["bits"] == 8 and rec["mode"] == "L"
+    assert rec["range"] is None
     assert rec["expert_detail"]["source"] == "folder" and rec["expert_detail"]["chosen"] == "folder"
     assert [(h["kind"], h["new_label"]) for h in rec["history"]] == [("folder", "cancer")]
     u = client.get(f"/api/images/{built.ids['u3.png']}").json()
@@ -322,7 +323,7 @@ def test_thumb_and_full_are_png(client, built):
 def test_sixteen_bit_image_is_windowed(client, built):
     iid = built.ids[DEEP]
     rec = client.get(f"/api/images/{iid}").json()
-    assert rec["bits"] == 16 and rec["size"] == [64, 64]
+    assert rec["bits"] == 16 and rec["size"] == [64, 64] and rec["range"] == [0, 4000]
     thumb = client.get(f"/api/images/{iid}/thumb")
     assert thumb.headers["content-type"] == "image/png" and _png(thumb.content).dtype == np.uint8
     whole = _png(client.get(f"/api/images/{iid}/full").content)
@@ -387,6 +388,7 @@ def test_query_by_upload(client, built):
     assert r.status_code == 200, r.text
     got = r.json()
     assert got["query"] == "upload mine.png" and got["space"] == "pixels"
+    assert got["query_id"] == iid  # its bytes are a stored image: said so
     assert len(got["items"]) == 3
     assert all(h["label"] in ("cancer", "normal") and h["source"] for h in got["items"])
     # the same bytes are the stored image itself: left out, as its neighbours are
@@ -407,6 +409,7 @@ def test_query_by_upload(client, built):
         "/api/query", files={"file": ("x.png", b"just some text", "image/png")}, headers=WRITE
     )
     assert r.status_code == 422 and "not an image" in r.json()["detail"], r.text
+    assert "x.png" in r.json()["detail"] and "/tmp" not in r.json()["detail"]
     r = client.post("/api/query", files={"file": ("x.png", b"", "image/png")}, headers=WRITE)
     assert 400 <= r.status_code < 500 and r.json()["detail"]
     r = client.post("/api/query", data={"k": "3"}, headers=WRITE)  # no file at all

@@ -275,7 +275,10 @@ def dashboard(db: Database, table: ReviewTable) -> dict[str, Any]:
         "flagged": int((df["needs_review"] & (df["source"] == "propagated")).sum())
         if len(df)
         else 0,
-        "flagged_share": table.flagged_share,
+        # a share of None flags every pseudo-label (no smaller share reaches the target)
+        "flagged_share": 1.0
+        if table.flagged_share is None and table.run_id
+        else table.flagged_share,
         "expected_accuracy": table.expected_accuracy,
         "propagation": None
         if prop is None

@@ -215,7 +215,13 @@ def _label_routes(app: FastAPI, service: ReviewService) -> None:
         who = service.reviewer(request.headers.get("x-reviewer"))
         with service.writing("suggest") as store:
             picks = store.suggest(n, space, who=who)
-        items = [{**p.to_dict(), "name": os.path.basename(p.path or "")} for p in picks]
+        # without the suggestion's own grouping (not the cluster run the gallery shows)
+        # and its empty `label` column (for a CSV to fill)
+        items = [
+            {**p.to_dict(), "name": os.path.basename(p.path or ""), "cluster": None} for p in picks
+        ]
+        for it in items:
+            it.pop("label")
         return {"items": items, "classes": service.table().classes}
 
 
@@ -266,7 +272,8 @@ def _hits(service: ReviewService, res: Any) -> dict[str, Any]:
                 "source": source,
             }
         )
-    return {"space": res.space, "query": res.query, "items": items}
+    # query_id: the stored image the query is (an upload of its very bytes): left out
+    return {"space": res.space, "query": res.query, "query_id": res.query_id, "items": items}
 
 
 def _where(pairs: list[str]) -> tuple[tuple[str, str], ...]:

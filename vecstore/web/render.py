@@ -26,9 +26,14 @@ class Window:
 
 
 def describe(path: str, limits: FileLimits) -> dict:
-    """Size, mode and bits per sample of a stored image."""
+    """Size, mode and bits per sample of a stored image; for more than 8 bits, the range
+    of its values (what window/level sliders span)."""
     img = open_image_file(path, limits)
-    return {"size": list(img.size), "mode": img.mode, "bits": _bits(img)}
+    out = {"size": list(img.size), "mode": img.mode, "bits": _bits(img), "range": None}
+    if out["bits"] > 8:
+        lo, hi = img.getextrema() if img.mode in ("I", "F") else img.convert("I").getextrema()
+        out["range"] = [float(lo), float(hi)]
+    return out
 
 
 def thumbnail_png(path: str, size: int, limits: FileLimits) -> bytes:
