@@ -66,6 +66,9 @@ def test_wheel_contains_cli_and_migrations(tmp_path):
         "vecstore/store.py",
         "vecstore/embedders/resnet.py",
         "vecstore/report.html",
+        "vecstore/web/static/index.html",  # the review UI ships in the package (no CDN)
+        "vecstore/web/static/app.js",
+        "vecstore/web/static/app.css",
         *(
             f"{package.relative_to(REPO)}/__init__.py"
             for package in sorted((REPO / "vecstore").glob("*/"))
