@@ -182,3 +182,23 @@ def test_index_file_is_written_only_when_it_changes(image_dir, cli, store_path):
     assert cli("ingest", image_dir).exit_code == 0
     assert idx.stat().st_mtime_ns != before
     assert "index and database agree on 11 ids" in cli("check").output
+
+
+def test_a_label_write_does_not_make_a_query_reread_the_index_ids(image_dir, cli, store_path):
+    """The index cache watches the space's vectors (a mark read in one scan), not every
+    write: after a label is set, the next query reads no id list and syncs nothing; after
+    new vectors, it catches up."""
+    _ingest(cli, image_dir)
+    with Store.open(store_path) as store:
+        reads = []
+        real = store._db.vectors.ids
+        store._db.vectors.ids = lambda sp: reads.append(sp.name) or real(sp)
+        assert len(store.query(image_id=1, k=3).hits) == 3
+        first = len(reads)
+        assert cli("labels", "set", image_dir / "unlabeled" / "u0.png", "normal").exit_code == 0
+        assert len(store.query(image_id=1, k=3).hits) == 3
+        assert len(reads) == first  # a label changed, no vector: nothing re-read
+        make_image(image_dir / "more" / "m0.png", seed=4242)
+        assert cli("ingest", image_dir, "--space", "pixels").exit_code == 0
+        hits = store.query(image_id=1, k=20).hits
+        assert len(reads) == first + 1 and len(hits) == 10  # caught up: 10 others of 11

@@ -6,7 +6,7 @@ the dashboard. Read-only: built from the database at one data version."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -331,3 +331,32 @@ def _curve(db: Database, space: str | None) -> dict[str, Any] | None:
         "recall": [pt["recall"] for pt in points] if points[0].get("recall") is not None else None,
         "run_id": run.id,
     }
+
+
+def with_expert_label(
+    table: ReviewTable, image_id: int, label: str, version: int
+) -> ReviewTable | None:
+    """``table`` with one more expert label, as read at ``version``: what a rebuild would
+    give when that label is the only change since the table was read (the image's row
+    becomes the expert's; the other pseudo-labels stay until the next propagation). None
+    when it cannot be told so (an image or a class the table does not have)."""
+    rows = np.flatnonzero(table.df["image_id"].to_numpy() == image_id)
+    if len(rows) != 1 or label not in table.classes or "margin" not in table.df:
+        return None
+    df = table.df.copy()
+    r = df.index[rows[0]]
+    values = {
+        "label": label,
+        "expert": label,
+        "source": "expert",
+        "confidence": 1.0,
+        "second_label": None,
+        "margin": np.nan,
+        "needs_review": False,
+        "review_reason": "",
+        "decision": "expert",
+        **{PROBA_PREFIX + c: float(c == label) for c in table.classes},
+    }
+    for column, value in values.items():
+        df.at[r, column] = value
+    return replace(table, df=df, version=version)

@@ -57,6 +57,19 @@ class VectorRepo:
             )
             return np.fromiter((r[0] for r in cur), dtype=np.int64)
 
+    def mark(self, space: Space) -> tuple:
+        """What moves whenever a space's set of vectors changes, read in one index scan
+        instead of every id: their count, the sum of their image ids and the largest rowid.
+        Vectors are only inserted (a new rowid past the largest, unless that row was just
+        deleted) and deleted (with their image, whose id is never given again), so two
+        different sets cannot give the same mark."""
+        return tuple(
+            self.db.read(
+                "SELECT COUNT(*), TOTAL(image_id), MAX(rowid) FROM vectors WHERE space_id = ?",
+                (space.id,),
+            )[0]
+        )
+
     def one(self, space: Space, image_id: int) -> np.ndarray | None:
         """The vector of one image (1 x dim), or None; on the query's hot path."""
         rows = self.db.read(

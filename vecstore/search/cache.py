@@ -44,6 +44,7 @@ class IndexCache:
         self.write = write
         self._indexes: dict[str, SpaceIndex] = {}
         self._versions: dict[str, int] = {}  # data_version each cached index was synced at
+        self._marks: dict[str, tuple] = {}  # the space's vectors' mark at that sync
 
     def path(self, space: Space) -> Path:
         return self.folder / f"{space.name}.faiss"
@@ -57,6 +58,10 @@ class IndexCache:
         t = self.db.spaces.transform(space.id)
         if idx is not None and fingerprint(idx.transform) != fingerprint(t):
             idx = None  # held under the space's previous transform
+        mark = self.db.vectors.mark(space)
+        if idx is not None and self._marks.get(space.name) == mark:
+            self._versions[space.name] = version  # the write was not to this space's vectors
+            return idx
         fresh = idx is None  # loaded or built now, not caught up from memory
         if idx is None:
             idx = self._load(space, t)
@@ -72,6 +77,7 @@ class IndexCache:
             self._save_as_reader(space, idx, version)
         self._indexes[space.name] = idx
         self._versions[space.name] = version
+        self._marks[space.name] = mark
         return idx
 
     def _load(self, space: Space, t: VectorTransform | None) -> SpaceIndex | None:

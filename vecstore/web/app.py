@@ -175,11 +175,10 @@ def _label_routes(app: FastAPI, service: ReviewService) -> None:
         """Set the expert label (source `review`, recorded with the reviewer and time)."""
         who = service.reviewer(request.headers.get("x-reviewer"))
         chosen = "suggested" if body.queue == "next" else "review"
-        with service.writing("label") as store:
-            ch = store.set_label(
-                str(image_id), body.label, replace=True, new_class=body.new_class,
-                source="review", who=who, chosen=chosen,
-            )  # fmt: skip
+        ch = service.set_label(
+            image_id, body.label, new_class=body.new_class, source="review", who=who,
+            chosen=chosen,
+        )  # fmt: skip
         return {**ch.to_dict(), "who": who, "at": _now()}
 
     @app.delete("/api/images/{image_id}/label")

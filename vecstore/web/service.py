@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..browse import ReviewTable
+from ..browse import ReviewTable, with_expert_label
 from ..errors import StoreLocked, VecstoreError
 from ..params import ClusterParams, EvaluationParams
 from ..store import Store
@@ -61,6 +61,7 @@ class Job:
 
 
 JOB_KINDS = ("propagate", "evaluate", "cluster")
+SLOW_TABLE_S = 0.5  # a review table built slower than this is rebuilt in the background
 
 
 class ReviewService:
@@ -74,6 +75,7 @@ class ReviewService:
         self.store = Store.open(self.path)
         self._read = threading.Lock()  # the store's index cache: one query at a time
         self._rebuild = threading.Lock()  # one review table built at a time
+        self._slow = False  # the last build took over SLOW_TABLE_S: build in the background
         self._write = threading.Lock()
         self._table: ReviewTable | None = None
         self._label_of: dict[int, tuple[Any, str]] = {}
@@ -87,21 +89,33 @@ class ReviewService:
     # ---- reads ---------------------------------------------------------------------------------
     def table(self) -> ReviewTable:
         """The review table at the store's current data version. One rebuild at a time:
-        while one runs (another process wrote), other requests get the table before it."""
+        while one runs, other requests get the table before it; and once a rebuild has
+        taken more than SLOW_TABLE_S (a large store), every rebuild runs in the background,
+        requests keeping the previous table until it ends."""
         held = self._table
         if held is not None and held.version == self.store.data_version():
             return held
+        if held is not None and self._slow:
+            if self._rebuild.acquire(blocking=False):
+                threading.Thread(target=self._rebuild_then_release, daemon=True).start()
+            return held
         if self._rebuild.acquire(blocking=held is None):
-            try:
-                if self._table is None or self._table.version != self.store.data_version():
-                    table = self.store.review_table()
-                    df = table.df
-                    self._label_of = dict(zip(df["image_id"], zip(df["label"], df["source"])))
-                    self._table = table
-            finally:
-                self._rebuild.release()
+            self._rebuild_then_release()
         assert self._table is not None
         return self._table
+
+    def _rebuild_then_release(self) -> None:
+        """Build the review table (the caller holds ``_rebuild``, released here)."""
+        try:
+            if self._table is None or self._table.version != self.store.data_version():
+                t0 = time.perf_counter()
+                table = self.store.review_table()
+                df = table.df
+                self._label_of = dict(zip(df["image_id"], zip(df["label"], df["source"])))
+                self._table = table
+                self._slow = time.perf_counter() - t0 > SLOW_TABLE_S
+        finally:
+            self._rebuild.release()
 
     def label_of(self, image_id: int) -> tuple[str | None, str]:
         """(label in force, its source) of an image, from the current table (or the one
@@ -126,6 +140,27 @@ class ReviewService:
                     yield store
             except StoreLocked as exc:
                 raise Busy(exc) from None
+
+    def set_label(self, image_id: int, label: str, **how: Any) -> Any:
+        """Set an expert label; when the review table was current before, it is brought
+        up to date here (that row only) instead of rebuilt from the database: nobody else
+        wrote in between, this process held the write lock."""
+        with self.writing("label") as store:
+            before = self.store.data_version()
+            change = store.set_label(str(image_id), label, replace=True, **how)
+            after = self.store.data_version()
+        if not self._rebuild.acquire(blocking=False):
+            return change  # a rebuild runs: the next one reads this label
+        try:
+            held = self._table
+            if held is not None and held.version == before:
+                patched = with_expert_label(held, image_id, change.label, after)
+                if patched is not None:
+                    self._label_of[image_id] = (change.label, "expert")
+                    self._table = patched
+        finally:
+            self._rebuild.release()
+        return change
 
     def reviewer(self, named: str | None) -> str:
         """The name a request gives (X-Reviewer), else the service's."""
