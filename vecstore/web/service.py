@@ -144,23 +144,26 @@ class ReviewService:
     def set_label(self, image_id: int, label: str, **how: Any) -> Any:
         """Set an expert label; when the review table was current before, it is brought
         up to date here (that row only) instead of rebuilt from the database: nobody else
-        wrote in between, this process held the write lock."""
+        wrote in between, this process held the write lock (and holds it while the row is
+        changed, so that the next write finds the table current)."""
         with self.writing("label") as store:
             before = self.store.data_version()
             change = store.set_label(str(image_id), label, replace=True, **how)
-            after = self.store.data_version()
+            self._patch(image_id, change.label, before, self.store.data_version())
+        return change
+
+    def _patch(self, image_id: int, label: str, before: int, after: int) -> None:
         if not self._rebuild.acquire(blocking=False):
-            return change  # a rebuild runs: the next one reads this label
+            return  # a rebuild runs: the one after it reads this label
         try:
             held = self._table
             if held is not None and held.version == before:
-                patched = with_expert_label(held, image_id, change.label, after)
+                patched = with_expert_label(held, image_id, label, after)
                 if patched is not None:
-                    self._label_of[image_id] = (change.label, "expert")
+                    self._label_of[image_id] = (label, "expert")
                     self._table = patched
         finally:
             self._rebuild.release()
-        return change
 
     def reviewer(self, named: str | None) -> str:
         """The name a request gives (X-Reviewer), else the service's."""
