@@ -333,30 +333,34 @@ def _curve(db: Database, space: str | None) -> dict[str, Any] | None:
     }
 
 
-def with_expert_label(
-    table: ReviewTable, image_id: int, label: str, version: int
+def with_expert_labels(
+    table: ReviewTable, labels: dict[int, str], version: int
 ) -> ReviewTable | None:
-    """``table`` with one more expert label, as read at ``version``: what a rebuild would
-    give when that label is the only change since the table was read (the image's row
-    becomes the expert's; the other pseudo-labels stay until the next propagation). None
-    when it cannot be told so (an image or a class the table does not have)."""
-    rows = np.flatnonzero(table.df["image_id"].to_numpy() == image_id)
-    if len(rows) != 1 or label not in table.classes or "margin" not in table.df:
+    """``table`` with these expert labels (image id -> label), as read at ``version``: what
+    a rebuild would give when they are the only changes since the table was read (each
+    image's row becomes the expert's; the other pseudo-labels stay until the next
+    propagation). None when it cannot be told so (an image or a class the table lacks)."""
+    ids = table.df["image_id"].to_numpy()
+    rows = {iid: np.flatnonzero(ids == iid) for iid in labels}
+    if "margin" not in table.df or any(len(r) != 1 for r in rows.values()):
+        return None
+    if not set(labels.values()) <= set(table.classes):
         return None
     df = table.df.copy()
-    r = df.index[rows[0]]
-    values = {
-        "label": label,
-        "expert": label,
-        "source": "expert",
-        "confidence": 1.0,
-        "second_label": None,
-        "margin": np.nan,
-        "needs_review": False,
-        "review_reason": "",
-        "decision": "expert",
-        **{PROBA_PREFIX + c: float(c == label) for c in table.classes},
-    }
-    for column, value in values.items():
-        df.at[r, column] = value
+    for iid, label in labels.items():
+        r = df.index[rows[iid][0]]
+        values = {
+            "label": label,
+            "expert": label,
+            "source": "expert",
+            "confidence": 1.0,
+            "second_label": None,
+            "margin": np.nan,
+            "needs_review": False,
+            "review_reason": "",
+            "decision": "expert",
+            **{PROBA_PREFIX + c: float(c == label) for c in table.classes},
+        }
+        for column, value in values.items():
+            df.at[r, column] = value
     return replace(table, df=df, version=version)

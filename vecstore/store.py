@@ -203,16 +203,18 @@ class Store:
         """This read store, made a writer for the block: the one-writer lock taken (waiting
         up to ``wait`` seconds; StoreLocked after that) and given back at its end, so that a
         long-lived reader (``vecstore serve``) holds the lock only while it writes. Not
-        reentrant, and not to be entered from two threads at once."""
+        reentrant, and not to be entered from two threads at once. Its index cache stays a
+        reader's (the queries other threads run meanwhile write nothing): for writes that
+        leave the vectors alone (labels, suggest), not ingest or reindex."""
         if self.write:
             raise VecstoreError("internal: this store already writes")
         self._lock.acquire(wait=wait, purpose=purpose)
-        self.write = self._indexes.write = True
+        self.write = True
         try:
             self._db.runs.mark_interrupted()
             yield self
         finally:
-            self.write = self._indexes.write = False
+            self.write = False
             self._lock.release()
 
     def data_version(self) -> int:
@@ -461,6 +463,15 @@ class Store:
             k=k,
             embedder=lambda name: self._embedder(name, None, device, None, 0),
         )
+
+    @staticmethod
+    def set_search_threads(n: int) -> None:
+        """Threads FAISS gives each search, for the whole process. A service answering many
+        requests at once wants 1: OpenMP makes a team of threads per calling thread, and
+        dozens of spinning teams burn the cores the requests need."""
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, n))
 
     def image_by_path(self, path: str) -> Image | None:
         return self._db.images.by_path(path)

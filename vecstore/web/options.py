@@ -23,6 +23,7 @@ class ServeOptions:
     max_upload: int = 20 * MiB  # a query image uploaded: 413 beyond
     limits: FileLimits = field(default_factory=lambda: FileLimits(max_bytes=256 * MiB))
     neighbours: int = 8  # default k of a neighbour query
+    search_threads: int = 1  # FAISS threads per query: requests run side by side instead
     max_k: int = 100
 
 

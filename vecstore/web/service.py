@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..browse import ReviewTable, with_expert_label
+from ..browse import ReviewTable, with_expert_labels
 from ..errors import StoreLocked, VecstoreError
 from ..params import ClusterParams, EvaluationParams
 from ..store import Store
@@ -73,9 +73,12 @@ class ReviewService:
         self.path = Path(path)
         self.options = options
         self.store = Store.open(self.path)
+        Store.set_search_threads(options.search_threads)
         self._read = threading.Lock()  # the store's index cache: one query at a time
         self._rebuild = threading.Lock()  # one review table built at a time
         self._slow = False  # the last build took over SLOW_TABLE_S: build in the background
+        self._patching = threading.Lock()  # the held table and the own writes noted
+        self._own: list[tuple[int, int, int, str]] = []  # (before, after, image, label)
         self._write = threading.Lock()
         self._table: ReviewTable | None = None
         self._label_of: dict[int, tuple[Any, str]] = {}
@@ -88,13 +91,20 @@ class ReviewService:
 
     # ---- reads ---------------------------------------------------------------------------------
     def table(self) -> ReviewTable:
-        """The review table at the store's current data version. One rebuild at a time:
-        while one runs, other requests get the table before it; and once a rebuild has
-        taken more than SLOW_TABLE_S (a large store), every rebuild runs in the background,
-        requests keeping the previous table until it ends."""
+        """The review table at the store's current data version: the one held, brought
+        forward by the labels this process wrote since (when nobody else wrote), else
+        rebuilt. One rebuild at a time: while one runs, other requests get the table before
+        it; and once a build has taken more than SLOW_TABLE_S (a large store), every
+        rebuild runs in the background, requests keeping the previous table meanwhile."""
         held = self._table
         if held is not None and held.version == self.store.data_version():
             return held
+        if held is not None and self._write.locked():
+            return held  # a label being written here: noted as a step when it lands
+        with self._patching:
+            if self._forward():
+                assert self._table is not None
+                return self._table
         if held is not None and self._slow:
             if self._rebuild.acquire(blocking=False):
                 threading.Thread(target=self._rebuild_then_release, daemon=True).start()
@@ -104,15 +114,40 @@ class ReviewService:
         assert self._table is not None
         return self._table
 
+    def _forward(self) -> bool:
+        """Bring the held table forward by this process's own label writes (each a step
+        from one data version to the next); True when that reaches the current version."""
+        table, now = self._table, self.store.data_version()
+        if table is None:
+            return False
+        self._own = [w for w in self._own if w[0] >= table.version]
+        labels, at = {}, table.version
+        for before, after, image_id, label in self._own:
+            if before == at:
+                labels[image_id], at = label, after
+        if at != now or not labels:
+            return at == now and table.version == now
+        moved = with_expert_labels(table, labels, at)
+        if moved is None:
+            return False
+        for image_id, label in labels.items():
+            self._label_of[image_id] = (label, "expert")
+        self._table = moved
+        self._own = [w for w in self._own if w[1] > at]
+        return True
+
     def _rebuild_then_release(self) -> None:
-        """Build the review table (the caller holds ``_rebuild``, released here)."""
+        """Build the review table (the caller holds ``_rebuild``, released here), then bring
+        it forward by the labels written here while it was built."""
         try:
             if self._table is None or self._table.version != self.store.data_version():
                 t0 = time.perf_counter()
                 table = self.store.review_table()
                 df = table.df
-                self._label_of = dict(zip(df["image_id"], zip(df["label"], df["source"])))
-                self._table = table
+                label_of = dict(zip(df["image_id"], zip(df["label"], df["source"])))
+                with self._patching:
+                    self._label_of, self._table = label_of, table
+                    self._forward()
                 self._slow = time.perf_counter() - t0 > SLOW_TABLE_S
         finally:
             self._rebuild.release()
@@ -142,28 +177,17 @@ class ReviewService:
                 raise Busy(exc) from None
 
     def set_label(self, image_id: int, label: str, **how: Any) -> Any:
-        """Set an expert label; when the review table was current before, it is brought
-        up to date here (that row only) instead of rebuilt from the database: nobody else
-        wrote in between, this process held the write lock (and holds it while the row is
-        changed, so that the next write finds the table current)."""
+        """Set an expert label, and note it as a step of the data version (the write lock
+        held: nobody else wrote in between), so that the review table is brought forward
+        by it instead of rebuilt from the database."""
         with self.writing("label") as store:
             before = self.store.data_version()
             change = store.set_label(str(image_id), label, replace=True, **how)
-            self._patch(image_id, change.label, before, self.store.data_version())
+            after = self.store.data_version()
+            if after != before:
+                with self._patching:
+                    self._own.append((before, after, image_id, change.label))
         return change
-
-    def _patch(self, image_id: int, label: str, before: int, after: int) -> None:
-        if not self._rebuild.acquire(blocking=False):
-            return  # a rebuild runs: the one after it reads this label
-        try:
-            held = self._table
-            if held is not None and held.version == before:
-                patched = with_expert_label(held, image_id, label, after)
-                if patched is not None:
-                    self._label_of[image_id] = (label, "expert")
-                    self._table = patched
-        finally:
-            self._rebuild.release()
 
     def reviewer(self, named: str | None) -> str:
         """The name a request gives (X-Reviewer), else the service's."""
