@@ -56,11 +56,33 @@ class ReviewTable:
     flagged_share: float | None = None
     expected_accuracy: float | None = None
     metadata: dict[int, dict[str, Any]] = field(default_factory=dict)
+    mark: tuple = ()  # table_mark() when it was read
+
+
+def table_mark(db: Database) -> tuple:
+    """What moves when the review table would change, read in one cheap query: the latest
+    label batch, the latest finished run other than `suggest` (propagate, evaluate,
+    cluster, ingest, ...), the largest image id given and the images' count."""
+    return tuple(
+        db.read(
+            "SELECT (SELECT MAX(id) FROM label_batches), "
+            "(SELECT MAX(id) FROM runs WHERE status = 'done' AND kind != 'suggest'), "
+            "(SELECT seq FROM sqlite_sequence WHERE name = 'images'), "
+            "(SELECT COUNT(*) FROM images)"
+        )[0]
+    )
 
 
 def review_table(db: Database, space: str | None, version: int) -> ReviewTable:
     """The latest propagation's table (of ``space`` when given); without one, the images
     with their expert labels only."""
+    mark = table_mark(db)
+    table = _review_table(db, space, version)
+    table.mark = mark
+    return table
+
+
+def _review_table(db: Database, space: str | None, version: int) -> ReviewTable:
     import pandas as pd
 
     meta = db.images.metadata_of()
@@ -334,7 +356,7 @@ def _curve(db: Database, space: str | None) -> dict[str, Any] | None:
 
 
 def with_expert_labels(
-    table: ReviewTable, labels: dict[int, str], version: int
+    table: ReviewTable, labels: dict[int, str], version: int, mark: tuple
 ) -> ReviewTable | None:
     """``table`` with these expert labels (image id -> label), as read at ``version``: what
     a rebuild would give when they are the only changes since the table was read (each
@@ -363,4 +385,4 @@ def with_expert_labels(
         }
         for column, value in values.items():
             df.at[r, column] = value
-    return replace(table, df=df, version=version)
+    return replace(table, df=df, version=version, mark=mark)

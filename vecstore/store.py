@@ -745,6 +745,10 @@ class Store:
         (page through it with ``vecstore.browse.select`` and ``review_queue``)."""
         return browse.review_table(self._db, space, self.data_version())
 
+    def review_mark(self) -> tuple:
+        """What moves when ``review_table`` would give another table (cheap to read)."""
+        return browse.table_mark(self._db)
+
     def image_record(self, table: ReviewTable, image_id: int) -> dict[str, Any]:
         """One image of ``table``: labels, probabilities, metadata, label history."""
         return browse.image_record(self._db, table, image_id)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ class ReviewService:
         self._rebuild = threading.Lock()  # one review table built at a time
         self._slow = False  # the last build took over SLOW_TABLE_S: build in the background
         self._patching = threading.Lock()  # the held table and the own writes noted
-        self._own: list[tuple[int, int, int, str]] = []  # (before, after, image, label)
+        self._own: dict[int, tuple[int, str]] = {}  # label batch -> (image, label), written here
         self._write = threading.Lock()
         self._table: ReviewTable | None = None
         self._label_of: dict[int, tuple[Any, str]] = {}
@@ -91,8 +91,8 @@ class ReviewService:
 
     # ---- reads ---------------------------------------------------------------------------------
     def table(self) -> ReviewTable:
-        """The review table at the store's current data version: the one held, brought
-        forward by the labels this process wrote since (when nobody else wrote), else
+        """The review table at the store's current data version: the one held when nothing
+        it shows changed, or brought forward by the labels this process wrote, else
         rebuilt. One rebuild at a time: while one runs, other requests get the table before
         it; and once a build has taken more than SLOW_TABLE_S (a large store), every
         rebuild runs in the background, requests keeping the previous table meanwhile."""
@@ -100,7 +100,7 @@ class ReviewService:
         if held is not None and held.version == self.store.data_version():
             return held
         if held is not None and self._write.locked():
-            return held  # a label being written here: noted as a step when it lands
+            return held  # a label being written here: noted when it lands
         with self._patching:
             if self._forward():
                 assert self._table is not None
@@ -115,25 +115,30 @@ class ReviewService:
         return self._table
 
     def _forward(self) -> bool:
-        """Bring the held table forward by this process's own label writes (each a step
-        from one data version to the next); True when that reaches the current version."""
+        """Bring the held table up to the current data version without a rebuild when it
+        can be told what changed: nothing the table shows (the data version moves with any
+        commit), or only label batches this process wrote. True when it did."""
         table, now = self._table, self.store.data_version()
         if table is None:
             return False
-        self._own = [w for w in self._own if w[0] >= table.version]
-        labels, at = {}, table.version
-        for before, after, image_id, label in self._own:
-            if before == at:
-                labels[image_id], at = label, after
-        if at != now or not labels:
-            return at == now and table.version == now
-        moved = with_expert_labels(table, labels, at)
+        mark = self.store.review_mark()
+        if mark == table.mark:
+            self._table = replace(table, version=now)
+            return True
+        same_rest = mark[1:] == table.mark[1:] and table.mark[0] is not None
+        labels = {}
+        for batch in range((table.mark[0] or 0) + 1, (mark[0] or 0) + 1):
+            if not same_rest or batch not in self._own:
+                return False  # another process wrote (or another kind of change)
+            image_id, label = self._own[batch]
+            labels[image_id] = label
+        moved = with_expert_labels(table, labels, now, mark)
         if moved is None:
             return False
         for image_id, label in labels.items():
             self._label_of[image_id] = (label, "expert")
         self._table = moved
-        self._own = [w for w in self._own if w[1] > at]
+        self._own = {b: w for b, w in self._own.items() if b > (mark[0] or 0)}
         return True
 
     def _rebuild_then_release(self) -> None:
@@ -177,16 +182,13 @@ class ReviewService:
                 raise Busy(exc) from None
 
     def set_label(self, image_id: int, label: str, **how: Any) -> Any:
-        """Set an expert label, and note it as a step of the data version (the write lock
-        held: nobody else wrote in between), so that the review table is brought forward
-        by it instead of rebuilt from the database."""
+        """Set an expert label, and note its label batch as this process's own, so that
+        the review table is brought forward by it instead of rebuilt from the database."""
         with self.writing("label") as store:
-            before = self.store.data_version()
             change = store.set_label(str(image_id), label, replace=True, **how)
-            after = self.store.data_version()
-            if after != before:
+            if change.batch is not None:
                 with self._patching:
-                    self._own.append((before, after, image_id, change.label))
+                    self._own[change.batch] = (image_id, change.label)
         return change
 
     def reviewer(self, named: str | None) -> str:
