@@ -77,6 +77,7 @@ class ReviewService:
         self._read = threading.Lock()  # the store's index cache: one query at a time
         self._rebuild = threading.Lock()  # one review table built at a time
         self._slow = False  # the last build took over SLOW_TABLE_S: build in the background
+        self._next_build = 0.0  # and not again before this (monotonic time)
         self._patching = threading.Lock()  # the held table and the own writes noted
         self._own: dict[int, tuple[int, str]] = {}  # label batch -> (image, label), written here
         self._write = threading.Lock()
@@ -106,6 +107,8 @@ class ReviewService:
                 assert self._table is not None
                 return self._table
         if held is not None and self._slow:
+            if time.monotonic() < self._next_build:
+                return held  # a slow build ended lately: at most a third of the time in builds
             if self._rebuild.acquire(blocking=False):
                 threading.Thread(target=self._rebuild_then_release, daemon=True).start()
             return held
@@ -153,7 +156,9 @@ class ReviewService:
                 with self._patching:
                     self._label_of, self._table = label_of, table
                     self._forward()
-                self._slow = time.perf_counter() - t0 > SLOW_TABLE_S
+                took = time.perf_counter() - t0
+                self._slow = took > SLOW_TABLE_S
+                self._next_build = time.monotonic() + 2 * took if self._slow else 0.0
         finally:
             self._rebuild.release()
 
