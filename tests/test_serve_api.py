@@ -938,3 +938,13 @@ def test_a_label_given_here_updates_the_table_without_rebuilding_it(fresh):
     )
     assert r.exit_code == 0, r.output
     assert c.get(f"/api/images/{other}").json()["expert"] == "cancer" and builds == [1]
+
+
+def test_a_new_run_rebuilds_the_table_even_with_no_new_label(fresh):
+    """The held table is kept only when nothing it shows changed: a propagation run
+    finishing (no label batch since) gives a table of the new run."""
+    c = fresh.c
+    run = c.get("/api/summary").json()["propagation"]["run_id"]
+    r = CliRunner().invoke(main, ["--store", str(fresh.store), "propagate"])
+    assert r.exit_code == 0, r.output
+    assert c.get("/api/summary").json()["propagation"]["run_id"] > run

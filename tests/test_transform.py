@@ -323,7 +323,7 @@ def test_a_space_without_vectors_and_a_store_without_one(tmp_path, cli):
 def test_a_read_only_store_refuses_clearly(image_dir, cli, monkeypatch):
     _ingest(cli, image_dir)
 
-    def refuse(self):
+    def refuse(self, **_):
         raise StoreReadOnly(str(self.store_path), "Permission denied")
 
     monkeypatch.setattr(WriteLock, "acquire", refuse)

@@ -128,11 +128,12 @@ class ReviewService:
         if mark == table.mark:
             self._table = replace(table, version=now)
             return True
-        same_rest = mark[1:] == table.mark[1:] and table.mark[0] is not None
+        if mark[1:] != table.mark[1:] or table.mark[0] is None:
+            return False  # a run, an image: more than labels changed
         labels = {}
-        for batch in range((table.mark[0] or 0) + 1, (mark[0] or 0) + 1):
-            if not same_rest or batch not in self._own:
-                return False  # another process wrote (or another kind of change)
+        for batch in range(table.mark[0] + 1, (mark[0] or 0) + 1):
+            if batch not in self._own:
+                return False  # a label batch from elsewhere (another process, an undo)
             image_id, label = self._own[batch]
             labels[image_id] = label
         moved = with_expert_labels(table, labels, now, mark)
