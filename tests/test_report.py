@@ -163,10 +163,10 @@ def _hostile_scans(root: Path) -> Path:
     return root
 
 
-@pytest.mark.slow
-def test_report_with_hostile_names_and_labels_runs_no_markup(tmp_path, cli):
-    sync_api = _browser()
-    root = _hostile_scans(tmp_path / "scans")
+def _hostile_store(cli, root: Path) -> Path:
+    """The hostile scans ingested with labels from folders, more markup labels set by hand,
+    clustered, propagated and evaluated with a markup class as the positive one."""
+    root = _hostile_scans(root)
     assert cli("ingest", root, "--space", "pixels", "--labels-from-folders").exit_code == 0
     for i, label in [(0, HOSTILE[2]), (3, HOSTILE[2]), (6, HOSTILE[2]), (9, HOSTILE[3])]:
         sub = f'"><script>alert(2)</script>{i}.png'
@@ -181,6 +181,13 @@ def test_report_with_hostile_names_and_labels_runs_no_markup(tmp_path, cli):
     assert cli("propagate", "-k", "3").exit_code == 0
     r = cli("evaluate", "--positive", HOSTILE[2], "--folds", "2")
     assert r.exit_code == 0, r.output
+    return root
+
+
+@pytest.mark.slow
+def test_report_with_hostile_names_and_labels_runs_no_markup(tmp_path, cli):
+    sync_api = _browser()
+    _hostile_store(cli, tmp_path / "scans")
     out = tmp_path / "report.html"
     assert cli("report", "-o", out).exit_code == 0
     errors: list[str] = []

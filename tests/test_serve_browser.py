@@ -26,7 +26,7 @@ from vecstore.cli import main
 from vecstore.store import Store
 
 from .conftest import make_binary_scans
-from .test_report import CHROMIUM, CHROMIUM_ARGS, HOSTILE, _browser, _hostile_scans
+from .test_report import CHROMIUM, CHROMIUM_ARGS, HOSTILE, _browser, _hostile_store
 
 REVIEWER = "dr-alice <b>&amp;"  # a name with markup in it: stored and shown as it is
 TIMEOUT = 30000  # ms
@@ -387,20 +387,7 @@ def test_dashboard_repropagates(server, watch):
 
 @pytest.mark.slow
 def test_hostile_names_and_labels_stay_text(tmp_path, cli, chromium):
-    root = _hostile_scans(tmp_path / "scans")
-    assert cli("ingest", root, "--space", "pixels", "--labels-from-folders").exit_code == 0
-    for i, label in [(0, HOSTILE[2]), (3, HOSTILE[2]), (6, HOSTILE[2]), (9, HOSTILE[3])]:
-        sub = f'"><script>alert(2)</script>{i}.png'
-        r = cli("labels", "set", "--new-class", "--replace", root / "unlabeled" / sub, "--", label)
-        assert r.exit_code == 0, r.output
-    for i in (12, 15):
-        sub = f'"><script>alert(2)</script>{i}.png'
-        r = cli("labels", "set", "--replace", root / "unlabeled" / sub, HOSTILE[3])
-        assert r.exit_code == 0, r.output
-    assert cli("cluster", "--compare", "-k", "4").exit_code == 0
-    assert cli("propagate", "-k", "3").exit_code == 0
-    r = cli("evaluate", "--positive", HOSTILE[2], "--folds", "2")
-    assert r.exit_code == 0, r.output
+    _hostile_store(cli, tmp_path / "scans")
     srv = Server(tmp_path / "store", tmp_path / "serve.log")
     try:
         w = Watch(chromium, srv.origin)
