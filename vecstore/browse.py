@@ -57,6 +57,17 @@ class ReviewTable:
     expected_accuracy: float | None = None
     metadata: dict[int, dict[str, Any]] = field(default_factory=dict)
     mark: tuple = ()  # table_mark() when it was read
+    by_id: dict[int, tuple[Any, str]] = field(default_factory=dict)  # see label_of
+
+    def __post_init__(self) -> None:
+        if not self.by_id and len(self.df):
+            df = self.df
+            self.by_id = dict(zip(df["image_id"], zip(df["label"], df["source"])))
+
+    def label_of(self, image_id: int) -> tuple[str | None, str]:
+        """(label in force, its source) of an image; (None, "none") for one not here."""
+        label, source = self.by_id.get(image_id, (None, "none"))
+        return (label if isinstance(label, str) else None), source
 
 
 def table_mark(db: Database) -> tuple:
@@ -385,4 +396,5 @@ def with_expert_labels(
         }
         for column, value in values.items():
             df.at[r, column] = value
-    return replace(table, df=df, version=version, mark=mark)
+    by_id = {**table.by_id, **{iid: (label, "expert") for iid, label in labels.items()}}
+    return replace(table, df=df, version=version, mark=mark, by_id=by_id)

@@ -260,9 +260,9 @@ def _file(service: ReviewService, image_id: int) -> str:
 
 def _hits(service: ReviewService, res: Any) -> dict[str, Any]:
     """Query hits with the label in force of each (expert, else pseudo) and its source."""
-    items = []
+    table, items = service.table(), []
     for h in res.hits:
-        label, source = service.label_of(h.id)
+        label, source = table.label_of(h.id)
         items.append(
             {
                 **{k: getattr(h, k) for k in ("rank", "id", "path", "similarity")},

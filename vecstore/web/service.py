@@ -82,7 +82,6 @@ class ReviewService:
         self._own: dict[int, tuple[int, str]] = {}  # label batch -> (image, label), written here
         self._write = threading.Lock()
         self._table: ReviewTable | None = None
-        self._label_of: dict[int, tuple[Any, str]] = {}
         self._reviewer = options.reviewer or os.environ.get("VECSTORE_USER") or _login()
         self._jobs: dict[int, Job] = {}
         self._job_ids = itertools.count(1)
@@ -139,8 +138,6 @@ class ReviewService:
         moved = with_expert_labels(table, labels, now, mark)
         if moved is None:
             return False
-        for image_id, label in labels.items():
-            self._label_of[image_id] = (label, "expert")
         self._table = moved
         self._own = {b: w for b, w in self._own.items() if b > (mark[0] or 0)}
         return True
@@ -152,23 +149,14 @@ class ReviewService:
             if self._table is None or self._table.version != self.store.data_version():
                 t0 = time.perf_counter()
                 table = self.store.review_table()
-                df = table.df
-                label_of = dict(zip(df["image_id"], zip(df["label"], df["source"])))
                 with self._patching:
-                    self._label_of, self._table = label_of, table
+                    self._table = table
                     self._forward()
                 took = time.perf_counter() - t0
                 self._slow = took > SLOW_TABLE_S
                 self._next_build = time.monotonic() + 2 * took if self._slow else 0.0
         finally:
             self._rebuild.release()
-
-    def label_of(self, image_id: int) -> tuple[str | None, str]:
-        """(label in force, its source) of an image, from the current table (or the one
-        before it while another request rebuilds it)."""
-        self.table()
-        label, source = self._label_of.get(image_id, (None, "none"))
-        return (label if isinstance(label, str) else None), source
 
     @contextmanager
     def reading(self) -> Iterator[Store]:
