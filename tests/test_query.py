@@ -202,3 +202,17 @@ def test_a_label_write_does_not_make_a_query_reread_the_index_ids(image_dir, cli
         assert cli("ingest", image_dir, "--space", "pixels").exit_code == 0
         hits = store.query(image_id=1, k=20).hits
         assert len(reads) == first + 1 and len(hits) == 10  # caught up: 10 others of 11
+
+
+def test_a_store_made_a_writer_for_labels_leaves_its_index_cache_a_readers(
+    image_dir, cli, store_path
+):
+    """`Store.writing()` (a label write of `vecstore serve`) does not make the queries other
+    threads run meanwhile write: an index built then records nothing in the database."""
+    _ingest(cli, image_dir)
+    (store_path / "index" / "pixels.faiss").unlink()
+    with Store.open(store_path) as store:
+        before = store.data_version()
+        with store.writing():
+            assert len(store.query(image_id=1, k=3).hits) == 3  # builds the index
+            assert store.data_version() == before
