@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from datetime import datetime, timedelta, timezone
@@ -948,3 +949,41 @@ def test_a_new_run_rebuilds_the_table_even_with_no_new_label(fresh):
     r = CliRunner().invoke(main, ["--store", str(fresh.store), "propagate"])
     assert r.exit_code == 0, r.output
     assert c.get("/api/summary").json()["propagation"]["run_id"] > run
+
+
+def test_a_label_committed_here_but_not_yet_noted_keeps_the_held_table(fresh):
+    """A read that looks at the data between this server's label commit and the moment the
+    write notes its batch as its own must not take that batch for another process's write:
+    that rebuilt the whole table (seconds at 100k images) under load. It answers the held
+    table, brought forward once the write is noted. The read is held at that very point."""
+    c = fresh.c
+    service, store = c.app.state.service, c.app.state.service.store
+    first, iid = [it["id"] for it in _all(c, source="propagated")["items"][:2]]
+    builds, reached, committed, read = [], threading.Event(), threading.Event(), {}
+    real_table, real_mark, real_set = store.review_table, store.review_mark, store.set_label
+    store.review_table = lambda *a: builds.append(1) or real_table(*a)
+    service.table()
+    service.set_label(first, "cancer", source="review", who="t", chosen="review")
+
+    def mark_after_the_commit():
+        if threading.current_thread().name == "reader" and not reached.is_set():
+            reached.set()
+            committed.wait(10)
+        return real_mark()
+
+    def set_then_let_the_reader_look(*a, **kw):
+        change = real_set(*a, **kw)  # committed, its batch not noted as this server's yet
+        committed.set()
+        reader.join(10)
+        return change
+
+    reader = threading.Thread(target=lambda: read.update(t=service.table()), name="reader")
+    store.review_mark, store.set_label = mark_after_the_commit, set_then_let_the_reader_look
+    reader.start()
+    assert reached.wait(10)
+    r = c.post(f"/api/images/{iid}/label", json={"label": "cancer"}, headers=WRITE)
+    assert r.status_code == 200, r.text
+    assert read["t"].label_of(iid)[1] == "propagated" and builds == []
+    table = service.table()
+    assert table.label_of(first) == table.label_of(iid) == ("cancer", "expert")
+    assert builds == []

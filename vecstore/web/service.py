@@ -62,6 +62,7 @@ class Job:
 
 JOB_KINDS = ("propagate", "evaluate", "cluster")
 SLOW_TABLE_S = 0.5  # a review table built slower than this is rebuilt in the background
+PENDING = object()  # the held table stands until a write of this process is noted
 
 
 class ReviewService:
@@ -99,12 +100,13 @@ class ReviewService:
         held = self._table
         if held is not None and held.version == self.store.data_version():
             return held
-        if held is not None and self._write.locked():
-            return held  # a label being written here: noted when it lands
         with self._patching:
-            if self._forward():
-                assert self._table is not None
-                return self._table
+            moved = self._forward()
+        if moved is PENDING:
+            return held  # a label being written here: noted when it lands
+        if moved:
+            assert self._table is not None
+            return self._table
         if held is not None and self._slow:
             if time.monotonic() < self._next_build:
                 return held  # a slow build ended lately: at most a third of the time in builds
@@ -116,10 +118,12 @@ class ReviewService:
         assert self._table is not None
         return self._table
 
-    def _forward(self) -> bool:
+    def _forward(self) -> bool | object:
         """Bring the held table up to the current data version without a rebuild when it
         can be told what changed: nothing the table shows (the data version moves with any
-        commit), or only label batches this process wrote. True when it did."""
+        commit), or only label batches this process wrote. True when it did; PENDING when a
+        label batch it does not know may be one a write of this process has committed but
+        not noted yet (the write still holds ``_write``): the held table stands meanwhile."""
         table, now = self._table, self.store.data_version()
         if table is None:
             return False
@@ -131,8 +135,8 @@ class ReviewService:
             return False  # a run, an image: more than labels changed
         labels = {}
         for batch in range(table.mark[0] + 1, (mark[0] or 0) + 1):
-            if batch not in self._own:
-                return False  # a label batch from elsewhere (another process, an undo)
+            if batch not in self._own:  # from elsewhere (another process, an undo) ...
+                return PENDING if self._write.locked() else False  # ... or not noted yet
             image_id, label = self._own[batch]
             labels[image_id] = label
         moved = with_expert_labels(table, labels, now, mark)
