@@ -204,16 +204,19 @@ class Store:
         up to ``wait`` seconds; StoreLocked after that) and given back at its end, so that a
         long-lived reader (``vecstore serve``) holds the lock only while it writes. Not
         reentrant, and not to be entered from two threads at once. Its index cache stays a
-        reader's (the queries other threads run meanwhile write nothing): for writes that
-        leave the vectors alone (labels, suggest), not ingest or reindex."""
+        reader's (the queries other threads run meanwhile write nothing) and stays in step
+        across the block's commits without re-checking the vectors: for writes that leave
+        the vectors alone (labels, suggest), not ingest or reindex."""
         if self.write:
             raise VecstoreError("internal: this store already writes")
         self._lock.acquire(wait=wait, purpose=purpose)
-        self.write = True
+        self.write, before = True, self._db.data_version()
         try:
             self._db.runs.mark_interrupted()
             yield self
         finally:
+            # every commit is made under the lock: the ones since `before` are this block's
+            self._indexes.vectors_unchanged(before, self._db.data_version())
             self.write = False
             self._lock.release()
 

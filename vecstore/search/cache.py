@@ -80,6 +80,14 @@ class IndexCache:
         self._marks[space.name] = mark
         return idx
 
+    def vectors_unchanged(self, before: int, after: int) -> None:
+        """The database moved from data version ``before`` to ``after`` by commits that
+        changed no vector (a label write under the one-writer lock, which no other process
+        can commit beside): the indexes in step at ``before`` are in step at ``after``."""
+        for name, version in list(self._versions.items()):
+            if version == before:
+                self._versions[name] = after
+
     def _load(self, space: Space, t: VectorTransform | None) -> SpaceIndex | None:
         """The saved index when it is the one saved for the space under transform ``t``."""
         idx = SpaceIndex.load(self.path(space), IndexOwner.of(space, t))
