@@ -963,7 +963,7 @@ def test_a_label_committed_here_but_not_yet_noted_keeps_the_held_table(fresh):
     real_table, real_mark, real_set = store.review_table, store.review_mark, store.set_label
     store.review_table = lambda *a: builds.append(1) or real_table(*a)
     service.table()
-    service.set_label(first, "cancer", source="review", who="t", chosen="review")
+    service.set_label(first, "normal", source="review", who="t", chosen="review")
 
     def mark_after_the_commit():
         if threading.current_thread().name == "reader" and not reached.is_set():
@@ -985,5 +985,13 @@ def test_a_label_committed_here_but_not_yet_noted_keeps_the_held_table(fresh):
     assert r.status_code == 200, r.text
     assert read["t"].label_of(iid)[1] == "propagated" and builds == []
     table = service.table()
-    assert table.label_of(first) == table.label_of(iid) == ("cancer", "expert")
+    assert (table.label_of(first), table.label_of(iid)) == (
+        ("normal", "expert"),
+        ("cancer", "expert"),
+    )
+    rows = [table.row(i) for i in (first, iid)]
+    assert [(r["p_normal"], r["p_cancer"], r["needs_review"]) for r in rows] == [
+        (1.0, 0.0, False),
+        (0.0, 1.0, False),
+    ]
     assert builds == []

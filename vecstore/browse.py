@@ -58,11 +58,21 @@ class ReviewTable:
     metadata: dict[int, dict[str, Any]] = field(default_factory=dict)
     mark: tuple = ()  # table_mark() when it was read
     by_id: dict[int, tuple[Any, str]] = field(default_factory=dict)  # see label_of
+    rows: dict[int, int] = field(default_factory=dict)  # image id -> its row's position
 
     def __post_init__(self) -> None:
-        if not self.by_id and len(self.df):
-            df = self.df
+        df = self.df
+        if not self.by_id and len(df):
             self.by_id = dict(zip(df["image_id"], zip(df["label"], df["source"])))
+        if not self.rows and len(df):
+            self.rows = {int(iid): pos for pos, iid in enumerate(df["image_id"])}
+
+    def row(self, image_id: int) -> dict[str, Any]:
+        """One image's row (UnknownImage when the table has none)."""
+        pos = self.rows.get(image_id)
+        if pos is None:
+            raise UnknownImage(f"no image with id {image_id} in this store")
+        return self.df.iloc[pos].to_dict()
 
     def label_of(self, image_id: int) -> tuple[str | None, str]:
         """(label in force, its source) of an image; (None, "none") for one not here."""
@@ -246,10 +256,7 @@ def _risk(table: ReviewTable, row: dict[str, Any]) -> str:
 def image_record(db: Database, table: ReviewTable, image_id: int) -> dict[str, Any]:
     """One image: its row of the table, metadata, expert label (who, when, how chosen) and
     label history."""
-    rows = table.df[table.df["image_id"] == image_id]
-    if not len(rows):
-        raise UnknownImage(f"no image with id {image_id} in this store")
-    row = rows.iloc[0].to_dict()
+    row = table.row(image_id)
     lab = db.labels.get(image_id)
     events = label_history.history(db, str(image_id))
     last = next((e for e in reversed(events) if e.new_label is not None), None)
@@ -373,15 +380,13 @@ def with_expert_labels(
     a rebuild would give when they are the only changes since the table was read (each
     image's row becomes the expert's; the other pseudo-labels stay until the next
     propagation). None when it cannot be told so (an image or a class the table lacks)."""
-    ids = table.df["image_id"].to_numpy()
-    rows = {iid: np.flatnonzero(ids == iid) for iid in labels}
-    if "margin" not in table.df or any(len(r) != 1 for r in rows.values()):
+    if "margin" not in table.df or not all(iid in table.rows for iid in labels):
         return None
     if not set(labels.values()) <= set(table.classes):
         return None
     df = table.df.copy()
-    for iid, label in labels.items():
-        r = df.index[rows[iid][0]]
+    for label in set(labels.values()):
+        rows = df.index[[table.rows[iid] for iid, lab in labels.items() if lab == label]]
         values = {
             "label": label,
             "expert": label,
@@ -395,6 +400,6 @@ def with_expert_labels(
             **{PROBA_PREFIX + c: float(c == label) for c in table.classes},
         }
         for column, value in values.items():
-            df.at[r, column] = value
+            df.loc[rows, column] = value
     by_id = {**table.by_id, **{iid: (label, "expert") for iid, label in labels.items()}}
     return replace(table, df=df, version=version, mark=mark, by_id=by_id)

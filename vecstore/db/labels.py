@@ -77,6 +77,11 @@ class LabelRepo:
         with self.db.session() as s:
             return dict(s.execute(select(Label.image_id, Label.label)).all())
 
+    def distinct(self) -> list[str]:
+        """The distinct expert labels, sorted (read in SQLite: on every label write)."""
+        with self.db.session() as s:
+            return sorted(s.scalars(select(Label.label).distinct()).all())
+
     def get(self, image_id: int) -> Label | None:
         with self.db.session() as s:
             return s.scalar(select(Label).where(Label.image_id == image_id))
