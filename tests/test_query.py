@@ -232,6 +232,7 @@ def test_a_label_written_through_writing_leaves_the_index_cache_in_step(image_di
         first = len(marks)
         with store.writing(purpose="label") as w:
             w.set_label("2", "normal", replace=True)
+            assert len(store.query(image_id=1, k=3).hits) == 3  # another thread, meanwhile
         assert len(store.query(image_id=1, k=3).hits) == 3
         assert len(marks) == first
         assert cli("labels", "set", "3", "cancer").exit_code == 0

@@ -210,13 +210,12 @@ class Store:
         if self.write:
             raise VecstoreError("internal: this store already writes")
         self._lock.acquire(wait=wait, purpose=purpose)
-        self.write, before = True, self._db.data_version()
+        self.write = True
         try:
-            self._db.runs.mark_interrupted()
-            yield self
+            with self._indexes.vectors_unchanged():
+                self._db.runs.mark_interrupted()
+                yield self
         finally:
-            # every commit is made under the lock: the ones since `before` are this block's
-            self._indexes.vectors_unchanged(before, self._db.data_version())
             self.write = False
             self._lock.release()
 

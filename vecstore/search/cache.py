@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +47,7 @@ class IndexCache:
         self._indexes: dict[str, SpaceIndex] = {}
         self._versions: dict[str, int] = {}  # data_version each cached index was synced at
         self._marks: dict[str, tuple] = {}  # the space's vectors' mark at that sync
+        self._quiet_since: int | None = None  # see vectors_unchanged
 
     def path(self, space: Space) -> Path:
         return self.folder / f"{space.name}.faiss"
@@ -53,7 +56,7 @@ class IndexCache:
         """The space's index, caught up with the database (the file is only a cache)."""
         version = self.db.data_version()
         idx = self._indexes.get(space.name)
-        if idx is not None and self._versions.get(space.name) == version:
+        if idx is not None and self._versions.get(space.name) in (version, self._quiet_since):
             return idx
         t = self.db.spaces.transform(space.id)
         if idx is not None and fingerprint(idx.transform) != fingerprint(t):
@@ -80,13 +83,21 @@ class IndexCache:
         self._marks[space.name] = mark
         return idx
 
-    def vectors_unchanged(self, before: int, after: int) -> None:
-        """The database moved from data version ``before`` to ``after`` by commits that
-        changed no vector (a label write under the one-writer lock, which no other process
-        can commit beside): the indexes in step at ``before`` are in step at ``after``."""
-        for name, version in list(self._versions.items()):
-            if version == before:
-                self._versions[name] = after
+    @contextmanager
+    def vectors_unchanged(self) -> Iterator[None]:
+        """For a block whose commits change no vector (a label write under the one-writer
+        lock, beside which no other process commits): the indexes in step when it starts
+        stay in step through it and after it, without re-checking the space's vectors."""
+        before = self.db.data_version()
+        self._quiet_since = before
+        try:
+            yield
+        finally:
+            after = self.db.data_version()
+            for name, version in list(self._versions.items()):
+                if version == before:
+                    self._versions[name] = after
+            self._quiet_since = None
 
     def _load(self, space: Space, t: VectorTransform | None) -> SpaceIndex | None:
         """The saved index when it is the one saved for the space under transform ``t``."""
