@@ -45,7 +45,10 @@ class ImageFilter:
 @dataclass
 class ReviewTable:
     """One image per row (image_id, path, label, source, confidence, margin, p_<class>, ...,
-    needs_review, review_reason, cluster, expert), read at ``version``."""
+    needs_review, review_reason, cluster, expert) as read from the database (``df``), with
+    the expert labels given since (``overlay``: image id -> label), at ``version``. One
+    image's row and label read the overlay; ``frame`` (for listings) is ``df`` with it
+    applied, made once per table."""
 
     df: pd.DataFrame
     classes: list[str]
@@ -59,6 +62,8 @@ class ReviewTable:
     mark: tuple = ()  # table_mark() when it was read
     by_id: dict[int, tuple[Any, str]] = field(default_factory=dict)  # see label_of
     rows: dict[int, int] = field(default_factory=dict)  # image id -> its row's position
+    overlay: dict[int, str] = field(default_factory=dict)  # expert labels given since
+    _frame: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         df = self.df
@@ -67,15 +72,27 @@ class ReviewTable:
         if not self.rows and len(df):
             self.rows = {int(iid): pos for pos, iid in enumerate(df["image_id"])}
 
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The table with the overlay's expert labels in their rows."""
+        if self._frame is None:
+            self._frame = _with_overlay(self)
+        return self._frame
+
     def row(self, image_id: int) -> dict[str, Any]:
         """One image's row (UnknownImage when the table has none)."""
         pos = self.rows.get(image_id)
         if pos is None:
             raise UnknownImage(f"no image with id {image_id} in this store")
-        return self.df.iloc[pos].to_dict()
+        row = self.df.iloc[pos].to_dict()
+        if image_id in self.overlay:
+            row.update(_expert_row(self, self.overlay[image_id]))
+        return row
 
     def label_of(self, image_id: int) -> tuple[str | None, str]:
         """(label in force, its source) of an image; (None, "none") for one not here."""
+        if image_id in self.overlay:
+            return self.overlay[image_id], "expert"
         label, source = self.by_id.get(image_id, (None, "none"))
         return (label if isinstance(label, str) else None), source
 
@@ -169,7 +186,7 @@ def select(table: ReviewTable, f: ImageFilter) -> tuple[int, list[dict[str, Any]
         raise BadInput("no positive class yet: run `vecstore evaluate --positive CLASS`")
     if not 1 <= f.limit <= MAX_PAGE or f.offset < 0:
         raise BadInput(f"limit must be 1 to {MAX_PAGE} and offset at least 0")
-    df = table.df[_mask(table, f)]
+    df = table.frame[_mask(table, f)]
     key = {"id": "image_id", "confidence": "confidence"}.get(f.sort)
     key = key or PROBA_PREFIX + str(table.positive)
     df = df.sort_values([key, "image_id"], ascending=[not f.descending, True], kind="stable")
@@ -178,7 +195,7 @@ def select(table: ReviewTable, f: ImageFilter) -> tuple[int, list[dict[str, Any]
 
 
 def _mask(table: ReviewTable, f: ImageFilter) -> np.ndarray:
-    df = table.df
+    df = table.frame
     keep = np.ones(len(df), bool)
     for column, value in [
         ("label", f.label),
@@ -230,7 +247,7 @@ def review_queue(table: ReviewTable, offset: int, limit: int) -> tuple[int, list
     """The flagged pseudo-labels, the riskiest first: with a positive class, those called
     negative, most probably positive first (a possible missed positive), then the flagged
     positives, least sure first; without one, least sure first."""
-    df = table.df
+    df = table.frame
     if "margin" not in df or not len(df):
         return 0, []
     df = df[df["needs_review"] & (df["source"] == "propagated")]
@@ -294,7 +311,7 @@ def image_record(db: Database, table: ReviewTable, image_id: int) -> dict[str, A
 def dashboard(db: Database, table: ReviewTable) -> dict[str, Any]:
     """Counts per label and source, the propagation shown, the flagged share, the recall
     promise of the latest evaluation and the latest learning curve."""
-    df = table.df
+    df = table.frame
     counts = (
         df.groupby(["label", "source"], dropna=False).size().reset_index(name="count")
         if len(df)
@@ -379,27 +396,40 @@ def with_expert_labels(
     """``table`` with these expert labels (image id -> label), as read at ``version``: what
     a rebuild would give when they are the only changes since the table was read (each
     image's row becomes the expert's; the other pseudo-labels stay until the next
-    propagation). None when it cannot be told so (an image or a class the table lacks)."""
+    propagation). None when it cannot be told so (an image or a class the table lacks).
+    Nothing is copied but the overlay: a label write costs no pass over the table."""
     if "margin" not in table.df or not all(iid in table.rows for iid in labels):
         return None
     if not set(labels.values()) <= set(table.classes):
         return None
+    overlay = {**table.overlay, **labels}
+    return replace(table, version=version, mark=mark, overlay=overlay, _frame=None)
+
+
+def _expert_row(table: ReviewTable, label: str) -> dict[str, Any]:
+    """The columns of a row whose image has the expert label ``label``."""
+    return {
+        "label": label,
+        "expert": label,
+        "source": "expert",
+        "confidence": 1.0,
+        "second_label": None,
+        "margin": np.nan,
+        "needs_review": False,
+        "review_reason": "",
+        "decision": "expert",
+        **{PROBA_PREFIX + c: float(c == label) for c in table.classes},
+    }
+
+
+def _with_overlay(table: ReviewTable) -> pd.DataFrame:
+    """``table.df`` with the overlay's labels in their rows (the table's own frame left as
+    read: other requests may be reading it)."""
+    if not table.overlay:
+        return table.df
     df = table.df.copy()
-    for label in set(labels.values()):
-        rows = df.index[[table.rows[iid] for iid, lab in labels.items() if lab == label]]
-        values = {
-            "label": label,
-            "expert": label,
-            "source": "expert",
-            "confidence": 1.0,
-            "second_label": None,
-            "margin": np.nan,
-            "needs_review": False,
-            "review_reason": "",
-            "decision": "expert",
-            **{PROBA_PREFIX + c: float(c == label) for c in table.classes},
-        }
-        for column, value in values.items():
+    for label in set(table.overlay.values()):
+        rows = df.index[[table.rows[i] for i, lab in table.overlay.items() if lab == label]]
+        for column, value in _expert_row(table, label).items():
             df.loc[rows, column] = value
-    by_id = {**table.by_id, **{iid: (label, "expert") for iid, label in labels.items()}}
-    return replace(table, df=df, version=version, mark=mark, by_id=by_id)
+    return df
