@@ -21,9 +21,10 @@ from ..results import Export
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+    from sqlalchemy import Row
 
     from ..db import Database
-    from ..db.models import Prediction, Run
+    from ..db.models import Run
 
 # without an evaluation to calibrate it: the quarter least sure pseudo-labels need review
 DEFAULT_REVIEW_SHARE = 0.25
@@ -152,7 +153,7 @@ class _Decided:
     threshold: float | None
 
     @classmethod
-    def of(cls, preds: dict[int, Prediction], rules: ReviewRules, classes: list[str]) -> _Decided:
+    def of(cls, preds: dict[int, Row], rules: ReviewRules, classes: list[str]) -> _Decided:
         pos_j = threshold = None
         pos = rules.positive
         if pos and pos["threshold"] is not None and pos["label"] in classes:
@@ -165,7 +166,7 @@ class _Decided:
         at = {i: r for r, i in enumerate(ids)}
         return cls(at, proba, label, margin, flagged(margin, rules.share), pos_j, threshold)
 
-    def row(self, iid: int, pr: Prediction, rules: ReviewRules, classes: list[str]) -> dict:
+    def row(self, iid: int, pr: Row, rules: ReviewRules, classes: list[str]) -> dict:
         r = self.at[iid]
         proba = self.proba[r]
         label = classes[self.label[r]] if self.label[r] >= 0 else None
