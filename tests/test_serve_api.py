@@ -27,6 +27,7 @@ from PIL import Image
 
 from vecstore.cli import main
 from vecstore.web import ServeOptions, create_app
+from vecstore.web import service as service_module
 
 from .conftest import make_image
 from .test_reliability import HOLD_LOCK
@@ -995,3 +996,29 @@ def test_a_label_committed_here_but_not_yet_noted_keeps_the_held_table(fresh):
         (0.0, 1.0, False),
     ]
     assert builds == []
+
+
+def test_a_slow_table_is_rebuilt_in_the_background_and_not_too_often(fresh, monkeypatch):
+    """Once a build of the review table is slow (a large store), another process's write
+    never makes a request wait for a rebuild: requests get the held table, a rebuild runs
+    in the background, and builds take at most SLOW_TABLE_SHARE of the time (a CLI ingest
+    commits every few seconds)."""
+    monkeypatch.setattr(service_module, "SLOW_TABLE_S", 0.0)  # every build counts as slow
+    service = fresh.c.app.state.service
+    builds = []
+    real = service.store.review_table
+    service.store.review_table = lambda *a: builds.append(time.monotonic()) or real(*a)
+    service._table = None
+    iid = next(i for i, (_, src) in service.table().by_id.items() if src == "propagated")
+    not_before = service._next_build
+    assert len(builds) == 1 and not_before > time.monotonic()
+    cli = ["--store", str(fresh.store), "labels", "set", str(iid), "cancer"]
+    assert CliRunner().invoke(main, cli).exit_code == 0
+    assert service.table().label_of(iid)[1] == "propagated" and len(builds) == 1
+    time.sleep(max(0.0, service._next_build - time.monotonic()) + 0.01)
+    assert service.table().label_of(iid)[1] == "propagated"  # the rebuild runs behind it
+    deadline = time.monotonic() + 20
+    while service._rebuild.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(builds) == 2 and service.table().label_of(iid) == ("cancer", "expert")
+    assert builds[1] >= not_before

@@ -62,6 +62,7 @@ class Job:
 
 JOB_KINDS = ("propagate", "evaluate", "cluster")
 SLOW_TABLE_S = 0.5  # a review table built slower than this is rebuilt in the background
+SLOW_TABLE_SHARE = 0.1  # and such builds take at most this share of the time
 PENDING = object()  # the held table stands until a write of this process is noted
 
 
@@ -96,7 +97,8 @@ class ReviewService:
         it shows changed, or brought forward by the labels this process wrote, else
         rebuilt. One rebuild at a time: while one runs, other requests get the table before
         it; and once a build has taken more than SLOW_TABLE_S (a large store), every
-        rebuild runs in the background, requests keeping the previous table meanwhile."""
+        rebuild runs in the background, requests keeping the previous table meanwhile, and
+        at most SLOW_TABLE_SHARE of the time (a CLI ingest beside the server commits often)."""
         held = self._table
         if held is not None and held.version == self.store.data_version():
             return held
@@ -109,7 +111,7 @@ class ReviewService:
             return self._table
         if held is not None and self._slow:
             if time.monotonic() < self._next_build:
-                return held  # a slow build ended lately: at most a third of the time in builds
+                return held  # a slow build ended lately: at most SLOW_TABLE_SHARE of the time
             if self._rebuild.acquire(blocking=False):
                 threading.Thread(target=self._rebuild_then_release, daemon=True).start()
             return held
@@ -158,7 +160,8 @@ class ReviewService:
                     self._forward()
                 took = time.perf_counter() - t0
                 self._slow = took > SLOW_TABLE_S
-                self._next_build = time.monotonic() + 2 * took if self._slow else 0.0
+                pause = took * (1 / SLOW_TABLE_SHARE - 1)
+                self._next_build = time.monotonic() + pause if self._slow else 0.0
         finally:
             self._rebuild.release()
 
