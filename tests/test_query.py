@@ -7,11 +7,14 @@ import io
 import json
 import os
 import sqlite3
+import threading
+import time
 
 import faiss
 import numpy as np
 
 from vecstore.db import head_revision
+from vecstore.search.cache import SharedLock
 from vecstore.store import Store
 
 from .conftest import make_image
@@ -238,3 +241,70 @@ def test_a_label_written_through_writing_leaves_the_index_cache_in_step(image_di
         assert cli("labels", "set", "3", "cancer").exit_code == 0
         assert len(store.query(image_id=1, k=3).hits) == 3
         assert len(marks) == first + 1
+
+
+def test_an_index_is_changed_only_when_no_search_runs_on_it():
+    """The index cache's lock: searches share it; a sync of an index (FAISS add / remove,
+    unsafe beside a search) waits for the running searches and keeps new ones waiting."""
+    lock, log = SharedLock(), []
+    searching, sync_waits = threading.Event(), threading.Event()
+
+    def search(name: str, hold: threading.Event | None = None) -> None:
+        with lock.shared():
+            log.append(f"{name} in")
+            if hold is not None:
+                searching.set()
+                hold.wait(5)
+            log.append(f"{name} out")
+
+    def sync() -> None:
+        sync_waits.set()
+        with lock.alone():
+            log.append("sync")
+
+    release = threading.Event()
+    first = threading.Thread(target=search, args=("a", release))
+    first.start()
+    assert searching.wait(5)
+    changer = threading.Thread(target=sync)
+    changer.start()
+    assert sync_waits.wait(5)
+    time.sleep(0.05)
+    later = threading.Thread(target=search, args=("b",))
+    later.start()
+    time.sleep(0.05)
+    assert log == ["a in"]  # the sync waits for a; b waits behind the sync
+    release.set()
+    for t in (first, changer, later):
+        t.join(5)
+    assert log == ["a in", "a out", "sync", "b in", "b out"]
+
+
+def test_queries_from_many_threads_while_another_process_adds_images(image_dir, cli, store_path):
+    """A store read by many threads at once (`vecstore serve`) while an ingest adds images:
+    every query answers, and once the ingest is seen every new image is found."""
+    _ingest(cli, image_dir)
+    with Store.open(store_path) as store:
+        assert len(store.query(image_id=1, k=3).hits) == 3
+        stop, failures, answered = threading.Event(), [], []
+
+        def keep_querying() -> None:
+            while not stop.is_set():
+                try:
+                    answered.append(len(store.query(image_id=1, k=50).hits))
+                except Exception as exc:  # any failure is the test's failure
+                    failures.append(exc)
+
+        threads = [threading.Thread(target=keep_querying) for _ in range(4)]
+        for t in threads:
+            t.start()
+        before = len(store.query(image_id=1, k=50).hits)
+        for i in range(6):
+            make_image(image_dir / "more" / f"m{i}.png", seed=5000 + i)
+        assert cli("ingest", image_dir, "--space", "pixels").exit_code == 0
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert failures == [] and answered
+        assert len(store.query(image_id=1, k=50).hits) == before + 6

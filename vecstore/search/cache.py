@@ -16,6 +16,7 @@ waiting), so that the next reader need not do it again.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,16 +49,33 @@ class IndexCache:
         self._versions: dict[str, int] = {}  # data_version each cached index was synced at
         self._marks: dict[str, tuple] = {}  # the space's vectors' mark at that sync
         self._quiet_since: int | None = None  # see vectors_unchanged
+        self._catching_up = threading.RLock()  # one thread syncs an index with the database
+        self._searches = SharedLock()  # searches side by side, an index changed alone
 
     def path(self, space: Space) -> Path:
         return self.folder / f"{space.name}.faiss"
 
     def get(self, space: Space, *, progress: bool = False) -> SpaceIndex:
-        """The space's index, caught up with the database (the file is only a cache)."""
+        """The space's index, caught up with the database (the file is only a cache). Many
+        threads may ask at once (`vecstore serve`): one catches up, the others wait for it;
+        the searches themselves run side by side."""
+        idx = self._in_step(space)
+        if idx is not None:
+            return idx
+        with self._catching_up:
+            return self._in_step(space) or self._catch_up(space, progress)
+
+    def _in_step(self, space: Space) -> SpaceIndex | None:
+        """The cached index when no commit since its sync can have changed it."""
+        idx = self._indexes.get(space.name)
+        if idx is None:
+            return None
+        version = self._versions.get(space.name)
+        return idx if version in (self.db.data_version(), self._quiet_since) else None
+
+    def _catch_up(self, space: Space, progress: bool) -> SpaceIndex:
         version = self.db.data_version()
         idx = self._indexes.get(space.name)
-        if idx is not None and self._versions.get(space.name) in (version, self._quiet_since):
-            return idx
         t = self.db.spaces.transform(space.id)
         if idx is not None and fingerprint(idx.transform) != fingerprint(t):
             idx = None  # held under the space's previous transform
@@ -73,7 +91,8 @@ class IndexCache:
             idx, fresh = self.build(space, progress=progress), True
         else:
             try:
-                idx.sync(db_ids, lambda ids: prepare(self.db.vectors.get(space, ids)[1], t))
+                with self._searches.alone():  # FAISS: no search beside an add or a remove
+                    idx.sync(db_ids, lambda ids: prepare(self.db.vectors.get(space, ids)[1], t))
             except RebuildNeeded:
                 idx = self.build(space, progress=progress)
         if idx.dirty and fresh and not self.write:
@@ -110,7 +129,8 @@ class IndexCache:
         """(similarities, image ids) of the k nearest neighbours of raw query vectors of the
         space (stored, or embedded now), put through the transform the index was built under."""
         idx = self.get(space)
-        return idx.search(prepare(queries, idx.transform), k)
+        with self._searches.shared():
+            return idx.search(prepare(queries, idx.transform), k)
 
     def refresh(self, space: Space, *, progress: bool = False) -> SpaceIndex:
         """Catch the index up with the database and save it (after a write)."""
@@ -189,6 +209,43 @@ class IndexCache:
         if not self.folder.is_dir():
             return []
         return sorted(p for p in self.folder.iterdir() if p.name.endswith(TEMP_SUFFIX))
+
+
+class SharedLock:
+    """Many holders at once (``shared``: searches) or one alone (``alone``: changing an
+    index); one waiting to be alone goes before shared holders that come after it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._alone = False
+        self._waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not (self._alone or self._waiting))
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            self._cond.wait_for(lambda: not (self._alone or self._shared))
+            self._waiting -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._alone = False
+                self._cond.notify_all()
 
 
 def with_settings(space: Space, factory: str | None, memory_budget: int | None) -> Space:

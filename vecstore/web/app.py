@@ -142,8 +142,7 @@ def _image_routes(app: FastAPI, service: ReviewService) -> None:
         k: int = Query(service.options.neighbours, ge=1, le=service.options.max_k),
     ) -> dict[str, Any]:
         """The most similar stored images, with their labels."""
-        with service.reading() as store:
-            res = store.query(image_id=image_id, space=space, k=k)
+        res = service.store.query(image_id=image_id, space=space, k=k)
         return _hits(service, res)
 
     @app.post("/api/query")
@@ -162,8 +161,7 @@ def _image_routes(app: FastAPI, service: ReviewService) -> None:
             path = Path(tmp) / "upload"
             path.write_bytes(data)
             try:
-                with service.reading() as store:
-                    res = store.query(path=str(path), space=space, k=k)
+                res = service.store.query(path=str(path), space=space, k=k)
             except BadInput as exc:
                 raise BadInput(str(exc).replace(str(path), name)) from None
         return {**_hits(service, res), "query": f"upload {file.filename or ''}".strip()}

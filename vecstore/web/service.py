@@ -68,15 +68,14 @@ PENDING = object()  # the held table stands until a write of this process is not
 
 class ReviewService:
     """The store as the web layer sees it. Reads share one open store (its index cache
-    guarded by a lock, the review table rebuilt when the data moved); each write takes the
-    store's write lock for itself."""
+    safe for many threads, the review table rebuilt when the data moved); each write takes
+    the store's write lock for itself."""
 
     def __init__(self, path: str | Path, options: ServeOptions) -> None:
         self.path = Path(path)
         self.options = options
         self.store = Store.open(self.path)
         Store.set_search_threads(options.search_threads)
-        self._read = threading.Lock()  # the store's index cache: one query at a time
         self._rebuild = threading.Lock()  # one review table built at a time
         self._slow = False  # the last build took over SLOW_TABLE_S: build in the background
         self._next_build = 0.0  # and not again before this (monotonic time)
@@ -164,12 +163,6 @@ class ReviewService:
                 self._next_build = time.monotonic() + pause if self._slow else 0.0
         finally:
             self._rebuild.release()
-
-    @contextmanager
-    def reading(self) -> Iterator[Store]:
-        """The store, for reads that touch its index cache (one at a time)."""
-        with self._read:
-            yield self.store
 
     # ---- writes --------------------------------------------------------------------------------
     @contextmanager
