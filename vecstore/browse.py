@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import BadInput, NoRun, UnknownImage
 from .labeling import history as label_history
-from .labeling.export import PROBA_PREFIX, export_table
+from .labeling.export import PROBA_PREFIX, expert_columns, export_table
 from .params import ExportOptions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -408,18 +408,7 @@ def with_expert_labels(
 
 def _expert_row(table: ReviewTable, label: str) -> dict[str, Any]:
     """The columns of a row whose image has the expert label ``label``."""
-    return {
-        "label": label,
-        "expert": label,
-        "source": "expert",
-        "confidence": 1.0,
-        "second_label": None,
-        "margin": np.nan,
-        "needs_review": False,
-        "review_reason": "",
-        "decision": "expert",
-        **{PROBA_PREFIX + c: float(c == label) for c in table.classes},
-    }
+    return {**expert_columns(label, table.classes), "expert": label}
 
 
 def _with_overlay(table: ReviewTable) -> pd.DataFrame:

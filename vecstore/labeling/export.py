@@ -110,17 +110,7 @@ def export_rows(
             "run_id": run.id,
         }
         if iid in seeds:
-            row.update(
-                label=seeds[iid],
-                source="expert",
-                confidence=1.0,
-                second_label=None,
-                margin=None,
-                needs_review=iid in to_check,
-                review_reason=to_check.get(iid, ""),
-                decision="expert",
-                **{PROBA_PREFIX + c: float(c == seeds[iid]) for c in classes},
-            )
+            row.update(expert_columns(seeds[iid], classes, to_check.get(iid)))
         elif iid not in preds:
             why = f"not in propagation run {run.id} (run `vecstore propagate` again)"
             row.update(
@@ -137,6 +127,22 @@ def export_rows(
             row.update(decided.row(iid, preds[iid], rules, classes))
         rows.append(row)
     return rows
+
+
+def expert_columns(label: str, classes: list[str], review: str | None = None) -> dict[str, Any]:
+    """The columns of an image's row when an expert labeled it ``label``; ``review``: why
+    that label needs a look (None: it does not)."""
+    return {
+        "label": label,
+        "source": "expert",
+        "confidence": 1.0,
+        "second_label": None,
+        "margin": None,
+        "needs_review": review is not None,
+        "review_reason": review or "",
+        "decision": "expert",
+        **{PROBA_PREFIX + c: float(c == label) for c in classes},
+    }
 
 
 @dataclass
