@@ -187,15 +187,20 @@ def test_index_file_is_written_only_when_it_changes(image_dir, cli, store_path):
     assert "index and database agree on 11 ids" in cli("check").output
 
 
+def _calls_of(repo, method: str) -> list[str]:
+    """The spaces a repository's ``method`` is called for from now on, in order."""
+    calls, real = [], getattr(repo, method)
+    setattr(repo, method, lambda sp: calls.append(sp.name) or real(sp))
+    return calls
+
+
 def test_a_label_write_does_not_make_a_query_reread_the_index_ids(image_dir, cli, store_path):
     """The index cache watches the space's vectors (a mark read in one scan), not every
     write: after a label is set, the next query reads no id list and syncs nothing; after
     new vectors, it catches up."""
     _ingest(cli, image_dir)
     with Store.open(store_path) as store:
-        reads = []
-        real = store._db.vectors.ids
-        store._db.vectors.ids = lambda sp: reads.append(sp.name) or real(sp)
+        reads = _calls_of(store._db.vectors, "ids")
         assert len(store.query(image_id=1, k=3).hits) == 3
         first = len(reads)
         assert cli("labels", "set", image_dir / "unlabeled" / "u0.png", "normal").exit_code == 0
@@ -228,9 +233,7 @@ def test_a_label_written_through_writing_leaves_the_index_cache_in_step(image_di
     every label the service writes). A write by another process still makes it check."""
     _ingest(cli, image_dir)
     with Store.open(store_path) as store:
-        marks = []
-        real = store._db.vectors.mark
-        store._db.vectors.mark = lambda sp: marks.append(sp.name) or real(sp)
+        marks = _calls_of(store._db.vectors, "mark")
         assert len(store.query(image_id=1, k=3).hits) == 3
         first = len(marks)
         with store.writing(purpose="label") as w:
