@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -283,6 +284,30 @@ def test_all_is_cached_until_another_connection_commits(database, space):
     assert [s.name for s in database.spaces.all()] == ["imp", "clip"]
     execute(database, "UPDATE spaces SET index_type = 'Flat' WHERE name = 'imp'")
     assert database.spaces.get("imp").index_type == "Flat"
+
+
+def test_hot_path_reads_use_one_connection_per_thread_all_closed_with_the_store(tmp_path):
+    database = Database(tmp_path / "vecstore.db")
+    database.migrate()
+    seen: dict[str, object] = {}
+
+    def read(name: str) -> None:
+        assert database.read("SELECT count(*) FROM sqlite_master WHERE name = 't'") == [(0,)]
+        seen[name] = database._reader()
+
+    threads = [threading.Thread(target=read, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    read("main")
+    assert len({id(c) for c in seen.values()}) == 3  # no thread waits on another's reads
+    execute(database, "CREATE TABLE t (x)")
+    assert database.read("SELECT count(*) FROM sqlite_master WHERE name = 't'") == [(1,)]
+    database.close()
+    for conn in seen.values():
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
 
 
 def test_vector_counts_per_space(database, space):

@@ -1,13 +1,15 @@
 """How the database layer reaches SQLite: one SQLAlchemy engine, ORM sessions for ordinary
 rows, and the engine's own DB-API connections where millions of rows or a millisecond count
-(``raw()`` for bulk reads and writes, ``read()`` and ``data_version()`` on one held
-connection for the hot path of a query). A SQLite failure that means a damaged, read-only or
+(``raw()`` for bulk reads and writes; for the hot path of a query, ``read()`` on a
+connection held per thread, so that a service's threads read side by side, and
+``data_version()`` on one held connection). A SQLite failure that means a damaged, read-only or
 full store comes out of every path as the VecstoreError that says so (engine.sqlite_error);
 ``integrity_problems()`` asks SQLite to check the file itself."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from .engine import make_engine, session_factory, sqlite_error
+from .engine import make_engine, session_factory, sqlite_error, unpooled_connection
 
 SHOWN_INTEGRITY_LINES = 5  # lines of SQLite's integrity_check answer kept in a report
 SQLITE_MAX_PARAMS = 30000  # bound parameters per statement, under SQLite's limit
@@ -34,6 +36,8 @@ class Connections:
         self.engine = make_engine(path)
         self._sessions = session_factory(self.engine)
         self._watch: Any = None  # a pooled DB-API connection held open (see data_version)
+        self._readers: dict[int, sqlite3.Connection] = {}  # thread id -> its read() connection
+        self._readers_lock = threading.Lock()
 
     def session(self) -> Session:
         return self._sessions()
@@ -64,10 +68,22 @@ class Connections:
             self._watch = self.engine.raw_connection()
         return self._watch.driver_connection
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection, opened on its first read. Outside the engine's pool
+        (a service runs more threads than it holds) and never shared: one sqlite3 connection
+        runs one statement at a time, so threads sharing one queued behind each other."""
+        thread = threading.get_ident()
+        conn = self._readers.get(thread)
+        if conn is None:
+            conn = unpooled_connection(self.engine)
+            with self._readers_lock:
+                self._readers[thread] = conn
+        return conn
+
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        """A read on the held connection, no ORM: the hot path of a single query."""
+        """A read, no ORM, on this thread's own connection: the hot path of a single query."""
         with self._meaning():
-            return self._watch_conn().execute(sql, params).fetchall()
+            return self._reader().execute(sql, params).fetchall()
 
     def data_version(self) -> int:
         """SQLite's PRAGMA data_version on the held connection: it changes whenever another
@@ -97,6 +113,12 @@ class Connections:
             return [tuple(r) for r in raw.execute("PRAGMA foreign_key_check")]
 
     def close(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, {}
+        alive = {t.ident for t in threading.enumerate()} - {threading.get_ident()}
+        for thread, conn in readers.items():
+            if thread not in alive:  # another thread's may be mid-read: freed when it is done
+                conn.close()
         if self._watch is not None:
             self._watch.close()
             self._watch = None

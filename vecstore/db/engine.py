@@ -4,7 +4,9 @@ what a SQLite failure means to the user (a damaged file, a read-only store, a fu
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import URL, Engine, create_engine, event
@@ -27,16 +29,7 @@ def make_engine(db_path: Path) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record) -> None:
-        cur = dbapi_conn.cursor()
-        if not read_only:
-            # WAL: readers keep working while one writer writes; NORMAL sync is durable at
-            # checkpoints and never corrupts the file on a crash (only the last commit may be
-            # lost).
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
+        set_pragmas(dbapi_conn, read_only=read_only)
 
     @event.listens_for(engine, "handle_error")
     def _meaning(ctx) -> None:
@@ -45,6 +38,28 @@ def make_engine(db_path: Path) -> Engine:
             raise err
 
     return engine
+
+
+def set_pragmas(dbapi_conn: Any, *, read_only: bool) -> None:
+    """The settings every connection to a store gets, pooled or not."""
+    cur = dbapi_conn.cursor()
+    if not read_only:
+        # WAL: readers keep working while one writer writes; NORMAL sync is durable at
+        # checkpoints and never corrupts the file on a crash (only the last commit may be lost).
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def unpooled_connection(engine: Engine) -> sqlite3.Connection:
+    """A DB-API connection to the engine's file, outside its pool (which holds 15 at most),
+    with the same URL and settings; usable from any thread; the caller closes it."""
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    conn = engine.dialect.loaded_dbapi.connect(*cargs, **{**cparams, "check_same_thread": False})
+    set_pragmas(conn, read_only=engine.url.query.get("mode") == "ro")
+    return conn
 
 
 def _url(db_path: Path, read_only: bool) -> URL:
