@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -950,6 +951,89 @@ def test_a_new_run_rebuilds_the_table_even_with_no_new_label(fresh):
     r = CliRunner().invoke(main, ["--store", str(fresh.store), "propagate"])
     assert r.exit_code == 0, r.output
     assert c.get("/api/summary").json()["propagation"]["run_id"] > run
+
+
+def test_images_a_cli_ingest_adds_are_appended_to_the_held_table_as_a_rebuild_gives(
+    fresh, tmp_path
+):
+    """A CLI ingest beside the server commits new images every few seconds: the held
+    review table takes them as rows (what a rebuild gives, to the dtypes) instead of a
+    rebuild of the whole table each time (seconds at 100k images, which stalled every
+    request). A label given here on a new image is laid over it as before."""
+    c, service = fresh.c, fresh.c.app.state.service
+    before = service.table()
+    builds = []
+    real = service.store.review_table
+    service.store.review_table = lambda *a: builds.append(1) or real(*a)
+    for i in range(3):
+        _scan(tmp_path / "more" / f"m{i}.png", 900 + i, 0.5)
+    _cli(fresh.store, "ingest", tmp_path / "more", "--space", "pixels")
+    grown = service.table()
+    assert builds == [] and grown.version == service.store.data_version()
+    new = {i for (i,) in fresh.q("SELECT id FROM images WHERE path LIKE '%/more/m%'")}
+    assert len(new) == 3 and set(grown.rows) == set(before.rows) | new
+    pd.testing.assert_frame_equal(grown.frame, real().frame)
+    one = min(new)
+    rec = c.get(f"/api/images/{one}").json()
+    assert (rec["source"], rec["label"], rec["needs_review"]) == ("none", None, True)
+    r = c.post(f"/api/images/{one}/label", json={"label": "cancer"}, headers=WRITE)
+    assert r.status_code == 200, r.text
+    assert service.table().label_of(one) == ("cancer", "expert") and builds == []
+
+
+def test_images_added_before_any_propagation_are_appended_as_a_rebuild_gives(tmp_path):
+    from vecstore.store import Store
+
+    store = tmp_path / "store"
+    for i in range(4):
+        _scan(tmp_path / "a" / ("normal" if i % 2 else "cancer") / f"a{i}.png", i, i / 3)
+        _scan(tmp_path / "b" / f"b{i}.png", 50 + i, i / 3)
+    _cli(store, "ingest", tmp_path / "a", "--space", "pixels", "--labels-from-folders")
+    with Store.open(store) as st:
+        held = st.review_table()
+        assert held.run_id is None and len(held.rows) == 4
+        _cli(store, "ingest", tmp_path / "b", "--space", "pixels")
+        grown = st.with_new_images(held, st.review_mark())
+        assert grown is not None and len(grown.rows) == 8 and grown.mark == st.review_mark()
+        pd.testing.assert_frame_equal(grown.frame, st.review_table().frame)
+
+
+def test_with_slow_tables_images_added_are_appended_behind_the_requests(
+    fresh, tmp_path, monkeypatch
+):
+    """On a large store (slow builds) the images an ingest added are appended in the
+    background: requests meanwhile get the held table, and nothing is rebuilt."""
+    monkeypatch.setattr(service_module, "SLOW_TABLE_S", 0.0)  # every build counts as slow
+    service = fresh.c.app.state.service
+    service._table = None
+    before = service.table()
+    builds = []
+    real = service.store.review_table
+    service.store.review_table = lambda *a: builds.append(1) or real(*a)
+    _scan(tmp_path / "more" / "m0.png", 950, 0.5)
+    _cli(fresh.store, "ingest", tmp_path / "more", "--space", "pixels")
+    assert set(service.table().rows) <= set(before.rows) | set(service._table.rows)
+    deadline = time.monotonic() + 20
+    while service._growing.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    table = service.table()
+    assert len(table.rows) == len(before.rows) + 1 and builds == []
+    assert table.version == service.store.data_version()
+
+
+def test_an_image_forgotten_or_a_run_since_the_table_rebuilds_it(fresh, tmp_path):
+    """Appending is for images added and nothing else: an image gone (forget), or a run
+    that changes what the table shows, gives a rebuilt table."""
+    c, service = fresh.c, fresh.c.app.state.service
+    service.table()
+    builds = []
+    real = service.store.review_table
+    service.store.review_table = lambda *a: builds.append(1) or real(*a)
+    _cli(fresh.store, "forget", fresh.root / "unlabeled" / "u3.png")
+    assert fresh.ids["u3.png"] not in service.table().rows and builds == [1]
+    _cli(fresh.store, "cluster", "-k", "3")
+    clusters = {it["cluster"] for it in _all(c)["items"]}
+    assert clusters == {0, 1, 2} and builds == [1, 1]
 
 
 def test_a_label_committed_here_but_not_yet_noted_keeps_the_held_table(fresh):

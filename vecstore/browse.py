@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import BadInput, NoRun, UnknownImage
 from .labeling import history as label_history
-from .labeling.export import PROBA_PREFIX, expert_columns, export_table
+from .labeling.export import PROBA_PREFIX, expert_columns, export_table, unpropagated_columns
 from .params import ExportOptions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -151,25 +151,27 @@ def _experts_only(db: Database) -> pd.DataFrame:
     import pandas as pd
 
     seeds = db.labels.all()
-    rows = [
-        {
-            "image_id": iid,
-            "path": path,
-            "sha256": sha,
-            "label": seeds.get(iid),
-            "expert": seeds.get(iid),
-            "source": "expert" if iid in seeds else "none",
-            "confidence": 1.0 if iid in seeds else 0.0,
-            "second_label": None,
-            "margin": np.nan,
-            "needs_review": False,
-            "review_reason": "",
-            "decision": "expert" if iid in seeds else "none",
-            "cluster": np.nan,
-        }
-        for iid, path, sha in db.images.export_rows()
-    ]
+    rows = [_experts_only_row(iid, path, sha, seeds.get(iid)) for iid, path, sha in db.images.export_rows()]
     return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["image_id"])
+
+
+def _experts_only_row(iid: int, path: str, sha: str | None, label: str | None) -> dict[str, Any]:
+    """An image's row in a store with no propagation yet (``label``: its expert's, or None)."""
+    return {
+        "image_id": iid,
+        "path": path,
+        "sha256": sha,
+        "label": label,
+        "expert": label,
+        "source": "expert" if label is not None else "none",
+        "confidence": 1.0 if label is not None else 0.0,
+        "second_label": None,
+        "margin": np.nan,
+        "needs_review": False,
+        "review_reason": "",
+        "decision": "expert" if label is not None else "none",
+        "cluster": np.nan,
+    }
 
 
 def _evaluated_positive(db: Database, space: str) -> str | None:
@@ -404,6 +406,45 @@ def with_expert_labels(
         return None
     overlay = {**table.overlay, **labels}
     return replace(table, version=version, mark=mark, overlay=overlay, _frame=None)
+
+
+GROWING_RUNS = ("ingest", "embed")  # runs that may add images and change nothing else shown
+
+
+def with_new_images(db: Database, table: ReviewTable, mark: tuple) -> ReviewTable | None:
+    """``table`` with the images added since it was read (a CLI ingest beside the server
+    commits a chunk every few seconds) appended as rows no propagation reached: what a
+    rebuild would give when they are the only change, at the cost of the new rows instead
+    of the whole table. Its label batches stay those of ``table`` (see
+    with_expert_labels). None when more changed: a run other than an ingest (or one that
+    read metadata), an image gone or usable again."""
+    runs = db.runs.done_after(table.mark[1])
+    if any(r.kind not in GROWING_RUNS or (r.params or {}).get("metadata_csv") for r in runs):
+        return None
+    top = max(table.rows, default=0)
+    if db.images.usable_up_to(top) != (len(table.rows), sum(table.rows)):
+        return None
+    new = db.images.export_rows(after=top)
+    grown = table.df
+    if new:
+        grown = _appended(table, new)
+    rows = {**table.rows, **{int(r[0]): len(table.df) + k for k, r in enumerate(new)}}
+    by_id = {**table.by_id, **{int(r[0]): (None, "none") for r in new}}
+    kept = (table.mark[0], *mark[1:])
+    return replace(table, df=grown, mark=kept, rows=rows, by_id=by_id, _frame=None)
+
+
+def _appended(table: ReviewTable, new: list) -> pd.DataFrame:
+    """``table.df`` with rows for the images ``new`` ((id, path, sha256)), of its dtypes."""
+    import pandas as pd
+
+    if table.run_id is None:
+        rows = [_experts_only_row(int(i), p, sha, None) for i, p, sha in new]
+    else:
+        blank = {**unpropagated_columns(table.run_id), "run_id": table.run_id, "expert": None}
+        rows = [{"image_id": int(i), "path": p, "sha256": sha, **blank} for i, p, sha in new]
+    add = pd.DataFrame(rows, columns=table.df.columns).astype(table.df.dtypes.to_dict())
+    return pd.concat([table.df, add], ignore_index=True)
 
 
 def _expert_row(table: ReviewTable, label: str) -> dict[str, Any]:

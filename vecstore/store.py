@@ -751,6 +751,11 @@ class Store:
         """What moves when ``review_table`` would give another table (cheap to read)."""
         return browse.table_mark(self._db)
 
+    def with_new_images(self, table: ReviewTable, mark: tuple) -> ReviewTable | None:
+        """``table`` with the images added since it was read, when nothing else it shows
+        changed (browse.with_new_images); None: it needs a rebuild."""
+        return browse.with_new_images(self._db, table, mark)
+
     def image_record(self, table: ReviewTable, image_id: int) -> dict[str, Any]:
         """One image of ``table``: labels, probabilities, metadata, label history."""
         return browse.image_record(self._db, table, image_id)

@@ -73,11 +73,22 @@ class ImageRepo:
         )
         return {i: (p, lab) for i, p, lab in rows}
 
-    def export_rows(self) -> list[Row]:
-        """(id, path, sha256) of every usable image, in id order."""
+    def export_rows(self, after: int = 0) -> list[Row]:
+        """(id, path, sha256) of every usable image (with an id above ``after``), in id order."""
         with self.db.session() as s:
-            q = select(Image.id, Image.path, Image.sha256).where(Image.status == "ok")
+            q = select(Image.id, Image.path, Image.sha256)
+            q = q.where(Image.status == "ok", Image.id > after)
             return list(s.execute(q.order_by(Image.id)).all())
+
+    def usable_up_to(self, image_id: int) -> tuple[int, int]:
+        """(how many, sum of their ids) of the usable images with an id up to ``image_id``:
+        compared with the same figures taken earlier, it tells whether one went or came
+        back since."""
+        (n, total), *_ = self.db.read(
+            "SELECT COUNT(*), COALESCE(SUM(id), 0) FROM images WHERE status = 'ok' AND id <= ?",
+            (image_id,),
+        )
+        return n, total
 
     def failures(self) -> list[tuple[str, str]]:
         """(path, reason) of the files that failed, and of the images a space could not

@@ -105,6 +105,12 @@ class RunRepo:
         with self.db.session() as s:
             return s.scalar(q.order_by(Run.id.desc()).limit(1))
 
+    def done_after(self, run_id: int | None) -> list[Run]:
+        """The finished runs with an id above ``run_id`` (every one for None), oldest first."""
+        q = select(Run).where(Run.status == "done", Run.id > (run_id or 0))
+        with self.db.session() as s:
+            return list(s.scalars(q.order_by(Run.id)))
+
     def picked(self) -> set[int]:
         """Every image a finished ``suggest`` run picked (its stats' ``picked`` ids)."""
         q = select(Run.stats).where(Run.kind == SUGGEST, Run.status == "done")

@@ -112,21 +112,26 @@ def export_rows(
         if iid in seeds:
             row.update(expert_columns(seeds[iid], classes, to_check.get(iid)))
         elif iid not in preds:
-            why = f"not in propagation run {run.id} (run `vecstore propagate` again)"
-            row.update(
-                label=None,
-                source="none",
-                confidence=0.0,
-                second_label=None,
-                margin=None,
-                needs_review=True,
-                review_reason=why,
-                decision="none",
-            )
+            row.update(unpropagated_columns(run.id))
         else:
             row.update(decided.row(iid, preds[iid], rules, classes))
         rows.append(row)
     return rows
+
+
+def unpropagated_columns(run_id: int) -> dict[str, Any]:
+    """The columns of an image's row when propagation run ``run_id`` did not reach it (an
+    image added since) and no expert labeled it."""
+    return {
+        "label": None,
+        "source": "none",
+        "confidence": 0.0,
+        "second_label": None,
+        "margin": None,
+        "needs_review": True,
+        "review_reason": f"not in propagation run {run_id} (run `vecstore propagate` again)",
+        "decision": "none",
+    }
 
 
 def expert_columns(label: str, classes: list[str], review: str | None = None) -> dict[str, Any]:

@@ -64,6 +64,7 @@ JOB_KINDS = ("propagate", "evaluate", "cluster")
 SLOW_TABLE_S = 0.5  # a review table built slower than this is rebuilt in the background
 SLOW_TABLE_SHARE = 0.1  # and such builds take at most this share of the time
 PENDING = object()  # the held table stands until a write of this process is noted
+GROW = object()  # images were added since the held table was read: append them
 
 
 class ReviewService:
@@ -77,6 +78,9 @@ class ReviewService:
         self.store = Store.open(self.path)
         Store.set_search_threads(options.search_threads)
         self._rebuild = threading.Lock()  # one review table built at a time
+        self._growing = threading.Lock()  # images added appended by one thread at a time
+        self._mark_at: tuple[int, tuple] | None = None  # see _mark
+        self._cannot_grow: object = None  # the df of a table more than images changed since
         self._slow = False  # the last build took over SLOW_TABLE_S: build in the background
         self._next_build = 0.0  # and not again before this (monotonic time)
         self._patching = threading.Lock()  # the held table and the own writes noted
@@ -97,12 +101,15 @@ class ReviewService:
         rebuilt. One rebuild at a time: while one runs, other requests get the table before
         it; and once a build has taken more than SLOW_TABLE_S (a large store), every
         rebuild runs in the background, requests keeping the previous table meanwhile, and
-        at most SLOW_TABLE_SHARE of the time (a CLI ingest beside the server commits often)."""
+        at most SLOW_TABLE_SHARE of the time (a CLI ingest beside the server commits often).
+        Images added since (an ingest) are appended the same way, by one thread at a time."""
         held = self._table
         if held is not None and held.version == self.store.data_version():
             return held
         with self._patching:
             moved = self._forward()
+        if moved is GROW:
+            moved = self._grow()
         if moved is PENDING:
             return held  # a label being written here: noted when it lands
         if moved:
@@ -122,30 +129,88 @@ class ReviewService:
     def _forward(self) -> bool | object:
         """Bring the held table up to the current data version without a rebuild when it
         can be told what changed: nothing the table shows (the data version moves with any
-        commit), or only label batches this process wrote. True when it did; PENDING when a
-        label batch it does not know may be one a write of this process has committed but
-        not noted yet (the write still holds ``_write``): the held table stands meanwhile."""
+        commit), images added (a CLI ingest), label batches this process wrote. True when it
+        did; GROW when it did but for images added (see _grow); PENDING when a label batch it
+        does not know may be one a write of this process has committed but not noted yet
+        (the write still holds ``_write``): the held table stands meanwhile."""
         table, now = self._table, self.store.data_version()
         if table is None:
             return False
-        mark = self.store.review_mark()
+        mark = self._mark(now)
+        whole = mark[1:] == table.mark[1:]
+        if not whole:
+            if table.df is self._cannot_grow:
+                return False  # a run, an image gone: more than images added
+            mark = (mark[0], *table.mark[1:])  # the labels now, the images when appended
         if mark == table.mark:
-            self._table = replace(table, version=now)
-            return True
-        if mark[1:] != table.mark[1:] or table.mark[0] is None:
-            return False  # a run, an image: more than labels changed
+            self._table = replace(table, version=now) if whole else table
+            return True if whole else GROW
+        if table.mark[0] is None:
+            return False
         labels = {}
         for batch in range(table.mark[0] + 1, (mark[0] or 0) + 1):
             if batch not in self._own:  # from elsewhere (another process, an undo) ...
                 return PENDING if self._write.locked() else False  # ... or not noted yet
             image_id, label = self._own[batch]
             labels[image_id] = label
-        moved = with_expert_labels(table, labels, now, mark)
+        moved = with_expert_labels(table, labels, now if whole else table.version, mark)
         if moved is None:
             return False
         self._table = moved
         self._own = {b: w for b, w in self._own.items() if b > (mark[0] or 0)}
-        return True
+        return True if whole else GROW
+
+    def _mark(self, version: int) -> tuple:
+        """The review mark (Store.review_mark: a count of the images among others) read
+        once per data version, not by every request that finds the version moved."""
+        known = self._mark_at
+        if known is not None and known[0] == version:
+            return known[1]
+        mark = self.store.review_mark()  # read after the version: as new as it, or newer
+        self._mark_at = (version, mark)
+        return mark
+
+    def _grow(self) -> bool | object:
+        """Images were added since the held table was read: one thread appends them, in the
+        background once builds are slow; meanwhile requests get the held table (with the
+        labels written here). What ``_forward`` answers after it, or True meanwhile."""
+        if not self._growing.acquire(blocking=False):
+            return True
+        if self._slow:
+            threading.Thread(target=self._grow_then_release, daemon=True).start()
+            return True
+        self._grow_then_release()
+        with self._patching:
+            moved = self._forward()
+        return True if moved is GROW else moved
+
+    def _grow_then_release(self) -> None:
+        """Append to the held table the images added since it was read (the caller holds
+        ``_growing``, released here), outside ``_patching``: requests meanwhile get the held
+        table, with the labels written here. Nothing appended when more than images changed
+        (the table is rebuilt then)."""
+        try:
+            table = self._table
+            mark = self._mark(self.store.data_version())
+            if table is None or mark[1:] == table.mark[1:]:
+                return
+            grown = self.store.with_new_images(table, mark)
+            if grown is None:
+                self._cannot_grow = table.df  # until a rebuild gives another
+                return
+            with self._patching:
+                now = self._table
+                if now is not None and now.df is table.df:  # not rebuilt meanwhile
+                    self._table = replace(
+                        now,
+                        df=grown.df,
+                        rows=grown.rows,
+                        by_id=grown.by_id,
+                        mark=(now.mark[0], *grown.mark[1:]),
+                        _frame=None,
+                    )
+        finally:
+            self._growing.release()
 
     def _rebuild_then_release(self) -> None:
         """Build the review table (the caller holds ``_rebuild``, released here), then bring
