@@ -17,6 +17,12 @@ drawn as:
   one request at a time, and the last acknowledged label of an id is the one that must be in
   the database).
 
+With ``--think T`` a client pauses after each answer, and before its first request, for an
+exponential time of mean T seconds (a reviewer reading the page): the clients start at
+random phases, as a running service sees them, instead of all 50 in the same millisecond
+(before 2026-11-23 they did, and that first burst alone was ~3 % of a 30 s phase's requests,
+all of them slow).
+
 Per endpoint: requests, 2xx, 409 busy (counted apart), errors (any other status, or an
 exception: a timeout, a refused connection), p50 / p95 / p99 / max latency of the 2xx
 answers, and wrong answers (a neighbour answer without k items, an image page of another
@@ -443,6 +449,8 @@ async def load(
 
     async def client(c: int) -> None:
         rng, http = random.Random(seed * 1000 + c), https[c]
+        if think > 0:  # as if it had been running: its first request after a pause too
+            await asyncio.sleep(rng.expovariate(1 / think))
         while time.perf_counter() < deadline:
             kind = pick(rng)
             iid = rng.choice(write_ids[c] if kind == "label" else read_ids)
@@ -887,7 +895,9 @@ def parse_args() -> argparse.Namespace:
         "--think",
         type=float,
         default=0.0,
-        help="mean pause of a client between requests (s, exponential; 0: back to back)",
+        help="mean pause of a client between requests, and before its first one (s, "
+        "exponential, so that 50 clients do not all send their first request in the same "
+        "millisecond; 0: back to back, all starting together)",
     )
     ap.add_argument("--with-ingest", action="store_true")
     ap.add_argument("--ingest-images", type=int, default=2000, help="new PNGs per folder")
