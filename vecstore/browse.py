@@ -151,7 +151,8 @@ def _experts_only(db: Database) -> pd.DataFrame:
     import pandas as pd
 
     seeds = db.labels.all()
-    rows = [_experts_only_row(iid, path, sha, seeds.get(iid)) for iid, path, sha in db.images.export_rows()]
+    images = db.images.export_rows()
+    rows = [_experts_only_row(iid, path, sha, seeds.get(iid)) for iid, path, sha in images]
     return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["image_id"])
 
 
