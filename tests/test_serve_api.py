@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -920,15 +921,27 @@ def test_hostile_names_and_labels_come_back_verbatim(fresh):
         assert data not in page.text, data  # a static shell: the data comes as JSON
 
 
+def _until_released(lock: Any, seconds: float = 20) -> None:
+    """Wait (``seconds`` at most) for a background build of the service to let ``lock`` go."""
+    deadline = time.monotonic() + seconds
+    while lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _count_builds(store: Any, stamp: Callable[[], Any] = lambda: 1) -> tuple[list, Callable]:
+    """From now on, a ``stamp()`` per review table the store builds; and the real builder."""
+    builds, real = [], store.review_table
+    store.review_table = lambda *a: builds.append(stamp()) or real(*a)
+    return builds, real
+
+
 def test_a_label_given_here_updates_the_table_without_rebuilding_it(fresh):
     """The server's own label write brings its review table up to date (that row), instead
     of a rebuild from the database (seconds at 100k images); a CLI write still rebuilds."""
     c = fresh.c
     service = c.app.state.service
     iid = next(it["id"] for it in _all(c, source="propagated")["items"])
-    builds = []
-    real = service.store.review_table
-    service.store.review_table = lambda *a: builds.append(1) or real(*a)
+    builds, _ = _count_builds(service.store)
     r = c.post(f"/api/images/{iid}/label", json={"label": "normal"}, headers=WRITE)
     assert r.status_code == 200, r.text
     rec = c.get(f"/api/images/{iid}").json()
@@ -962,9 +975,7 @@ def test_images_a_cli_ingest_adds_are_appended_to_the_held_table_as_a_rebuild_gi
     request). A label given here on a new image is laid over it as before."""
     c, service = fresh.c, fresh.c.app.state.service
     before = service.table()
-    builds = []
-    real = service.store.review_table
-    service.store.review_table = lambda *a: builds.append(1) or real(*a)
+    builds, real = _count_builds(service.store)
     for i in range(3):
         _scan(tmp_path / "more" / f"m{i}.png", 900 + i, 0.5)
     _cli(fresh.store, "ingest", tmp_path / "more", "--space", "pixels")
@@ -1007,15 +1018,11 @@ def test_with_slow_tables_images_added_are_appended_behind_the_requests(
     service = fresh.c.app.state.service
     service._table = None
     before = service.table()
-    builds = []
-    real = service.store.review_table
-    service.store.review_table = lambda *a: builds.append(1) or real(*a)
+    builds, _ = _count_builds(service.store)
     _scan(tmp_path / "more" / "m0.png", 950, 0.5)
     _cli(fresh.store, "ingest", tmp_path / "more", "--space", "pixels")
     assert set(service.table().rows) <= set(before.rows) | set(service._table.rows)
-    deadline = time.monotonic() + 20
-    while service._growing.locked() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _until_released(service._growing)
     table = service.table()
     assert len(table.rows) == len(before.rows) + 1 and builds == []
     assert table.version == service.store.data_version()
@@ -1026,9 +1033,7 @@ def test_an_image_forgotten_or_a_run_since_the_table_rebuilds_it(fresh, tmp_path
     that changes what the table shows, gives a rebuilt table."""
     c, service = fresh.c, fresh.c.app.state.service
     service.table()
-    builds = []
-    real = service.store.review_table
-    service.store.review_table = lambda *a: builds.append(1) or real(*a)
+    builds, _ = _count_builds(service.store)
     _cli(fresh.store, "forget", fresh.root / "unlabeled" / "u3.png")
     assert fresh.ids["u3.png"] not in service.table().rows and builds == [1]
     _cli(fresh.store, "cluster", "-k", "3")
@@ -1044,9 +1049,9 @@ def test_a_label_committed_here_but_not_yet_noted_keeps_the_held_table(fresh):
     c = fresh.c
     service, store = c.app.state.service, c.app.state.service.store
     first, iid = [it["id"] for it in _all(c, source="propagated")["items"][:2]]
-    builds, reached, committed, read = [], threading.Event(), threading.Event(), {}
-    real_table, real_mark, real_set = store.review_table, store.review_mark, store.set_label
-    store.review_table = lambda *a: builds.append(1) or real_table(*a)
+    reached, committed, read = threading.Event(), threading.Event(), {}
+    real_mark, real_set = store.review_mark, store.set_label
+    builds, _ = _count_builds(store)
     service.table()
     service.set_label(first, "normal", source="review", who="t", chosen="review")
 
@@ -1089,9 +1094,7 @@ def test_a_slow_table_is_rebuilt_in_the_background_and_not_too_often(fresh, monk
     commits every few seconds)."""
     monkeypatch.setattr(service_module, "SLOW_TABLE_S", 0.0)  # every build counts as slow
     service = fresh.c.app.state.service
-    builds = []
-    real = service.store.review_table
-    service.store.review_table = lambda *a: builds.append(time.monotonic()) or real(*a)
+    builds, _ = _count_builds(service.store, stamp=time.monotonic)
     service._table = None
     iid = next(i for i, (_, src) in service.table().by_id.items() if src == "propagated")
     not_before = service._next_build
@@ -1101,8 +1104,6 @@ def test_a_slow_table_is_rebuilt_in_the_background_and_not_too_often(fresh, monk
     assert service.table().label_of(iid)[1] == "propagated" and len(builds) == 1
     time.sleep(max(0.0, service._next_build - time.monotonic()) + 0.01)
     assert service.table().label_of(iid)[1] == "propagated"  # the rebuild runs behind it
-    deadline = time.monotonic() + 20
-    while service._rebuild.locked() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _until_released(service._rebuild)
     assert len(builds) == 2 and service.table().label_of(iid) == ("cancer", "expert")
     assert builds[1] >= not_before
