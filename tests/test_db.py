@@ -385,6 +385,29 @@ def test_get_a_subset_of_ids(database, space):
     assert none_ids.tolist() == [] and none.shape == (0, DIM)
 
 
+def test_vectors_mark_moves_past_new_rows_and_counts_deletions_of_its_space_only(database, space):
+    """The mark: the table's largest rowid (new rows of any space move it) and the vectors
+    deleted from this space, counted by the trigger whether deleted by hand or along with
+    their image (ON DELETE CASCADE); ``added_since`` gives the space's rows past a rowid."""
+    other = database.spaces.create_imported("other", DIM, "o.npy")
+    x = vectors(3)
+    import_paths(database, space, ["/a.png", "/b.png"], x[:2])
+    start = database.vectors.mark(space)
+    assert start.deleted == 0
+    import_paths(database, other, ["/o.png"])
+    moved = database.vectors.mark(space)
+    assert moved.last_rowid > start.last_rowid and moved.deleted == 0
+    assert database.vectors.added_since(space, start.last_rowid)[0].tolist() == []
+    import_paths(database, space, ["/c.png"], x[2:])
+    ids, got = database.vectors.added_since(space, start.last_rowid)
+    assert ids.tolist() == [4] and got.tobytes() == x[2].tobytes()
+    database.images.forget(["/a.png", "/o.png"])  # one vector of each space, by cascade
+    assert database.vectors.mark(space).deleted == 1
+    assert database.vectors.mark(other).deleted == 1
+    execute(database, "DELETE FROM vectors WHERE image_id = 2")
+    assert database.vectors.mark(space).deleted == 2
+
+
 def test_get_of_an_empty_space(database, space):
     ids, got = database.vectors.get(space)
     assert ids.shape == (0,) and got.shape == (0, DIM)

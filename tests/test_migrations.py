@@ -96,6 +96,8 @@ def test_old_store_is_upgraded_on_open_and_keeps_its_data(store_path, image_dir,
     assert db("SELECT version_num FROM alembic_version") == [(head_revision(),)]
     tables = {r[0] for r in db("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"cluster_assignments", "predictions"} <= tables
+    triggers = db("SELECT name, tbl_name FROM sqlite_master WHERE type='trigger'")
+    assert triggers == [("vectors_deleted", "vectors")]
 
 
 def test_upgrading_keeps_every_row_of_the_tables_that_point_at_images(store_path, image_dir, db):

@@ -195,9 +195,10 @@ def _calls_of(repo, method: str) -> list[str]:
 
 
 def test_a_label_write_does_not_make_a_query_reread_the_index_ids(image_dir, cli, store_path):
-    """The index cache watches the space's vectors (a mark read in one scan), not every
-    write: after a label is set, the next query reads no id list and syncs nothing; after
-    new vectors, it catches up."""
+    """The index cache watches the space's vectors (a mark read in O(1)), not every write:
+    after a label is set, the next query reads no id list and syncs nothing; after new
+    vectors, it takes in the rows written since, still without reading the space's every
+    id (after each commit of an ingest beside `vecstore serve`: 100k ids)."""
     _ingest(cli, image_dir)
     with Store.open(store_path) as store:
         reads = _calls_of(store._db.vectors, "ids")
@@ -209,7 +210,8 @@ def test_a_label_write_does_not_make_a_query_reread_the_index_ids(image_dir, cli
         make_image(image_dir / "more" / "m0.png", seed=4242)
         assert cli("ingest", image_dir, "--space", "pixels").exit_code == 0
         hits = store.query(image_id=1, k=20).hits
-        assert len(reads) == first + 1 and len(hits) == 10  # caught up: 10 others of 11
+        assert len(reads) == first and len(hits) == 10  # caught up: 10 others of 11
+        assert str(image_dir / "more" / "m0.png") in {h.path for h in hits}
 
 
 def test_a_store_made_a_writer_for_labels_leaves_its_index_cache_a_readers(
@@ -343,3 +345,16 @@ def test_queries_from_many_threads_while_another_process_adds_images(image_dir, 
             t.join(10)
         assert failures == [] and answered
         assert len(store.query(image_id=1, k=50).hits) == before + 6
+
+
+def test_an_index_drops_images_another_process_forgets(image_dir, cli, store_path):
+    """A deletion is what the rows written since cannot show: after one, the index is checked
+    against every id of the space again, and the forgotten image is no longer found."""
+    _ingest(cli, image_dir)
+    gone = str(image_dir / "unlabeled" / "u0.png")
+    with Store.open(store_path) as store:
+        assert gone in {h.path for h in store.query(image_id=1, k=20).hits}
+        reads = _calls_of(store._db.vectors, "ids")
+        assert cli("forget", gone).exit_code == 0
+        paths = {h.path for h in store.query(image_id=1, k=20).hits}
+        assert gone not in paths and len(paths) == 8 and len(reads) == 1

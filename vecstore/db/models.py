@@ -103,6 +103,18 @@ class Space(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class VectorDeletions(Base):
+    """How many vectors were ever deleted from a space, counted by the trigger
+    ``vectors_deleted`` (migration 0006; no row: none). With the largest rowid of vectors,
+    it tells a reader whether a space's rows were only added since it last looked. No
+    foreign key: the trigger also counts the vectors a deleted space takes with it."""
+
+    __tablename__ = "vector_deletions"
+
+    space_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    deleted: Mapped[int] = mapped_column(Integer)
+
+
 class SpaceTransform(Base):
     """How a space's vectors are transformed before the cosine (queries, clustering,
     propagation alike): mean-centred (``kind`` "center") or PCA-whitened to ``dim_out``

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select
@@ -38,6 +38,13 @@ def from_blobs(space: Space, blobs: Sequence[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), space.dim)
 
 
+class VectorsMark(NamedTuple):
+    """See VectorRepo.mark."""
+
+    last_rowid: int
+    deleted: int
+
+
 @dataclass
 class ImportCounts:
     added: int = 0  # new images
@@ -57,18 +64,31 @@ class VectorRepo:
             )
             return np.fromiter((r[0] for r in cur), dtype=np.int64)
 
-    def mark(self, space: Space) -> tuple:
-        """What moves whenever a space's set of vectors changes, read in one index scan
-        instead of every id: their count, the sum of their image ids and the largest rowid.
-        Vectors are only inserted (a new rowid past the largest, unless that row was just
-        deleted) and deleted (with their image, whose id is never given again), so two
-        different sets cannot give the same mark."""
-        return tuple(
-            self.db.read(
-                "SELECT COUNT(*), TOTAL(image_id), MAX(rowid) FROM vectors WHERE space_id = ?",
-                (space.id,),
-            )[0]
+    def mark(self, space: Space) -> VectorsMark:
+        """Where the vectors table stands for a space, read in O(1): the largest rowid of the
+        table and the count of vectors ever deleted from the space (a trigger keeps it).
+        Vectors are inserted (a new rowid past the largest) and deleted, never updated: with
+        the same count of deletions, what changed since an earlier mark is exactly the
+        space's rows past its rowid (``added_since``). A deleted largest rowid can be given
+        again, but that deletion moves the count."""
+        last, deleted = self.db.read(
+            "SELECT (SELECT MAX(rowid) FROM vectors), "
+            "(SELECT deleted FROM vector_deletions WHERE space_id = ?)",
+            (space.id,),
+        )[0]
+        return VectorsMark(last or 0, deleted or 0)
+
+    def added_since(self, space: Space, rowid: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the space's rows past ``rowid``, in id order: one range of the
+        table's rowids (``+space_id`` keeps SQLite off the space's index, which would
+        visit every vector of the space)."""
+        rows = self.db.read(
+            "SELECT image_id, vector FROM vectors WHERE rowid > ? AND +space_id = ?",
+            (rowid, space.id),
         )
+        rows.sort()
+        ids = np.asarray([r[0] for r in rows], dtype=np.int64)
+        return ids, from_blobs(space, [r[1] for r in rows])
 
     def one(self, space: Space, image_id: int) -> np.ndarray | None:
         """The vector of one image (1 x dim), or None; on the query's hot path."""

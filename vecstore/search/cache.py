@@ -36,6 +36,7 @@ from .index import TEMP_SUFFIX, IndexOwner, RebuildNeeded, SpaceIndex
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..db import Database
+    from ..db.vectors import VectorsMark
 
 ADD_ROWS = 65536  # vectors added to an index at a time
 
@@ -47,7 +48,7 @@ class IndexCache:
         self.write = write
         self._indexes: dict[str, SpaceIndex] = {}
         self._versions: dict[str, int] = {}  # data_version each cached index was synced at
-        self._marks: dict[str, tuple] = {}  # the space's vectors' mark at that sync
+        self._marks: dict[str, VectorsMark] = {}  # the space's vectors' mark at that sync
         self._quiet_since: int | None = None  # see vectors_unchanged
         self._catching_up = threading.RLock()  # one thread syncs an index with the database
         self._searches = SharedLock()  # searches side by side, an index changed alone
@@ -87,10 +88,43 @@ class IndexCache:
         t = self.db.spaces.transform(space.id)
         if idx is not None and fingerprint(idx.transform) != fingerprint(t):
             idx = None  # held under the space's previous transform
-        mark = self.db.vectors.mark(space)
-        if idx is not None and self._marks.get(space.name) == mark:
-            self._versions[space.name] = version  # the write was not to this space's vectors
+        mark, held = self.db.vectors.mark(space), self._marks.get(space.name)
+        if idx is not None and held is not None and held.deleted == mark.deleted:
+            idx = self._take_in_added(space, idx, held.last_rowid, t, progress)
+        else:
+            idx = self._sync_all(space, idx, t, version, progress)
+        self._indexes[space.name] = idx
+        self._versions[space.name] = version
+        self._marks[space.name] = mark
+        return idx
+
+    def _take_in_added(
+        self, space: Space, idx: SpaceIndex, rowid: int, t: VectorTransform | None, progress: bool
+    ) -> SpaceIndex:
+        """Catch a held index up when nothing was deleted from its space since its mark: the
+        rows written past the mark's rowid are all that can be new (a commit to another
+        space, or to no vector at all, finds none). Rows an earlier catch-up read after its
+        mark may come again: the ones the index holds are left out."""
+        ids, vectors = self.db.vectors.added_since(space, rowid)
+        if not len(ids):
             return idx
+        new = ~np.isin(ids, idx.ids(), assume_unique=True)
+        ids, vectors = ids[new], vectors[new]
+        if wants_rebuild(space, idx, len(idx) + len(ids)):
+            return self.build(space, progress=progress)
+        with self._searches.alone():  # FAISS: no search beside an add
+            idx.add(ids, prepare(vectors, t))
+        return idx
+
+    def _sync_all(
+        self,
+        space: Space,
+        idx: SpaceIndex | None,
+        t: VectorTransform | None,
+        version: int,
+        progress: bool,
+    ) -> SpaceIndex:
+        """Check an index (held, else loaded, else built) against every id of its space."""
         fresh = idx is None  # loaded or built now, not caught up from memory
         if idx is None:
             idx = self._load(space, t)
@@ -105,9 +139,6 @@ class IndexCache:
                 idx = self.build(space, progress=progress)
         if idx.dirty and fresh and not self.write:
             self._save_as_reader(space, idx, version)
-        self._indexes[space.name] = idx
-        self._versions[space.name] = version
-        self._marks[space.name] = mark
         return idx
 
     @contextmanager
