@@ -45,7 +45,8 @@ Baseline: the same neighbour query in process, without HTTP
 (``Store.open(STORE).query(image_id=..., k=10)``, a warm store, 200 random images, single
 thread), after the server has stopped; with it, where a request's time goes: the review table
 rebuilt (what every label write costs the next read), a query right after another connection
-committed (the index cache re-checks the space's ids), an image record, a label write.
+committed (the index cache reads the space's mark: O(1) since migration 0006, a scan of the
+space's index entries before), an image record, a label write.
 
 Run from the repository root (about 3.5 minutes at 100k on a 2-core machine; the first run adds
 the setup, about 2 minutes)::
@@ -713,7 +714,7 @@ def baseline(store: Path, read_ids: list[int], write_ids: list[int], seed: int) 
             times.append(time.perf_counter() - t)
         out["image_record"] = percentiles(times)
         # a query right after another connection committed (what a label write does to the
-        # next neighbour request of the server: data_version moved, the index re-checked)
+        # next neighbour request of the server: data_version moved, the space's mark read)
         con = sqlite3.connect(store / "vecstore.db")
         times = []
         for iid in qs[:30]:
