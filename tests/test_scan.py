@@ -13,10 +13,23 @@ def test_walk_finds_image_extensions_in_any_case_recursively(tmp_path):
     for name in ["a.png", "b.JPG", "c.jpeg", "d.Bmp", "e.tif", "f.TIFF", "sub/deeper/g.PNG"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    for name in ["notes.txt", "scan.dcm", "noext", ".hidden.gif"]:
+    for name in ["notes.txt", "noext", ".hidden.gif", "1.2.840.10008"]:
         (tmp_path / name).write_bytes(b"x")
     found = sorted(os.path.relpath(f.path, tmp_path) for f in walk_images(tmp_path))
     assert found == ["a.png", "b.JPG", "c.jpeg", "d.Bmp", "e.tif", "f.TIFF", "sub/deeper/g.PNG"]
+
+
+def test_walk_finds_dicom_files_by_extension_or_by_their_preamble(tmp_path):
+    """.dcm / .dicom files whatever they hold (a bad one fails with its reason later);
+    a file with no extension or a UID for a name when it has the DICOM preamble (PACS
+    exports name files so); a .txt file with the preamble is left alone."""
+    dicom_head = bytes(128) + b"DICM" + b"rest"
+    for name in ["a.dcm", "b.DICOM", "IM000001", "1.2.840.10008.5"]:
+        (tmp_path / name).write_bytes(dicom_head)
+    for name in ["IM000002", "1.2.840.10008.6", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"no preamble" if name != "notes.txt" else dicom_head)
+    found = sorted(os.path.relpath(f.path, tmp_path) for f in walk_images(tmp_path))
+    assert found == ["1.2.840.10008.5", "IM000001", "a.dcm", "b.DICOM"]
 
 
 def test_symlink_loop_is_walked_once(tmp_path):

@@ -18,6 +18,7 @@ from typing import IO
 
 from PIL import Image, ImageOps
 
+from . import dicom
 from .errors import EmbedError
 from .files import HASH_CHUNK
 from .params import FileLimits
@@ -114,11 +115,16 @@ def read_image_file(
 
 
 def sha256_image_file(path: str | os.PathLike[str], limits: FileLimits = DEFAULT_LIMITS) -> str:
-    """The sha256 of an image file, streamed in chunks (never held whole)."""
-    h = hashlib.sha256()
+    """The content hash of an image file: the sha256 of its bytes, streamed in chunks (never
+    held whole); of a DICOM file, the hash of its pixel data (vecstore.dicom)."""
+    h, head = hashlib.sha256(), b""
     with open_regular(path, limits) as f:
         for chunk in _chunks(f, limits):
+            if len(head) < dicom.PREAMBLE + 4:
+                head += chunk[: dicom.PREAMBLE + 4]
             h.update(chunk)
+    if dicom.is_dicom(head, path):
+        return dicom.content_sha256(read_image_file(path, limits)[0])
     return h.hexdigest()
 
 
@@ -126,12 +132,17 @@ def open_image_file(
     path: str | os.PathLike[str], limits: FileLimits = DEFAULT_LIMITS
 ) -> Image.Image:
     """An image file read (see ``read_image_file``) and decoded (see ``decode_image``)."""
-    return decode_image(read_image_file(path, limits)[0], limits)
+    return decode_image(read_image_file(path, limits)[0], limits, path)
 
 
-def decode_image(data: bytes, limits: FileLimits = DEFAULT_LIMITS) -> Image.Image:
+def decode_image(
+    data: bytes, limits: FileLimits = DEFAULT_LIMITS, path: str | os.PathLike[str] | None = None
+) -> Image.Image:
     """Decode the bytes of an image whole (a truncated file fails here, not later), upright:
-    refused before decoding when it declares more than ``limits.max_pixels`` pixels."""
+    refused before decoding when it declares more than ``limits.max_pixels`` pixels. A DICOM
+    file (by its preamble, or ``path``'s extension) is decoded by vecstore.dicom."""
+    if dicom.is_dicom(data, path):
+        return dicom.decode_dicom(data, limits.max_pixels).image
     try:
         img = _open_within(data, limits.max_pixels)
         img.load()

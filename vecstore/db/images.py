@@ -35,6 +35,7 @@ class ChunkWrite:
     problems: list[tuple[int, str]] = field(default_factory=list)
     carry: list[Carry] = field(default_factory=list)  # labels that follow their path
     left: list[int] = field(default_factory=list)  # images a path of this chunk moved away from
+    metadata: dict[int, dict[str, Any]] = field(default_factory=dict)  # read from the files
 
 
 class ImageRepo:
@@ -201,10 +202,7 @@ class ImageRepo:
     def merge_metadata(self, values: dict[int, dict[str, Any]]) -> int:
         """Add each image's metadata columns to what it has; returns the images updated."""
         with self.db.session() as s:
-            for image_id, cols in values.items():
-                img = s.get(Image, image_id)
-                assert img is not None
-                img.metadata_json = {**(img.metadata_json or {}), **cols}
+            _merge_metadata(s, values)
             s.commit()
         return len(values)
 
@@ -289,6 +287,7 @@ class ImageRepo:
                 )
             )
             s.connection().execute(stmt, w.path_updates)
+        _merge_metadata(s, w.metadata)
 
     def drop_pathless(self, s: Session, image_ids: Iterable[int]) -> None:
         for image_id in image_ids:
@@ -313,3 +312,10 @@ def path_owners(read: Callable[[str, Sequence[Any]], list], paths: Iterable[str]
         marks = ",".join("?" * len(part))
         out.update(read(f"SELECT path, image_id FROM image_paths WHERE path IN ({marks})", part))
     return out
+
+
+def _merge_metadata(s: Session, values: dict[int, dict[str, Any]]) -> None:
+    for image_id, cols in values.items():
+        img = s.get(Image, image_id)
+        assert img is not None
+        img.metadata_json = {**(img.metadata_json or {}), **cols}

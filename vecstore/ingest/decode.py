@@ -12,6 +12,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import dicom
 from ..errors import EmbedError
 from ..imagefile import DEFAULT_LIMITS, OUT_OF_MEMORY, decode_image, read_image_file
 from ..params import FileLimits
@@ -33,6 +34,7 @@ class Decoded:
     mode: str | None = None
     pixels_sha256: str | None = None  # of the decoded pixels: a re-save changes bytes, not this
     features: dict[str, Any] = field(default_factory=dict)  # space -> descriptor vector
+    metadata: dict[str, Any] = field(default_factory=dict)  # what the file says (DICOM tags)
 
 
 def read_and_decode(
@@ -65,9 +67,14 @@ def read_and_decode(
 def _decode(
     out: Decoded, data: bytes, features: dict[str, Callable], limits: FileLimits
 ) -> str | None:
-    """Fill ``out`` with the image facts and features; the error, or None."""
+    """Fill ``out`` with the image facts and features; the error, or None. A DICOM file's
+    content hash is its pixel data's, and its tags are its metadata (vecstore.dicom)."""
     try:
-        img = decode_image(data, limits)
+        if dicom.is_dicom(data, out.found.path):
+            dcm = dicom.decode_dicom(data, limits.max_pixels)
+            img, out.sha256, out.metadata = dcm.image, dcm.content_sha256, dcm.tags
+        else:
+            img = decode_image(data, limits)
         out.width, out.height, out.mode = img.width, img.height, img.mode
         out.pixels_sha256 = pixels_sha256(img)
         for name, fn in features.items():

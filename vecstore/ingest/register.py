@@ -156,6 +156,8 @@ class _Registrar:
         iid = self._image_of(res, k, hit, by_sha, w)
         if error is None:
             self.path_to_image[f.path] = iid
+            if res.metadata:
+                w.metadata[iid] = {**w.metadata.get(iid, {}), **res.metadata}
         self._path_row(res, k, iid, w)
 
     def _adopt(self, res: Decoded, k: Row, by_sha: dict[str, _Seen], w: ChunkWrite) -> None:
@@ -175,6 +177,8 @@ class _Registrar:
         )
         by_sha[res.sha256] = _Seen(k.image_id, res.sha256, "ok", f.path)
         self.path_to_image[f.path] = k.image_id
+        if res.metadata:
+            w.metadata[k.image_id] = res.metadata
         w.path_updates.append(
             {"b_id": k.path_id, "b_image_id": k.image_id, "b_size": f.size, "b_mtime": f.mtime_ns}
         )

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import dicom
 from ..errors import BadInput
 from ..imagefile import not_regular
 from ..params import DEFAULT_UNLABELED
@@ -26,7 +27,30 @@ class Found:
 
 
 def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS | dicom.EXTENSIONS
+
+
+def may_be_dicom(name: str) -> bool:
+    """A name a PACS export gives a DICOM file: no extension (IM000001), or digits after the
+    last dot (a UID, 1.2.840.113619.2.55); such a file is an image when it has the DICOM
+    preamble."""
+    ext = os.path.splitext(name)[1]
+    return ext == "" or ext[1:].isdigit()
+
+
+def has_dicom_preamble(path: str) -> bool:
+    """The file starts with the DICOM preamble (read without blocking: a FIFO is no file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        regular = not_regular(os.fstat(fd).st_mode) is None
+        return regular and dicom.has_preamble(os.read(fd, dicom.PREAMBLE + 4))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def shown(path: str) -> str:
@@ -83,7 +107,7 @@ class _Walk:
         subdirs = []
         for e in self._entries_once(d):
             is_dir = _is_dir(e)
-            if not (is_dir or is_image_name(e.name)):
+            if not (is_dir or is_image_name(e.name) or _dicom_without_extension(e)):
                 continue
             why = self._refused(e, is_dir)
             if why is not None:
@@ -120,6 +144,10 @@ class _Walk:
         except OSError as exc:
             self.skipped((shown(d), f"cannot read folder: {exc.strerror or exc}"))
             return []
+
+
+def _dicom_without_extension(entry: os.DirEntry) -> bool:
+    return may_be_dicom(entry.name) and has_dicom_preamble(entry.path)
 
 
 def _is_link(entry: os.DirEntry) -> bool:
