@@ -180,6 +180,32 @@ def test_metadata_csv_is_joined_by_file_name_or_path(image_dir, tmp_path, cli, d
     assert sites == ["Lyon", "Nice"]
 
 
+def test_a_file_name_shared_by_two_files_is_no_join_key(tmp_path, cli, db):
+    """PACS exports repeat file names (P1/IM-0001.png, P2/IM-0001.png): a metadata row
+    joined by file name would go to both patients' images. The ingest refuses before it
+    writes anything and asks for a path column."""
+    root = tmp_path / "scans"
+    make_image(root / "P1" / "IM-0001.png", seed=1)
+    make_image(root / "P2" / "IM-0001.png", seed=2)
+    make_image(root / "P2" / "IM-0002.png", seed=3)
+    meta = tmp_path / "meta.csv"
+    meta.write_text("filename,patient\nIM-0001.png,P1\nIM-0002.png,P2\n")
+    result = cli("ingest", root, "--space", "pixels", "--metadata", meta)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "IM-0001.png" in result.output and "P1/IM-0001.png" in result.output
+    assert "P2/IM-0001.png" in result.output and "path column" in result.output
+    assert db("SELECT COUNT(*) FROM images") == [(0,)]
+    by_path = tmp_path / "by_path.csv"
+    by_path.write_text("path,patient\nP1/IM-0001.png,P1\nP2/IM-0001.png,P2\n")
+    assert cli("ingest", root, "--space", "pixels", "--metadata", by_path).exit_code == 0
+    patients = dict(db("SELECT path, json_extract(metadata_json, '$.patient') FROM images"))
+    assert patients == {
+        str(root / "P1" / "IM-0001.png"): "P1",
+        str(root / "P2" / "IM-0001.png"): "P2",
+        str(root / "P2" / "IM-0002.png"): None,
+    }
+
+
 @pytest.mark.parametrize(
     "content,message",
     [

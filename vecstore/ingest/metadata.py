@@ -42,6 +42,27 @@ def read_metadata_csv(path: str | os.PathLike[str]) -> Metadata:
     return Metadata(by, dict(zip(keys, values)))
 
 
+def check_unambiguous(meta: Metadata, paths: list[str], root: str) -> None:
+    """A file name is no key when several files found carry it (PACS exports repeat names
+    such as IM-0001.dcm in every patient's folder): its row would go to all of them. Raised
+    before anything is written, naming the files and asking for a path column."""
+    if meta.by != "name":
+        return
+    by_name: dict[str, list[str]] = {}
+    for path in paths:
+        by_name.setdefault(os.path.basename(path), []).append(path)
+    shared = {k: by_name[k] for k in meta.rows if len(by_name.get(k, ())) > 1}
+    if not shared:
+        return
+    name, where = next(iter(shared.items()))
+    files = ", ".join(os.path.relpath(p, root) for p in where[:3])
+    more = f" and {len(shared) - 1} more names" if len(shared) > 1 else ""
+    raise BadInput(
+        f"metadata CSV joins by file name, but {name!r} names {len(where)} files ({files}){more}: "
+        "give the CSV a path column (relative to the folder ingested, or absolute) instead"
+    )
+
+
 @dataclass
 class MetadataMatch:
     values: dict[int, dict[str, Any]]  # image id -> the columns of its row(s)

@@ -14,7 +14,7 @@ from ..db.labels import BatchInfo, Change
 from ..params import DEFAULT_UNLABELED, FileLimits
 from ..results import IngestReport, SpaceEmbedStats
 from .embedding import embed_space
-from .metadata import Metadata, match
+from .metadata import Metadata, check_unambiguous, match
 from .register import register_files
 from .scan import folder_label
 
@@ -65,8 +65,16 @@ def _phases(
     report: IngestReport,
 ) -> None:
     scan_t0 = time.perf_counter()
+    meta = options.metadata
     path_to_image = register_files(
-        db, root, report, embedders, options.who, options.progress, options.limits
+        db,
+        root,
+        report,
+        embedders,
+        options.who,
+        options.progress,
+        options.limits,
+        check=(lambda paths: check_unambiguous(meta, paths, root)) if meta else lambda p: None,
     )
     scan_seconds = time.perf_counter() - scan_t0
     if options.labels_from_folders:

@@ -54,11 +54,14 @@ def register_files(
     who: str,
     progress: bool,
     limits: FileLimits,
+    check: Callable[[list[str]], None] = lambda paths: None,
 ) -> dict[str, int]:
     """Register every image file under ``root`` (what is read as an image: ``limits``);
     returns path -> image id for every file found that holds a usable image. Known files no
-    longer there are counted, never dropped; what the scan leaves out is reported."""
+    longer there are counted, never dropped; what the scan leaves out is reported. ``check``
+    sees the paths found before anything is written (it raises to stop the ingest)."""
     found = list(walk_images(root, limits.follow_links, report.skipped.append))
+    check([f.path for f in found])
     report.scanned = len(found)
     report.missing = sorted(db.images.paths_under(root) - {f.path for f in found})
     reg = _Registrar(db, report, embedders, who, limits)
