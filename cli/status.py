@@ -52,6 +52,13 @@ def info(obj: Ctx, show_failed: bool, fmt: str) -> None:
     if data.labels:
         click.echo("\nlabels:")
         click.echo(table([asdict(c) for c in data.labels], ["label", "source", "count"]))
+    if data.metadata:
+        click.echo("\nmetadata columns:")
+        rows = [
+            {**asdict(c), "identifying": "yes: left out of exports unless named" * c.identifying}
+            for c in data.metadata
+        ]
+        click.echo(table(rows, ["name", "images", "values", "identifying"]))
     if data.failures is not None:
         click.echo("\nfailed files:")
         for p, r in data.failures:

@@ -180,7 +180,10 @@ def mixed(tmp_path) -> Path:
         shutil.copy(sample(name), root / name)
     shutil.copy(sample("MR_small.dcm"), root / "IM000001")
     write_dicom(
-        root / "gen" / "mono1.dcm", np.arange(64, dtype=np.uint8).reshape(8, 8), "MONOCHROME1"
+        root / "gen" / "mono1.dcm",
+        np.arange(64, dtype=np.uint8).reshape(8, 8),
+        "MONOCHROME1",
+        Modality="OT",
     )
     shutil.copy(sample("rtplan.dcm"), root / "plan.dcm")
     (root / "README").write_text("not an image, no extension, no preamble")
@@ -232,3 +235,16 @@ def test_a_dicom_file_queries_as_the_stored_image_it_is(mixed, cli):
     result = cli("query", mixed / "CT_small.dcm", "-k", "3")
     assert result.exit_code == 0, result.output
     assert "CT_small.dcm" not in result.output.split("\n", 1)[1]  # itself left out of its hits
+
+
+def test_info_lists_the_metadata_columns_with_counts(mixed, cli):
+    assert cli("ingest", mixed, "--space", "histogram").exit_code == 0
+    data = json.loads(cli("info", "--json").output)
+    columns = {c["name"]: c for c in data["metadata"]}
+    images = [p for p in mixed.rglob("*") if p.suffix == ".dcm" and p.name != "plan.dcm"]
+    modalities = {pydicom.dcmread(p).Modality for p in [*images, mixed / "IM000001"]}
+    assert columns["Modality"]["images"] == 6  # the six DICOM images
+    assert columns["Modality"]["values"] == len(modalities)
+    assert columns["PatientID"]["identifying"] and not columns["Modality"]["identifying"]
+    text = cli("info").output
+    assert "metadata columns:" in text and "PatientID" in text

@@ -235,6 +235,16 @@ class SpaceSummary:
 
 
 @dataclass
+class MetadataColumn:
+    """A metadata column of the store's images (from a metadata CSV or a DICOM header)."""
+
+    name: str
+    images: int  # usable images that have a value
+    values: int  # distinct values
+    identifying: bool  # points at a patient or an examination: out of exports unless named
+
+
+@dataclass
 class LabelCount:
     label: str | None
     source: str
@@ -256,6 +266,7 @@ class StoreInfo:
     spaces: list[SpaceSummary]
     labels: list[LabelCount]
     failures: list[tuple[str, str]] | None = None  # (path, reason), when asked for
+    metadata: list[MetadataColumn] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -269,6 +280,7 @@ class StoreInfo:
             "labels": [
                 {"label": c.label, "source": c.source, "count": c.count} for c in self.labels
             ],
+            "metadata": [asdict(c) for c in self.metadata],
         }
         if self.failures is not None:
             out["failures"] = [{"path": p, "reason": r} for p, r in self.failures]

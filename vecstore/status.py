@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import dicom
 from .labeling.labels import expert_counts
 from .learn.transform import describe
-from .results import CheckReport, SpaceSummary, StoreInfo
+from .results import CheckReport, MetadataColumn, SpaceSummary, StoreInfo
 from .search.index import IndexOwner, SpaceIndex, UntrustedIndex
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +38,10 @@ def store_info(
         ],
         labels=expert_counts(db),
         failures=db.images.failures() if failures else None,
+        metadata=[
+            MetadataColumn(name, n, distinct, name in dicom.IDENTIFYING)
+            for name, n, distinct in db.images.metadata_columns()
+        ],
     )
 
 

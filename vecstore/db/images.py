@@ -165,6 +165,17 @@ class ImageRepo:
             paths = s.scalar(select(func.count()).select_from(ImagePath)) or 0
         return {"ok": by_status.get("ok", 0), "failed": by_status.get("failed", 0), "paths": paths}
 
+    def metadata_columns(self) -> list[tuple[str, int, int]]:
+        """(column, usable images that have it, distinct values) of the metadata columns."""
+        return [
+            (str(k), int(n), int(d))
+            for k, n, d in self.db.read(
+                "SELECT j.key, COUNT(*), COUNT(DISTINCT j.value) FROM images, "
+                "json_each(images.metadata_json) AS j WHERE images.status = 'ok' "
+                "AND images.metadata_json IS NOT NULL GROUP BY j.key ORDER BY j.key"
+            )
+        ]
+
     def files(self) -> list[tuple[str, str | None, str]]:
         """(path, sha256, status) of every path, to compare with the disk."""
         q = select(ImagePath.path, Image.sha256, Image.status).join(
