@@ -1009,6 +1009,28 @@ def test_images_added_before_any_propagation_are_appended_as_a_rebuild_gives(tmp
         pd.testing.assert_frame_equal(grown.frame, st.review_table().frame)
 
 
+def test_dicom_images_added_are_appended_with_their_metadata(tmp_path):
+    """A DICOM file's tags are its metadata: an appended row carries them as a rebuild
+    does (the image page shows them, the review queue filters on them)."""
+    from vecstore.store import Store
+
+    from .test_dicom import sample
+
+    store = tmp_path / "store"
+    for i in range(4):
+        _scan(tmp_path / "a" / ("normal" if i % 2 else "cancer") / f"a{i}.png", i, i / 3)
+    (tmp_path / "b").mkdir()
+    shutil.copy(sample("CT_small.dcm"), tmp_path / "b" / "ct.dcm")
+    _cli(store, "ingest", tmp_path / "a", "--space", "pixels", "--labels-from-folders")
+    with Store.open(store) as st:
+        held = st.review_table()
+        _cli(store, "ingest", tmp_path / "b", "--space", "pixels")
+        grown = st.with_new_images(held, st.review_mark())
+        assert grown is not None and len(grown.rows) == 5
+        assert grown.metadata == st.review_table().metadata
+        assert {m.get("Modality") for m in grown.metadata.values()} == {"CT"}
+
+
 def test_with_slow_tables_images_added_are_appended_behind_the_requests(
     fresh, tmp_path, monkeypatch
 ):

@@ -431,8 +431,9 @@ def with_new_images(db: Database, table: ReviewTable, mark: tuple) -> ReviewTabl
         grown = _appended(table, new)
     rows = {**table.rows, **{int(r[0]): len(table.df) + k for k, r in enumerate(new)}}
     by_id = {**table.by_id, **{int(r[0]): (None, "none") for r in new}}
+    meta = {**table.metadata, **db.images.metadata_of([int(r[0]) for r in new])}
     kept = (table.mark[0], *mark[1:])
-    return replace(table, df=grown, mark=kept, rows=rows, by_id=by_id, _frame=None)
+    return replace(table, df=grown, mark=kept, rows=rows, by_id=by_id, metadata=meta, _frame=None)
 
 
 def _appended(table: ReviewTable, new: list) -> pd.DataFrame:

@@ -204,11 +204,16 @@ class ImageRepo:
         with self.db.session() as s:
             return {i: m[column] for i, m in s.execute(q) if m.get(column) not in (None, "")}
 
-    def metadata_of(self) -> dict[int, dict[str, Any]]:
-        """image id -> its metadata columns, for the images that have some."""
+    def metadata_of(self, ids: Sequence[int] | None = None) -> dict[int, dict[str, Any]]:
+        """image id -> its metadata columns, for the images (all, or ``ids``) that have some."""
         q = select(Image.id, Image.metadata_json).where(Image.metadata_json.is_not(None))
         with self.db.session() as s:
-            return {iid: meta for iid, meta in s.execute(q) if meta}
+            if ids is None:
+                return {iid: meta for iid, meta in s.execute(q) if meta}
+            out = {}
+            for part in in_chunks(list(ids)):
+                out.update({i: m for i, m in s.execute(q.where(Image.id.in_(part))) if m})
+            return out
 
     def merge_metadata(self, values: dict[int, dict[str, Any]]) -> int:
         """Add each image's metadata columns to what it has; returns the images updated."""
