@@ -223,8 +223,19 @@ def _health_warning(w) -> str:
     help="Flag this share of the pseudo-labels, least sure first (default: the share the "
     "latest `vecstore evaluate` calibrated for its target accuracy, else 0.25).",
 )
+@click.option(
+    "--with-metadata",
+    "with_metadata",
+    metavar="COLUMNS",
+    default="",
+    help="Add these metadata columns (comma-separated; `all`: every column but the "
+    "identifying ones, PatientID and the study, series and instance UIDs, which come out "
+    "only when named). `vecstore info` lists them. Default: none.",
+)
 @click.pass_obj
-def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_share) -> None:
+def export(
+    obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_share, with_metadata
+) -> None:
     """Write the pseudo-labels as CSV, one row per image.
 
     Columns: image_id, path, sha256, label, source (expert/propagated), confidence,
@@ -241,6 +252,7 @@ def export(obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_
         only_unlabeled=only_unlabeled,
         min_confidence=min_confidence,
         review_share=review_share,
+        with_metadata=tuple(c.strip() for c in with_metadata.split(",") if c.strip()),
     )
     with obj.open() as store:
         r = store.export(out, opts)

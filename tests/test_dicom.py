@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 from PIL import Image
@@ -248,3 +249,56 @@ def test_info_lists_the_metadata_columns_with_counts(mixed, cli):
     assert columns["PatientID"]["identifying"] and not columns["Modality"]["identifying"]
     text = cli("info").output
     assert "metadata columns:" in text and "PatientID" in text
+
+
+# ---- metadata out: identifying columns only when named --------------------------------------
+@pytest.fixture
+def labeled_with_metadata(image_dir, tmp_path, cli):
+    """The image_dir store with a metadata CSV (PatientID identifying, site not) and a
+    propagation run."""
+    meta = tmp_path / "meta.csv"
+    rows = [
+        f"{p.relative_to(image_dir)},P{i},{'Lyon' if i % 2 else 'Nice'}"
+        for i, p in enumerate(sorted(image_dir.rglob("*.png")))
+    ]
+    meta.write_text("path,PatientID,site\n" + "\n".join(rows) + "\n")
+    ingest = cli(
+        "ingest", image_dir, "--labels-from-folders", "--space", "pixels", "--metadata", meta
+    )
+    assert ingest.exit_code == 0, ingest.output
+    assert cli("propagate", "-k", "3").exit_code == 0
+    return image_dir
+
+
+def _export(cli, tmp_path, *args):
+    out = tmp_path / "out.csv"
+    result = cli("export", "-o", out, *args)
+    return result, (pd.read_csv(out) if result.exit_code == 0 else None)
+
+
+def test_an_export_leaves_metadata_out_unless_asked(labeled_with_metadata, cli, tmp_path):
+    _, df = _export(cli, tmp_path)
+    assert "PatientID" not in df.columns and "site" not in df.columns
+
+
+def test_with_metadata_all_adds_the_columns_that_identify_no_one(
+    labeled_with_metadata, cli, tmp_path
+):
+    _, df = _export(cli, tmp_path, "--with-metadata", "all")
+    assert "site" in df.columns and "PatientID" not in df.columns
+    assert set(df["site"]) == {"Lyon", "Nice"}
+
+
+def test_an_identifying_column_comes_out_when_named(labeled_with_metadata, cli, tmp_path, db):
+    _, df = _export(cli, tmp_path, "--with-metadata", "PatientID,site")
+    stored = {
+        iid: json.loads(m)["PatientID"] for iid, m in db("SELECT id, metadata_json FROM images")
+    }
+    assert dict(zip(df["image_id"], df["PatientID"])) == stored
+
+
+def test_an_unknown_metadata_column_is_refused_by_name(labeled_with_metadata, cli, tmp_path):
+    result, _ = _export(cli, tmp_path, "--with-metadata", "site,Age")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "'Age'" in result.output and "PatientID" in result.output
+    assert not (tmp_path / "out.csv").exists()

@@ -179,6 +179,9 @@ class ExportOptions:
     only_unlabeled: bool = False
     min_confidence: float | None = None
     review_share: float | None = None
+    # metadata columns added to the rows: names, "all" for every column that identifies no
+    # one (vecstore.dicom.IDENTIFYING comes out only when named); none by default
+    with_metadata: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,14 @@ share of the pseudo-labels that the latest evaluation calibrated (vecstore.learn
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import NoRun
+from ..dicom import IDENTIFYING
+from ..errors import BadInput, NoRun
 from ..files import write_csv
 from ..learn.review import decision_margin, flagged
 from ..params import ExportOptions
@@ -263,7 +265,37 @@ def export_table(db: Database, opts: ExportOptions) -> tuple[pd.DataFrame, Expor
 
 
 def export_csv(db: Database, out: str | os.PathLike[str], opts: ExportOptions) -> Export:
-    """Write the pseudo-label table to ``out`` as CSV."""
+    """Write the pseudo-label table to ``out`` as CSV (with the metadata columns asked for)."""
     df, summary = export_table(db, opts)
+    if opts.with_metadata:
+        df = with_metadata(db, df, opts.with_metadata)
     summary.path = str(write_csv(out, df))
     return summary
+
+
+def metadata_columns_asked(db: Database, asked: Sequence[str]) -> list[str]:
+    """The metadata columns ``asked`` names, in the store's order: "all" is every column
+    that identifies no one; an identifying one (a patient, an examination) only by name."""
+    known = [name for name, _, _ in db.images.metadata_columns()]
+    unknown = [a for a in asked if a != "all" and a not in known]
+    if unknown:
+        raise BadInput(
+            f"no metadata column {unknown[0]!r} in this store; it has: "
+            f"{', '.join(known) or 'none'} (or `all`: every one but {', '.join(IDENTIFYING)})"
+        )
+    every = "all" in asked
+    return [c for c in known if c in asked or (every and c not in IDENTIFYING)]
+
+
+def with_metadata(db: Database, df: pd.DataFrame, asked: Sequence[str]) -> pd.DataFrame:
+    """``df`` (one row per image_id) with the metadata columns asked for, empty where an
+    image has no value."""
+    columns = metadata_columns_asked(db, asked)
+    clash = [c for c in columns if c in df.columns]
+    if clash:
+        raise BadInput(f"metadata column {clash[0]!r} has the name of an export column")
+    meta = db.images.metadata_of()
+    out = df.copy()
+    for c in columns:
+        out[c] = [meta.get(int(i), {}).get(c) for i in out["image_id"]]
+    return out
