@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from vecstore.params import parse_where
+
 from .context import Ctx
 from .options import device_option, memory_budget_option, output_option, space_option, spaces_option
 from .output import emit_json, emit_rows, random_weights_note
@@ -25,10 +27,18 @@ QUERY_COLUMNS = ["rank", "id", "path", "similarity", "label"]
     "-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Neighbours to return."
 )
 @space_option()
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    metavar="COLUMN=VALUE",
+    help="Only images whose metadata column has this value (repeatable: all must hold; "
+    "`vecstore info` lists the columns).",
+)
 @device_option("Where a CNN runs to embed an outside file.")
 @output_option()
 @click.pass_obj
-def query(obj: Ctx, target, image_id, k, space, device, fmt) -> None:
+def query(obj: Ctx, target, image_id, k, space, where, device, fmt) -> None:
     """Find the images most similar to TARGET (an image file) or to --id N.
 
     A file already in the store uses its stored vector and is left out of the results; an
@@ -37,13 +47,20 @@ def query(obj: Ctx, target, image_id, k, space, device, fmt) -> None:
     \b
     Example:
       vecstore query scans/unlabeled/x.png -k 10 --space resnet18 --json
+      vecstore query --id 12 --where Modality=MR --where BodyPartExamined=BRAIN
     """
     if (target is None) == (image_id is None):
         raise click.UsageError("give an image file or --id N (exactly one)")
+    filters = parse_where(where)
     with obj.open() as store:
-        res = store.query(path=target, image_id=image_id, space=space, k=k, device=device)
+        res = store.query(
+            path=target, image_id=image_id, space=space, k=k, device=device, where=filters
+        )
     if fmt == "table":
         click.echo(f"query: {res.query}  space: {res.space}  weights: {res.weights}")
+    if res.selected == 0:
+        shown = " and ".join(f"{c}={v}" for c, v in res.where)
+        click.echo(f"no image has {shown}", err=fmt != "table")
     random_weights_note(res.space, res.weights_random)
     columns = QUERY_COLUMNS if fmt == "table" else [*QUERY_COLUMNS, "space", "weights_random"]
     emit_rows(res.rows(), columns, fmt)

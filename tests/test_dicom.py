@@ -302,3 +302,41 @@ def test_an_unknown_metadata_column_is_refused_by_name(labeled_with_metadata, cl
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "'Age'" in result.output and "PatientID" in result.output
     assert not (tmp_path / "out.csv").exists()
+
+
+# ---- metadata in use: similar images among those a column selects --------------------------
+def test_query_where_searches_only_the_images_a_metadata_value_selects(
+    labeled_with_metadata, cli, db
+):
+    """--where site=Lyon: the neighbours all have that value, and they are the exact nearest
+    of that group (what a search of every image, filtered afterwards, gives in full)."""
+    lyon = {
+        p
+        for p, m in db("SELECT path, metadata_json FROM images")
+        if json.loads(m)["site"] == "Lyon"
+    }
+    out = cli("query", "--id", "1", "-k", "20", "--where", "site=Lyon", "--json")
+    assert out.exit_code == 0, out.output
+    hits = [json.loads(line) for line in out.output.splitlines()]
+    assert {h["path"] for h in hits} == lyon - {db("SELECT path FROM images WHERE id = 1")[0][0]}
+    every = [
+        json.loads(x) for x in cli("query", "--id", "1", "-k", "20", "--json").output.splitlines()
+    ]
+    assert [h["path"] for h in hits] == [h["path"] for h in every if h["path"] in lyon]
+    two = cli("query", "--id", "1", "--where", "site=Lyon", "--where", "PatientID=P3", "--json")
+    assert [json.loads(x)["path"] for x in two.output.splitlines()] == [
+        p
+        for p in lyon
+        if json.loads(db("SELECT metadata_json FROM images WHERE path = ?", p)[0][0])["PatientID"]
+        == "P3"
+    ]
+
+
+def test_query_where_names_what_is_wrong(labeled_with_metadata, cli):
+    unknown = cli("query", "--id", "1", "--where", "Age=54")
+    assert unknown.exit_code != 0 and "'Age'" in unknown.output and "site" in unknown.output
+    malformed = cli("query", "--id", "1", "--where", "site")
+    assert malformed.exit_code != 0 and "COLUMN=VALUE" in malformed.output
+    none = cli("query", "--id", "1", "--where", "site=Paris")
+    assert none.exit_code == 0 and "no image has site=Paris" in none.output
+    assert "Traceback" not in unknown.output + malformed.output + none.output

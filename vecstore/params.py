@@ -9,7 +9,10 @@ dataclasses (no heavy import), so that the CLI can show the defaults in --help i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
+from .errors import BadInput
 
 DEFAULT_UNLABELED = ("unlabeled", "sans_label")
 
@@ -231,3 +234,15 @@ class FileLimits:
             raise ParamError("max_pixels", f"must be at least 1, not {self.max_pixels}")
         if self.max_bytes < 1:
             raise ParamError("max_bytes", f"must be at least 1, not {self.max_bytes}")
+
+
+def parse_where(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """COLUMN=VALUE filters on metadata (query --where, the service's ``where``), as
+    (column, value) pairs; the value compared as text."""
+    out = []
+    for pair in pairs:
+        column, sep, value = pair.partition("=")
+        if not sep or not column.strip():
+            raise BadInput(f"where takes COLUMN=VALUE, not {pair!r}")
+        out.append((column.strip(), value))
+    return tuple(out)

@@ -199,6 +199,8 @@ class QueryResult:
     query: str
     query_id: int | None
     hits: list[Hit]
+    where: tuple[tuple[str, str], ...] = ()  # the metadata filter, when one was given
+    selected: int | None = None  # the images it selected (None: no filter)
 
     def rows(self) -> list[dict[str, Any]]:
         return [

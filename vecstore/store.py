@@ -454,8 +454,10 @@ class Store:
         space: str | None = None,
         k: int = 10,
         device: str = "auto",
+        where: Sequence[tuple[str, str]] = (),
     ) -> QueryResult:
-        """The k most similar images to a stored image (by id or path) or to an outside file."""
+        """The k most similar images to a stored image (by id or path) or to an outside file;
+        with ``where`` ((column, value) pairs), among the images whose metadata has them."""
         return run_query(
             self._db,
             self._indexes,
@@ -464,6 +466,7 @@ class Store:
             image_id=image_id,
             k=k,
             embedder=lambda name: self._embedder(name, None, device, None, 0),
+            where=where,
         )
 
     @staticmethod

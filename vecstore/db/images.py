@@ -3,11 +3,13 @@ paths under which each was found."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -176,6 +178,18 @@ class ImageRepo:
             )
         ]
 
+    def ids_where(self, where: Sequence[tuple[str, str]]) -> np.ndarray:
+        """The usable images whose metadata has every (column, value), the value compared as
+        text (a number as Python writes it: 54 / 54.0), sorted."""
+        sql = "SELECT id, metadata_json FROM images WHERE status = 'ok'"
+        params: list[str] = []
+        for column, _ in where:  # narrowed in SQL, compared exactly below
+            sql += " AND json_extract(metadata_json, ?) IS NOT NULL"
+            params.append(json_path(column))
+        rows = self.db.read(sql, params)
+        keep = [i for i, m in rows if all(str(json.loads(m).get(c)) == v for c, v in where)]
+        return np.asarray(sorted(keep), dtype=np.int64)
+
     def files(self) -> list[tuple[str, str | None, str]]:
         """(path, sha256, status) of every path, to compare with the disk."""
         q = select(ImagePath.path, Image.sha256, Image.status).join(
@@ -335,3 +349,8 @@ def _merge_metadata(s: Session, values: dict[int, dict[str, Any]]) -> None:
         img = s.get(Image, image_id)
         assert img is not None
         img.metadata_json = {**(img.metadata_json or {}), **cols}
+
+
+def json_path(key: str) -> str:
+    """SQLite's JSON path of one top-level key, quoted (a key may hold dots or spaces)."""
+    return '$."' + key.replace('"', '""') + '"'

@@ -28,6 +28,7 @@ import numpy as np
 from ..db.lock import WriteLock
 from ..db.models import Space, utcnow
 from ..errors import BadInput, StoreLocked, StoreReadOnly, WriteFailed
+from ..learn.knn import exact_knn, normalize
 from ..learn.transform import VectorTransform, fingerprint, prepare
 from ..progress import progress_bar
 from ..results import IndexStats
@@ -170,6 +171,18 @@ class IndexCache:
         idx = self.get(space)
         with self._searches.shared():
             return idx.search(prepare(queries, idx.transform), k)
+
+    def search_among(
+        self, space: Space, queries: np.ndarray, k: int, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, image ids) of the k nearest neighbours among the images ``ids``
+        only (a metadata filter): an exact search of their vectors, read from the database
+        and put through the space's transform, as the index's would be. Costs the size of
+        the subset, not of the space."""
+        t = self.db.spaces.transform(space.id)
+        have, x = self.db.vectors.get(space, ids)
+        sims, rows = exact_knn(normalize(prepare(queries, t)), normalize(prepare(x, t)), k)
+        return sims, np.where(rows >= 0, have[np.maximum(rows, 0)], -1)
 
     def refresh(self, space: Space, *, progress: bool = False) -> SpaceIndex:
         """Catch the index up with the database and save it (after a write)."""

@@ -5,7 +5,7 @@ model."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,10 +30,12 @@ def query(
     image_id: int | None,
     k: int,
     embedder: Callable[[str], Embedder],
+    where: Sequence[tuple[str, str]] = (),
 ) -> QueryResult:
     """The k images most similar to a stored image (``image_id``, or ``path`` of a stored
     file: itself left out) or to an outside file (``path``, embedded by the space's
-    ``embedder(name)``), in the space named (the store's first when None)."""
+    ``embedder(name)``), in the space named (the store's first when None); with ``where``,
+    among the images whose metadata has each (column, value) only."""
     if (path is None) == (image_id is None):
         raise BadInput("give either an image path or --id, not both")
     if k < 1:
@@ -47,7 +49,12 @@ def query(
         assert path is not None
         query_id, desc = _stored_image(db, path), os.path.abspath(path)
     qv = _query_vector(db, space, query_id, path, embedder)
-    sims, ids = indexes.search(space, qv, k + (1 if query_id is not None else 0))
+    wanted = k + (1 if query_id is not None else 0)
+    among = _among(db, where) if where else None
+    if among is None:
+        sims, ids = indexes.search(space, qv, wanted)
+    else:
+        sims, ids = indexes.search_among(space, qv, wanted, among)
     found = [(int(i), float(d)) for i, d in zip(ids[0], sims[0]) if i >= 0 and i != query_id][:k]
     rows = db.images.paths_and_labels([i for i, _ in found])
     hits = [
@@ -60,7 +67,27 @@ def query(
         )
         for r, (i, sim) in enumerate(found)
     ]
-    return QueryResult(space.name, space.weights, space.weights_random, desc, query_id, hits)
+    return QueryResult(
+        space.name,
+        space.weights,
+        space.weights_random,
+        desc,
+        query_id,
+        hits,
+        where=tuple(where),
+        selected=None if among is None else len(among),
+    )
+
+
+def _among(db: Database, where: Sequence[tuple[str, str]]) -> np.ndarray:
+    """The images a metadata filter selects; a column the store has not is refused."""
+    known = [name for name, _, _ in db.images.metadata_columns()]
+    for column, _ in where:
+        if column not in known:
+            raise BadInput(
+                f"no metadata column {column!r} in this store; it has: {', '.join(known) or 'none'}"
+            )
+    return db.images.ids_where(where)
 
 
 def _stored_image(db: Database, path: str) -> int | None:

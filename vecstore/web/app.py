@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from .. import __version__
 from ..browse import ImageFilter, review_queue, select
 from ..errors import BadInput, EmbedError, NoRun, UnknownImage, VecstoreError
+from ..params import parse_where
 from . import render
 from .options import ServeOptions
 from .security import Guard
@@ -108,7 +109,7 @@ def _image_routes(app: FastAPI, service: ReviewService) -> None:
         """Images filtered (label in force, pseudo-label, expert label, source, cluster,
         review flag, metadata `where=COLUMN=VALUE`), sorted and paginated."""
         f = ImageFilter(
-            label, pseudo_label, expert, source, cluster, needs_review, _where(where),
+            label, pseudo_label, expert, source, cluster, needs_review, parse_where(where),
             sort, order == "desc", offset, limit,
         )  # fmt: skip
         table = service.table()
@@ -271,16 +272,6 @@ def _hits(service: ReviewService, res: Any) -> dict[str, Any]:
         )
     # query_id: the stored image the query is (an upload of its very bytes): left out
     return {"space": res.space, "query": res.query, "query_id": res.query_id, "items": items}
-
-
-def _where(pairs: list[str]) -> tuple[tuple[str, str], ...]:
-    out = []
-    for pair in pairs:
-        column, sep, value = pair.partition("=")
-        if not sep or not column:
-            raise BadInput(f"where takes COLUMN=VALUE, not {pair!r}")
-        out.append((column, value))
-    return tuple(out)
 
 
 def _now() -> str:
