@@ -135,6 +135,38 @@ def _poll(url: str, server: subprocess.Popen, limit: float = 60) -> dict:
     raise AssertionError(f"{url} did not answer in {limit} s")
 
 
+def dicom_commands() -> list[str]:
+    """The command lines of the README's DICOM example (its first indented block)."""
+    part = (REPO / "README.md").read_text().split("### DICOM files and metadata", 1)[1]
+    block = part.split("\n- ", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.startswith("    ")]
+
+
+@pytest.mark.slow
+def test_dicom_commands_work_as_written(tmp_path):
+    """Each line as a shell runs it (the example copies pydicom's samples with mkdir and
+    python -c), from an empty folder, the project's environment first on PATH."""
+    commands = dicom_commands()
+    assert [c.split()[0] for c in commands] == ["mkdir", "python", *["vecstore"] * 4]
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    env.pop("VECSTORE_STORE", None)
+    outputs = []
+    for cmd in commands:
+        r = subprocess.run(
+            ["bash", "-c", re.sub(r"\s+#.*$", "", cmd)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 0, f"{cmd!r} failed: {r.stdout}\n{r.stderr}"
+        outputs.append(r.stdout)
+    assert "metadata columns:" in outputs[3] and "Modality" in outputs[3]
+    assert "P2/IM-0001.dcm" in outputs[4] and "P2/IM-0002" not in outputs[4]  # RGB is OT
+    assert "P2/IM-0001.dcm" in outputs[5]
+
+
 @pytest.mark.slow
 def test_tour_commands_work_as_written(tmp_path):
     commands = tour_commands()
