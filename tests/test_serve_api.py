@@ -1031,6 +1031,23 @@ def test_dicom_images_added_are_appended_with_their_metadata(tmp_path):
         assert {m.get("Modality") for m in grown.metadata.values()} == {"CT"}
 
 
+def test_with_slow_tables_a_reviewers_remove_and_undo_show_at_once(fresh, monkeypatch):
+    """On a large store (slow builds) rebuilds run behind the requests; but a remove or an
+    undo this server wrote (no overlay can show them) is rebuilt before the next answer, so
+    the reviewer who clicked sees it (under CPU load a small store's build was slow too,
+    and the page after an undo still showed no label)."""
+    monkeypatch.setattr(service_module, "SLOW_TABLE_S", 0.0)  # every build counts as slow
+    c, service = fresh.c, fresh.c.app.state.service
+    service._table = None
+    service.table()
+    iid = fresh.ids["c3.png"]
+    gone = c.delete(f"/api/images/{iid}/label", headers=WRITE).json()
+    assert c.get(f"/api/images/{iid}").json()["expert"] is None
+    r = c.post("/api/labels/undo", json={"batch": gone["batch"]}, headers=WRITE)
+    assert r.status_code == 200, r.text
+    assert c.get(f"/api/images/{iid}").json()["expert"] == "cancer"
+
+
 def test_with_slow_tables_images_added_are_appended_behind_the_requests(
     fresh, tmp_path, monkeypatch
 ):

@@ -183,7 +183,7 @@ def _label_routes(app: FastAPI, service: ReviewService) -> None:
     @app.delete("/api/images/{image_id}/label")
     def remove_label(image_id: int, request: Request) -> dict[str, Any]:
         who = service.reviewer(request.headers.get("x-reviewer"))
-        with service.writing("label") as store:
+        with service.writing("remove") as store:
             ch = store.remove_label(str(image_id), who=who, source="review")
         return {**ch.to_dict(), "who": who, "at": _now()}
 

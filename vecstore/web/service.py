@@ -82,6 +82,9 @@ class ReviewService:
         self._mark_at: tuple[int, tuple] | None = None  # see _mark
         self._cannot_grow: object = None  # the df of a table more than images changed since
         self._slow = False  # the last build took over SLOW_TABLE_S: build in the background
+        # a write of this server no overlay shows (a remove, an undo): the next answer
+        # waits for a rebuild instead of getting the held table (the reviewer sees it)
+        self._own_unshown = False
         self._next_build = 0.0  # and not again before this (monotonic time)
         self._patching = threading.Lock()  # the held table and the own writes noted
         self._own: dict[int, tuple[int, str]] = {}  # label batch -> (image, label), written here
@@ -115,13 +118,14 @@ class ReviewService:
         if moved:
             assert self._table is not None
             return self._table
-        if held is not None and self._slow:
+        if held is not None and self._slow and not self._own_unshown:
             if time.monotonic() < self._next_build:
                 return held  # a slow build ended lately: at most SLOW_TABLE_SHARE of the time
             if self._rebuild.acquire(blocking=False):
                 threading.Thread(target=self._rebuild_then_release, daemon=True).start()
             return held
-        if self._rebuild.acquire(blocking=held is None):
+        if self._rebuild.acquire(blocking=held is None or self._own_unshown):
+            self._own_unshown = False  # the build below reads after the write
             self._rebuild_then_release()
         assert self._table is not None
         return self._table
@@ -239,6 +243,8 @@ class ReviewService:
                     yield store
             except StoreLocked as exc:
                 raise Busy(exc) from None
+            if purpose != "label":  # set_label notes its batch: an overlay shows it
+                self._own_unshown = True
 
     def set_label(self, image_id: int, label: str, **how: Any) -> Any:
         """Set an expert label, and note its label batch as this process's own, so that
