@@ -14,7 +14,7 @@ import numpy as np
 from .errors import BadInput, NoRun, UnknownImage
 from .labeling import history as label_history
 from .labeling.export import PROBA_PREFIX, expert_columns, export_table, unpropagated_columns
-from .params import ExportOptions
+from .params import ExportOptions, matches_where
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -211,8 +211,8 @@ def _mask(table: ReviewTable, f: ImageFilter) -> np.ndarray:
             keep &= (df[column] == value).to_numpy()
     if f.pseudo_label is not None:
         keep &= ((df["label"] == f.pseudo_label) & (df["source"] == "propagated")).to_numpy()
-    for column, value in f.where:
-        have = {i for i, m in table.metadata.items() if str(m.get(column)) == value}
+    if f.where:
+        have = {i for i, m in table.metadata.items() if matches_where(m, f.where)}
         keep &= df["image_id"].isin(have).to_numpy()
     return keep
 

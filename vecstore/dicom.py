@@ -49,7 +49,7 @@ TAGS = (
     "SliceLocation",
     "PixelSpacing",
 )
-IDENTIFYING = frozenset({"PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"})
+IDENTIFYING = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
 @dataclass

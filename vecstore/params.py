@@ -9,8 +9,9 @@ dataclasses (no heavy import), so that the CLI can show the defaults in --help i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from .errors import BadInput
 
@@ -246,3 +247,9 @@ def parse_where(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
             raise BadInput(f"where takes COLUMN=VALUE, not {pair!r}")
         out.append((column.strip(), value))
     return tuple(out)
+
+
+def matches_where(metadata: Mapping[str, Any], where: Sequence[tuple[str, str]]) -> bool:
+    """An image's metadata has every (column, value) of a where filter, the value compared as
+    text (a number as Python writes it: 54 / 54.0)."""
+    return all(str(metadata.get(column)) == value for column, value in where)

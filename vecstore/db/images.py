@@ -13,6 +13,8 @@ import numpy as np
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from ..errors import BadInput
+from ..params import matches_where
 from .connections import in_chunks
 from .labels import Carry
 from .models import EmbedFailure, Image, ImagePath, Space, Vector, utcnow
@@ -178,16 +180,28 @@ class ImageRepo:
             )
         ]
 
+    def metadata_names(self, asked: Iterable[str] = (), *, hint: str = "") -> list[str]:
+        """The store's metadata column names, in order; a BadInput naming the first of
+        ``asked`` the store has not, with the ones it has (and ``hint``)."""
+        known = [name for name, _, _ in self.metadata_columns()]
+        unknown = [a for a in asked if a not in known]
+        if unknown:
+            raise BadInput(
+                f"no metadata column {unknown[0]!r} in this store; it has: "
+                f"{', '.join(known) or 'none'}{hint}"
+            )
+        return known
+
     def ids_where(self, where: Sequence[tuple[str, str]]) -> np.ndarray:
-        """The usable images whose metadata has every (column, value), the value compared as
-        text (a number as Python writes it: 54 / 54.0), sorted."""
+        """The usable images whose metadata has every (column, value) (params.matches_where),
+        sorted."""
         sql = "SELECT id, metadata_json FROM images WHERE status = 'ok'"
         params: list[str] = []
         for column, _ in where:  # narrowed in SQL, compared exactly below
             sql += " AND json_extract(metadata_json, ?) IS NOT NULL"
             params.append(json_path(column))
         rows = self.db.read(sql, params)
-        keep = [i for i, m in rows if all(str(json.loads(m).get(c)) == v for c, v in where)]
+        keep = [i for i, m in rows if matches_where(json.loads(m), where)]
         return np.asarray(sorted(keep), dtype=np.int64)
 
     def files(self) -> list[tuple[str, str | None, str]]:

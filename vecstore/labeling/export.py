@@ -276,13 +276,8 @@ def export_csv(db: Database, out: str | os.PathLike[str], opts: ExportOptions) -
 def metadata_columns_asked(db: Database, asked: Sequence[str]) -> list[str]:
     """The metadata columns ``asked`` names, in the store's order: "all" is every column
     that identifies no one; an identifying one (a patient, an examination) only by name."""
-    known = [name for name, _, _ in db.images.metadata_columns()]
-    unknown = [a for a in asked if a != "all" and a not in known]
-    if unknown:
-        raise BadInput(
-            f"no metadata column {unknown[0]!r} in this store; it has: "
-            f"{', '.join(known) or 'none'} (or `all`: every one but {', '.join(IDENTIFYING)})"
-        )
+    hint = f" (or `all`: every one but {', '.join(IDENTIFYING)})"
+    known = db.images.metadata_names([a for a in asked if a != "all"], hint=hint)
     every = "all" in asked
     return [c for c in known if c in asked or (every and c not in IDENTIFYING)]
 

@@ -80,14 +80,12 @@ def query(
 
 
 def _among(db: Database, where: Sequence[tuple[str, str]]) -> np.ndarray:
-    """The images a metadata filter selects; a column the store has not is refused."""
-    known = [name for name, _, _ in db.images.metadata_columns()]
-    for column, _ in where:
-        if column not in known:
-            raise BadInput(
-                f"no metadata column {column!r} in this store; it has: {', '.join(known) or 'none'}"
-            )
-    return db.images.ids_where(where)
+    """The images a metadata filter selects; a column the store has not is refused (looked
+    for when none is selected: a column it has not selects none)."""
+    ids = db.images.ids_where(where)
+    if not len(ids):
+        db.images.metadata_names([column for column, _ in where])
+    return ids
 
 
 def _stored_image(db: Database, path: str) -> int | None:
