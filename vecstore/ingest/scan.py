@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import dicom
-from ..errors import BadInput
-from ..imagefile import not_regular
-from ..params import DEFAULT_UNLABELED
+from ..errors import BadInput, EmbedError
+from ..imagefile import not_regular, open_regular
+from ..params import DEFAULT_UNLABELED, FileLimits
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+ANY_SIZE = FileLimits(max_bytes=2**63 - 1)  # for a look at a file's first bytes only
 
 
 @dataclass(frozen=True)
@@ -39,18 +40,14 @@ def may_be_dicom(name: str) -> bool:
 
 
 def has_dicom_preamble(path: str) -> bool:
-    """The file starts with the DICOM preamble (read without blocking: a FIFO is no file)."""
+    """The file starts with the DICOM preamble: a regular file opened as every image file is
+    (imagefile.open_regular: a FIFO or a device is never read), whatever its size (one over
+    the size limit is found here and fails with its reason when read)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError:
+        with open_regular(path, ANY_SIZE) as f:
+            return dicom.has_preamble(f.read(dicom.PREAMBLE + 4))
+    except (EmbedError, OSError):
         return False
-    try:
-        regular = not_regular(os.fstat(fd).st_mode) is None
-        return regular and dicom.has_preamble(os.read(fd, dicom.PREAMBLE + 4))
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def shown(path: str) -> str:
