@@ -1048,6 +1048,21 @@ def test_with_slow_tables_a_reviewers_remove_and_undo_show_at_once(fresh, monkey
     assert c.get(f"/api/images/{iid}").json()["expert"] == "cancer"
 
 
+def test_a_dicom_image_an_ingest_adds_shows_its_tags_in_the_running_service(fresh, tmp_path):
+    """Through the service (not only the library call): the image page of a DICOM file a
+    CLI ingest added while the server ran has its tags, and the queue filters on them."""
+    from .test_dicom import sample
+
+    c, service = fresh.c, fresh.c.app.state.service
+    service.table()
+    (tmp_path / "dcm").mkdir()
+    shutil.copy(sample("CT_small.dcm"), tmp_path / "dcm" / "ct.dcm")
+    _cli(fresh.store, "ingest", tmp_path / "dcm", "--space", "pixels")
+    (iid,) = [i for (i,) in fresh.q("SELECT id FROM images WHERE path LIKE '%ct.dcm'")]
+    assert c.get(f"/api/images/{iid}").json()["metadata"]["Modality"] == "CT"
+    assert _ids(_all(c, where="Modality=CT")) == {iid}
+
+
 def test_with_slow_tables_images_added_are_appended_behind_the_requests(
     fresh, tmp_path, monkeypatch
 ):

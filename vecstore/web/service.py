@@ -210,6 +210,7 @@ class ReviewService:
                         df=grown.df,
                         rows=grown.rows,
                         by_id=grown.by_id,
+                        metadata=grown.metadata,
                         mark=(now.mark[0], *grown.mark[1:]),
                         _frame=None,
                     )
