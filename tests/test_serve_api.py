@@ -1048,6 +1048,20 @@ def test_with_slow_tables_a_reviewers_remove_and_undo_show_at_once(fresh, monkey
     assert c.get(f"/api/images/{iid}").json()["expert"] == "cancer"
 
 
+def test_with_slow_tables_a_label_of_a_new_class_shows_at_once(fresh, monkeypatch):
+    """A label of a class the table has no column for cannot be laid over the held table
+    either: like a remove or an undo, it is rebuilt in before the next answer."""
+    monkeypatch.setattr(service_module, "SLOW_TABLE_S", 0.0)  # every build counts as slow
+    c, service = fresh.c, fresh.c.app.state.service
+    service._table = None
+    service.table()
+    iid = fresh.ids["c3.png"]
+    body = {"label": "glioma", "new_class": True}
+    r = c.post(f"/api/images/{iid}/label", json=body, headers=WRITE)
+    assert r.status_code == 200, r.text
+    assert c.get(f"/api/images/{iid}").json()["expert"] == "glioma"
+
+
 def test_a_dicom_image_an_ingest_adds_shows_its_tags_in_the_running_service(fresh, tmp_path):
     """Through the service (not only the library call): the image page of a DICOM file a
     CLI ingest added while the server ran has its tags, and the queue filters on them."""

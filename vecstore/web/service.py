@@ -82,9 +82,11 @@ class ReviewService:
         self._mark_at: tuple[int, tuple] | None = None  # see _mark
         self._cannot_grow: object = None  # the df of a table more than images changed since
         self._slow = False  # the last build took over SLOW_TABLE_S: build in the background
-        # a write of this server no overlay shows (a remove, an undo): the next answer
-        # waits for a rebuild instead of getting the held table (the reviewer sees it)
-        self._own_unshown = False
+        # this server's writes committed, and how many of them the held table is known to
+        # show: an answer never leaves one out (the reviewer who wrote sees it), so a table
+        # behind them is rebuilt before the answer, even when builds run in the background
+        self._writes = 0
+        self._shown = 0
         self._next_build = 0.0  # and not again before this (monotonic time)
         self._patching = threading.Lock()  # the held table and the own writes noted
         self._own: dict[int, tuple[int, str]] = {}  # label batch -> (image, label), written here
@@ -106,8 +108,9 @@ class ReviewService:
         rebuild runs in the background, requests keeping the previous table meanwhile, and
         at most SLOW_TABLE_SHARE of the time (a CLI ingest beside the server commits often).
         Images added since (an ingest) are appended the same way, by one thread at a time."""
-        held = self._table
-        if held is not None and held.version == self.store.data_version():
+        writes = self._writes  # read before the data: the answer shows these writes
+        held, now = self._table, self.store.data_version()
+        if held is not None and held.version == now:
             return held
         with self._patching:
             moved = self._forward()
@@ -117,16 +120,20 @@ class ReviewService:
             return held  # a label being written here: noted when it lands
         if moved:
             assert self._table is not None
+            if self._table.version == now:  # brought to data read after the writes
+                self._shown = max(self._shown, writes)
             return self._table
-        if held is not None and self._slow and not self._own_unshown:
+        behind = self._shown < writes  # a write of this server no overlay could show
+        if held is not None and self._slow and not behind:
             if time.monotonic() < self._next_build:
                 return held  # a slow build ended lately: at most SLOW_TABLE_SHARE of the time
             if self._rebuild.acquire(blocking=False):
-                threading.Thread(target=self._rebuild_then_release, daemon=True).start()
+                threading.Thread(
+                    target=self._rebuild_then_release, args=(writes,), daemon=True
+                ).start()
             return held
-        if self._rebuild.acquire(blocking=held is None or self._own_unshown):
-            self._own_unshown = False  # the build below reads after the write
-            self._rebuild_then_release()
+        if self._rebuild.acquire(blocking=held is None or behind):
+            self._rebuild_then_release(writes)
         assert self._table is not None
         return self._table
 
@@ -217,9 +224,10 @@ class ReviewService:
         finally:
             self._growing.release()
 
-    def _rebuild_then_release(self) -> None:
+    def _rebuild_then_release(self, writes: int) -> None:
         """Build the review table (the caller holds ``_rebuild``, released here), then bring
-        it forward by the labels written here while it was built."""
+        it forward by the labels written here while it was built. It reads the data after
+        this server's first ``writes`` writes: it shows them."""
         try:
             if self._table is None or self._table.version != self.store.data_version():
                 t0 = time.perf_counter()
@@ -231,6 +239,7 @@ class ReviewService:
                 self._slow = took > SLOW_TABLE_S
                 pause = took * (1 / SLOW_TABLE_SHARE - 1)
                 self._next_build = time.monotonic() + pause if self._slow else 0.0
+            self._shown = max(self._shown, writes)  # built, or found at data read after them
         finally:
             self._rebuild.release()
 
@@ -244,8 +253,7 @@ class ReviewService:
                     yield store
             except StoreLocked as exc:
                 raise Busy(exc) from None
-            if purpose != "label":  # set_label notes its batch: an overlay shows it
-                self._own_unshown = True
+            self._writes += 1
 
     def set_label(self, image_id: int, label: str, **how: Any) -> Any:
         """Set an expert label, and note its label batch as this process's own, so that
