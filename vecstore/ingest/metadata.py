@@ -42,11 +42,11 @@ def read_metadata_csv(path: str | os.PathLike[str]) -> Metadata:
     return Metadata(by, dict(zip(keys, values)))
 
 
-def check_unambiguous(meta: Metadata, paths: list[str], root: str) -> None:
+def check_unambiguous(meta: Metadata | None, root: str, paths: list[str]) -> None:
     """A file name is no key when several files found carry it (PACS exports repeat names
     such as IM-0001.dcm in every patient's folder): its row would go to all of them. Raised
     before anything is written, naming the files and asking for a path column."""
-    if meta.by != "name":
+    if meta is None or meta.by != "name":
         return
     by_name: dict[str, list[str]] = {}
     for path in paths:

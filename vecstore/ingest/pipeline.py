@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..db.labels import BatchInfo, Change
@@ -65,7 +66,6 @@ def _phases(
     report: IngestReport,
 ) -> None:
     scan_t0 = time.perf_counter()
-    meta = options.metadata
     path_to_image = register_files(
         db,
         root,
@@ -74,7 +74,7 @@ def _phases(
         options.who,
         options.progress,
         options.limits,
-        check=(lambda paths: check_unambiguous(meta, paths, root)) if meta else lambda p: None,
+        check=partial(check_unambiguous, options.metadata, root),
     )
     scan_seconds = time.perf_counter() - scan_t0
     if options.labels_from_folders:
