@@ -117,14 +117,14 @@ def read_image_file(
 def sha256_image_file(path: str | os.PathLike[str], limits: FileLimits = DEFAULT_LIMITS) -> str:
     """The content hash of an image file: the sha256 of its bytes, streamed in chunks (never
     held whole); of a DICOM file, the hash of its pixel data (vecstore.dicom)."""
-    h, head = hashlib.sha256(), b""
     with open_regular(path, limits) as f:
-        for chunk in _chunks(f, limits):
-            if len(head) < dicom.PREAMBLE + 4:
-                head += chunk[: dicom.PREAMBLE + 4]
+        chunks = _chunks(f, limits)
+        first = next(chunks, b"")  # HASH_CHUNK bytes: the DICOM preamble and prefix in them
+        if dicom.is_dicom(first, path):
+            return dicom.content_sha256(read_image_file(path, limits)[0])
+        h = hashlib.sha256(first)
+        for chunk in chunks:
             h.update(chunk)
-    if dicom.is_dicom(head, path):
-        return dicom.content_sha256(read_image_file(path, limits)[0])
     return h.hexdigest()
 
 
