@@ -16,7 +16,7 @@ from .context import Ctx
 from .evaluation import evaluate
 from .forget import forget
 from .ingest import embed, import_vectors, ingest
-from .labeling import cluster, export, propagate, suggest
+from .labeling import cluster, export, export_vectors, propagate, suggest
 from .labels import labels
 from .reports import demo, plan, report
 from .search import query, reindex
@@ -80,6 +80,7 @@ for command in (
     propagate,
     evaluate,
     export,
+    export_vectors,
     suggest,
     report,
     plan,

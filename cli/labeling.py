@@ -1,5 +1,5 @@
 """Labeling: `vecstore cluster`, `propagate`, `export`, `suggest` (`evaluate` is in
-cli/evaluation.py)."""
+cli/evaluation.py), and `export-vectors` beside `export`."""
 
 from __future__ import annotations
 
@@ -263,6 +263,31 @@ def export(
     )
     if r.positive_rule:
         click.echo(_positive_rule_line(r.positive_rule), err=data_on_stdout(out))
+
+
+@click.command("export-vectors")
+@click.argument("space")
+@output_file_option("Parquet file to write.")
+@click.pass_obj
+def export_vectors(obj: Ctx, space: str, out: Path) -> None:
+    """Write the vectors of SPACE as Parquet, one row per image with a vector there.
+
+    Columns: path (as stored: an image's first path), sha256, image_id, vector (the stored
+    float32 vector, not normalised). `vecstore import-vectors` reads it back into another
+    store; pandas.read_parquet reads it as is.
+
+    \b
+    Example:
+      vecstore export-vectors pixels -o pixels.parquet
+      vecstore --store other import-vectors pixels.parquet --space pixels-copy
+    """
+    with obj.open() as store:
+        r = store.export_vectors(space, out, progress=True)
+    click.echo(
+        f"wrote {r.rows} vectors of space {r.space} ({r.dim}-d) to {where(out)} "
+        f"in {r.seconds:.1f} s",
+        err=data_on_stdout(out),
+    )
 
 
 def _review_line(r: Export) -> str:

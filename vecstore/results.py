@@ -179,6 +179,20 @@ class VectorImport:
         return out
 
 
+@dataclass
+class VectorExport:
+    """A space's vectors written to a Parquet file (``vecstore export-vectors``)."""
+
+    path: str
+    space: str
+    dim: int
+    rows: int  # images written: the usable images with a vector in the space
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 # ---- query, info, check -------------------------------------------------------------------
 
 

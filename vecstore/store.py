@@ -39,6 +39,7 @@ from .db import Database
 from .db.lock import WriteLock
 from .db.models import Image, Run, Space
 from .errors import BadInput, StoreDamaged, StoreNotFound, UnknownImage, VecstoreError
+from .export_vectors import export_vectors
 from .ingest.embedding import embedder_for
 from .ingest.forget import forget as forget_paths
 from .ingest.metadata import read_metadata_csv
@@ -91,6 +92,7 @@ from .results import (
     StoreInfo,
     Suggestion,
     Transformed,
+    VectorExport,
     VectorImport,
 )
 from .search.cache import IndexCache, with_settings
@@ -790,6 +792,14 @@ class Store:
         """Write the pseudo-labels as CSV: label, source, confidence, runner-up, cluster,
         review flag per image."""
         return export_csv(self._db, out, opts or ExportOptions())
+
+    def export_vectors(
+        self, space: str, out: str | os.PathLike[str], *, progress: bool = False
+    ) -> VectorExport:
+        """Write the raw vectors of ``space`` as Parquet (path, sha256, image_id, vector), one
+        row per usable image with a vector there: what ``import_vectors`` reads back into
+        another store."""
+        return export_vectors(self._db, space, out, progress=progress)
 
     def report(
         self,

@@ -78,12 +78,13 @@ class ImageRepo:
         )
         return {i: (p, lab) for i, p, lab in rows}
 
-    def export_rows(self, after: int = 0) -> list[Row]:
-        """(id, path, sha256) of every usable image (with an id above ``after``), in id order."""
+    def export_rows(self, after: int = 0, limit: int | None = None) -> list[Row]:
+        """(id, path, sha256) of every usable image (with an id above ``after``; the first
+        ``limit`` of them when given: a page), in id order."""
         with self.db.session() as s:
             q = select(Image.id, Image.path, Image.sha256)
             q = q.where(Image.status == "ok", Image.id > after)
-            return list(s.execute(q.order_by(Image.id)).all())
+            return list(s.execute(q.order_by(Image.id).limit(limit)).all())
 
     def usable_up_to(self, image_id: int) -> tuple[int, int]:
         """(how many, sum of their ids) of the usable images with an id up to ``image_id``:
