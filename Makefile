@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vecstore-installed
+# Label Studio's SDK, for the tests that read vecstore's tasks with Label Studio's own code; a
+# separate environment because it pins numpy below the version vecstore runs with
+LS_VENV ?= .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed
 DEMO_DIR ?= demo-data
 DEMO_STORE ?= $(DEMO_DIR)/store
 
@@ -17,13 +21,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(LS_STAMP):
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet 'label-studio-sdk>=2.1,<3'
+	touch $(LS_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/vecstore --store $(DEMO_STORE) demo --out $(DEMO_DIR)
 
-test: $(STAMP)
-	$(PY) -m pytest
+test: $(STAMP) $(LS_STAMP)
+	VECSTORE_LABEL_STUDIO_PYTHON=$(LS_VENV)/bin/python $(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

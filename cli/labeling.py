@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vecstore.params import ClusterParams, ExportOptions, PropagationParams
+from vecstore.params import (
+    EXPORT_FORMATS,
+    EXPORT_MEDIA,
+    ClusterParams,
+    ExportOptions,
+    PropagationParams,
+)
 
 from .context import Ctx
 from .options import (
@@ -209,7 +215,32 @@ def _health_warning(w) -> str:
 
 
 @click.command()
-@output_file_option("CSV file to write.")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="File to write (csv, label-studio); a new or empty folder (fiftyone, imagefolder).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(EXPORT_FORMATS),
+    default="csv",
+    show_default=True,
+    help="csv: vecstore's table. label-studio: tasks JSON (pseudo-labels as predictions) and "
+    "its labeling config. fiftyone: a FiftyOneImageClassificationDataset (labels.json with "
+    "confidences). imagefolder: one folder per class (torchvision's ImageFolder).",
+)
+@click.option(
+    "--media",
+    type=click.Choice(EXPORT_MEDIA),
+    default="copy",
+    show_default=True,
+    help="fiftyone, imagefolder: copy the images, symlink them, or (fiftyone) list their "
+    "paths in data.json.",
+)
 @space_option("Default: the latest propagation of all spaces.")
 @run_option("Use this propagation run.")
 @click.option("--only-unlabeled", is_flag=True, help="Leave out the images with an expert label.")
@@ -234,17 +265,29 @@ def _health_warning(w) -> str:
 )
 @click.pass_obj
 def export(
-    obj: Ctx, out, space, run_id, only_unlabeled, min_confidence, review_share, with_metadata
+    obj: Ctx,
+    out,
+    fmt,
+    media,
+    space,
+    run_id,
+    only_unlabeled,
+    min_confidence,
+    review_share,
+    with_metadata,
 ) -> None:
-    """Write the pseudo-labels as CSV, one row per image.
+    """Write the pseudo-labels, one row (task, file) per image.
 
-    Columns: image_id, path, sha256, label, source (expert/propagated), confidence,
+    CSV columns: image_id, path, sha256, label, source (expert/propagated), confidence,
     second_label, margin (to the decision applied), cluster, needs_review, review_reason,
-    run_id, decision, p_<class> for each class. Loads with pandas.read_csv and no options.
+    run_id, decision, p_<class> for each class (the probabilities cleanlab takes). Loads with
+    pandas.read_csv and no options.
 
     \b
-    Example:
+    Examples:
       vecstore export -o pseudo_labels.csv --only-unlabeled
+      vecstore export --format label-studio -o tasks.json
+      vecstore export --format imagefolder -o dataset/ --media symlink
     """
     opts = ExportOptions(
         space=space,
@@ -253,16 +296,37 @@ def export(
         min_confidence=min_confidence,
         review_share=review_share,
         with_metadata=tuple(c.strip() for c in with_metadata.split(",") if c.strip()),
+        format=fmt,
+        media=media,
     )
     with obj.open() as store:
         r = store.export(out, opts)
+    what = {"label-studio": "tasks", "csv": "rows"}.get(fmt, "images")
     click.echo(
-        f"wrote {r.rows} rows to {where(out)} (propagation run {r.run_id}, space {r.space}; "
-        f"{r.needs_review} need review: {_review_line(r)})",
+        f"wrote {r.rows - r.skipped_unlabeled} {what} to {where(out)} (propagation run "
+        f"{r.run_id}, space {r.space}; {r.needs_review} need review: {_review_line(r)})",
         err=data_on_stdout(out),
     )
+    for line in _format_lines(r):
+        click.echo(line, err=data_on_stdout(out))
     if r.positive_rule:
         click.echo(_positive_rule_line(r.positive_rule), err=data_on_stdout(out))
+
+
+def _format_lines(r: Export) -> list[str]:
+    """What a user of the format needs to know next."""
+    lines = []
+    if r.skipped_unlabeled:
+        lines.append(f"left out {r.skipped_unlabeled} images no label reached")
+    if r.label_config:
+        lines.append(f"labeling config (paste it in the project's settings): {r.label_config}")
+    if r.document_root:
+        lines.append(
+            "Label Studio serves the images with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={r.document_root}; its JSON, JSON-MIN or "
+            "CSV export goes back with `vecstore labels import FILE`"
+        )
+    return lines
 
 
 @click.command("export-vectors")

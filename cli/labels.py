@@ -118,7 +118,10 @@ def labels_import(
     chosen: str | None,
     who: str | None,
 ) -> None:
-    """Import expert labels from CSV_FILE (columns `path` or `sha256`, and `label`).
+    """Import expert labels from CSV_FILE (columns `path` or `sha256`, and `label`), or
+    from a Label Studio export (JSON, JSON-MIN or CSV) of the tasks `vecstore export
+    --format label-studio` wrote: each submitted annotation is a label with the source
+    label-studio, chosen "review"; tasks nobody annotated are skipped.
 
     All rows or none: an unknown image, an empty label, the same image with two labels, an
     unknown class (a typo?), or rows that are vecstore's own pseudo-labels (an export's
@@ -134,9 +137,10 @@ def labels_import(
             chosen=chosen,
         )
     how = ", ".join(f"{n} {c}" for c, n in sorted(counts.chosen.items()))
+    skipped = f"; {counts.skipped} tasks without an annotation skipped" if counts.skipped else ""
     click.echo(
-        f"imported {csv_file}: {counts.added} added, {counts.replaced} replaced, "
-        f"{counts.unchanged} unchanged" + (f" (chosen: {how})" if how else "")
+        f"imported {csv_file} ({counts.tool}): {counts.added} added, {counts.replaced} "
+        f"replaced, {counts.unchanged} unchanged" + (f" (chosen: {how})" if how else "") + skipped
     )
 
 

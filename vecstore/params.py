@@ -173,6 +173,14 @@ class EvaluationParams:
         }
 
 
+# `vecstore export --format`: vecstore's CSV, Label Studio tasks (JSON), a FiftyOne image
+# classification dataset, torchvision's ImageFolder layout (the last two: folders)
+EXPORT_FORMATS = ("csv", "label-studio", "fiftyone", "imagefolder")
+EXPORT_FOLDERS = ("fiftyone", "imagefolder")
+# the images of a folder export: copied, symlinked, or (fiftyone) listed in data.json
+EXPORT_MEDIA = ("copy", "symlink", "manifest")
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Which propagation run (``run_id``, else the latest, of ``space`` when given) and which
@@ -186,6 +194,14 @@ class ExportOptions:
     # metadata columns added to the rows: names, "all" for every column that identifies no
     # one (vecstore.dicom.IDENTIFYING comes out only when named); none by default
     with_metadata: tuple[str, ...] = ()
+    format: str = "csv"  # one of EXPORT_FORMATS
+    media: str = "copy"  # how fiftyone and imagefolder hold the images: one of EXPORT_MEDIA
+
+    def __post_init__(self) -> None:
+        if self.format not in EXPORT_FORMATS:
+            raise ParamError("format", f"must be one of {', '.join(EXPORT_FORMATS)}")
+        if self.media not in EXPORT_MEDIA:
+            raise ParamError("media", f"must be one of {', '.join(EXPORT_MEDIA)}")
 
 
 @dataclass(frozen=True)

@@ -328,6 +328,8 @@ class LabelImport:
     unchanged: int = 0
     # the labels written (added or replaced), by how their images were chosen (CHOSEN_HOW)
     chosen: dict[str, int] = field(default_factory=dict)
+    tool: str = "csv"  # the file's writer: "csv" or "label-studio"
+    skipped: int = 0  # Label Studio tasks without an annotation (nothing to import)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -624,6 +626,15 @@ class Export:
     positive_rule: dict[str, Any] | None
     needs_review: int
     by_source: dict[str, int]
+    classes: list[str] = field(default_factory=list)
+    format: str = "csv"  # vecstore.params.EXPORT_FORMATS
+    # label-studio: the labeling config written beside the tasks, and the folder Label Studio
+    # must serve the images from (LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)
+    label_config: str | None = None
+    document_root: str | None = None
+    # fiftyone and imagefolder: how the images are held, and the rows without a label left out
+    media: str | None = None
+    skipped_unlabeled: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -51,7 +51,7 @@ from .labeling import history as label_history
 from .labeling import label_csv
 from .labeling import labels as label_ops
 from .labeling.data import space_matrix
-from .labeling.export import export_csv, export_table
+from .labeling.export import export_file, export_table
 from .labeling.transforms import AUTO as TRANSFORM_AUTO
 from .labeling.transforms import auto_params, set_transform
 from .learn.transform import TransformParams
@@ -789,9 +789,9 @@ class Store:
         return export_table(self._db, opts or ExportOptions())[0]
 
     def export(self, out: str | os.PathLike[str], opts: ExportOptions | None = None) -> Export:
-        """Write the pseudo-labels as CSV: label, source, confidence, runner-up, cluster,
-        review flag per image."""
-        return export_csv(self._db, out, opts or ExportOptions())
+        """Write the pseudo-labels (label, source, confidence, runner-up, cluster, review flag
+        per image) as CSV, Label Studio tasks or a dataset folder (``opts.format``)."""
+        return export_file(self._db, out, opts or ExportOptions())
 
     def export_vectors(
         self, space: str, out: str | os.PathLike[str], *, progress: bool = False

@@ -1,6 +1,7 @@
 """The pseudo-label table: one row per image with its label, where it came from, its
 confidence, runner-up, margin to the decision, cluster, review flag, the decision that gave the
-label and one probability column per class (``p_<class>``), as a DataFrame or a CSV file. For
+label and one probability column per class (``p_<class>``), as a DataFrame, a CSV file, Label
+Studio tasks (vecstore.labeling.label_studio) or a dataset folder (vecstore.labeling.folders). For
 a binary task whose latest evaluation promised a recall, the label is the positive class
 exactly when p(positive) >= that threshold (both ways). The review flag marks the least sure
 share of the pseudo-labels that the latest evaluation calibrated (vecstore.learn.review)."""
@@ -18,8 +19,9 @@ from ..dicom import IDENTIFYING
 from ..errors import BadInput, NoRun
 from ..files import write_csv
 from ..learn.review import decision_margin, flagged
-from ..params import ExportOptions
+from ..params import EXPORT_FOLDERS, ExportOptions
 from ..results import Export
+from . import folders, label_studio
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -260,17 +262,40 @@ def export_table(db: Database, opts: ExportOptions) -> tuple[pd.DataFrame, Expor
         positive_rule=rules.positive,
         needs_review=int(df["needs_review"].sum()) if len(df) else 0,
         by_source={str(k): int(v) for k, v in df["source"].value_counts().items()},
+        classes=list(classes),
+        format=opts.format,
     )
     return df, summary
 
 
-def export_csv(db: Database, out: str | os.PathLike[str], opts: ExportOptions) -> Export:
-    """Write the pseudo-label table to ``out`` as CSV (with the metadata columns asked for)."""
+def export_file(db: Database, out: str | os.PathLike[str], opts: ExportOptions) -> Export:
+    """Write the pseudo-label table to ``out`` (with the metadata columns asked for) in
+    ``opts.format``: vecstore's CSV, Label Studio tasks, or a dataset folder."""
     df, summary = export_table(db, opts)
+    meta: list[str] = []
     if opts.with_metadata:
-        df = with_metadata(db, df, opts.with_metadata)
-    summary.path = str(write_csv(out, df))
+        meta = metadata_columns_asked(db, opts.with_metadata)
+        df = with_metadata(db, df, meta)
+    if opts.format == "label-studio":
+        root, config = label_studio.write_tasks(df, out, summary.classes, extra=meta)
+        summary.path, summary.document_root, summary.label_config = str(out), root, config
+    elif opts.format in EXPORT_FOLDERS:
+        _write_folder(df, out, opts, summary)
+    else:
+        summary.path = str(write_csv(out, df))
     return summary
+
+
+def _write_folder(
+    df: pd.DataFrame, out: str | os.PathLike[str], opts: ExportOptions, summary: Export
+) -> None:
+    """A FiftyOne dataset or an ImageFolder of the table's labeled rows, into ``summary``."""
+    if opts.format == "fiftyone":
+        done = folders.write_fiftyone(df, out, summary.classes, media=opts.media)
+    else:
+        done = folders.write_imagefolder(df, out, media=opts.media)
+    summary.path, summary.media = done.path, done.media
+    summary.skipped_unlabeled = done.skipped_unlabeled
 
 
 def metadata_columns_asked(db: Database, asked: Sequence[str]) -> list[str]:
@@ -285,7 +310,7 @@ def metadata_columns_asked(db: Database, asked: Sequence[str]) -> list[str]:
 def with_metadata(db: Database, df: pd.DataFrame, asked: Sequence[str]) -> pd.DataFrame:
     """``df`` (one row per image_id) with the metadata columns asked for, empty where an
     image has no value."""
-    columns = metadata_columns_asked(db, asked)
+    columns = metadata_columns_asked(db, asked)  # the same list when given one
     clash = [c for c in columns if c in df.columns]
     if clash:
         raise BadInput(f"metadata column {clash[0]!r} has the name of an export column")

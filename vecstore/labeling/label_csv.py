@@ -1,6 +1,7 @@
-"""Labels from CSV files: expert labels imported all rows or none (one label batch), each
+"""Labels from files: expert labels imported all rows or none (one label batch), each
 recording how its image was chosen (a `vecstore suggest` pick, or a row vecstore did not pick),
-and the ground truth scored against."""
+and the ground truth scored against. A file is a CSV (vecstore's own, or a person's) or one of
+Label Studio's exports (JSON, JSON-MIN, CSV; read by vecstore.labeling.label_studio)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..db.labels import BatchInfo, Change
 from ..errors import BadInput
 from ..files import read_user_csv
 from ..results import LabelImport
+from . import label_studio
 from .labels import check_chosen, check_new_classes, who_is
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,8 +30,8 @@ ACCEPTED = "accepted-pseudo:"
 SUGGEST_ONLY = ("reason", "pseudo_label")
 
 
-class CsvRow(NamedTuple):
-    line: int  # in the file (the header is line 1)
+class LabelRow(NamedTuple):
+    at: str  # where in the file: "line 3" (the header is line 1), "task 12 (annotation 40)"
     key: str  # path or sha256
     label: str
     source: str  # "" when the file has no `source` column
@@ -37,14 +39,22 @@ class CsvRow(NamedTuple):
 
 class LabelFile(NamedTuple):
     key: str  # the kind of the key column: "path" or "sha256"
-    rows: list[CsvRow]
+    rows: list[LabelRow]
     suggested: bool  # a `vecstore suggest` output (it has its columns)
+    tool: str = "csv"  # who wrote it: "csv" (vecstore or a person) or "label-studio"
+    skipped: int = 0  # Label Studio tasks nobody annotated (nothing to import)
+    problems: tuple[str, ...] = ()  # rows that cannot be read as one label
 
 
-def read_label_csv(path: str | os.PathLike[str], what: str) -> LabelFile:
-    """The rows of a CSV with a key column (path or sha256) and a `label` column (and, in
-    vecstore's own exports, a `source` column)."""
+def read_label_file(path: str | os.PathLike[str], what: str) -> LabelFile:
+    """The rows of a labels file: a CSV with a key column (path or sha256) and a `label`
+    column (and, in vecstore's own exports, a `source` column), or one of Label Studio's
+    exports (JSON, JSON-MIN or CSV: vecstore.labeling.label_studio)."""
+    if str(path).lower().endswith(".json"):
+        return _label_studio_file(*label_studio.json_rows(label_studio.read_json(path), path))
     df = read_user_csv(path, what)
+    if label_studio.is_label_studio_csv(df.columns):
+        return _label_studio_file(*label_studio.csv_rows(df))
     cols = {str(c).strip().lower(): c for c in df.columns}
     key = next((k for k in ("path", "sha256") if k in cols), None)
     if key is None or "label" not in cols:
@@ -55,10 +65,36 @@ def read_label_csv(path: str | os.PathLike[str], what: str) -> LabelFile:
     sources = df[cols["source"]] if "source" in cols else [""] * len(df)
     triples = zip(df[cols[key]], df[cols["label"]], sources)
     rows = [
-        CsvRow(i + 2, str(k).strip(), str(v).strip(), str(src).strip())
+        LabelRow(f"line {i + 2}", str(k).strip(), str(v).strip(), str(src).strip())
         for i, (k, v, src) in enumerate(triples)
     ]
     return LabelFile(key, rows, all(c in cols for c in SUGGEST_ONLY))
+
+
+def _label_studio_file(rows: list[dict], skipped: int) -> LabelFile:
+    """The annotation rows of a Label Studio export as a LabelFile, keyed by the tasks'
+    sha256 (vecstore's tasks carry it) else their path."""
+    key = next((k for k in ("sha256", "path") if all(k in r for r in rows)), None)
+    if key is None:
+        bad = next(r["at"] for r in rows if "sha256" not in r and "path" not in r)
+        raise BadInput(
+            f"{bad} of the Label Studio export has neither a `sha256` nor a `path` data "
+            "field to find its image by (the tasks `vecstore export --format label-studio` "
+            "writes have both)"
+        )
+    several = [r for r in rows if isinstance(r["label"], list) and len(r["label"]) > 1]
+    problems = tuple(
+        f"{r['at']}: several choices {', '.join(map(repr, r['label']))} (one label per image)"
+        for r in several
+    )
+    out = [LabelRow(r["at"], r[key], _one(r["label"]), "") for r in rows if r not in several]
+    return LabelFile(key, out, False, label_studio.SOURCE, skipped, problems)
+
+
+def _one(label: str | list[str]) -> str:
+    if isinstance(label, list):
+        return str(label[0]).strip() if len(label) == 1 else ""
+    return label.strip()
 
 
 def _find(db: Database, key: str, value: str, base: str) -> Image | None:
@@ -75,33 +111,33 @@ def _find(db: Database, key: str, value: str, base: str) -> Image | None:
 
 
 def resolve_rows(
-    db: Database, key: str, rows: list[CsvRow], csv_path: str
+    db: Database, key: str, rows: list[LabelRow], csv_path: str
 ) -> tuple[dict[int, str], list[str]]:
     """image id -> label for the rows of a label/truth CSV, and the problems found."""
     problems: list[str] = []
     resolved: dict[int, str] = {}
-    first_line: dict[int, int] = {}
+    first_at: dict[int, str] = {}
     base = os.path.dirname(os.path.abspath(csv_path))
-    for line, k, label, _ in rows:
+    for at, k, label, _ in rows:
         if not k:
-            problems.append(f"line {line}: empty {key}")
+            problems.append(f"{at}: empty {key}")
             continue
         if not label:
-            problems.append(f"line {line}: empty label for {k}")
+            problems.append(f"{at}: empty label for {k}")
             continue
         img = _find(db, key, k, base)
         if img is None:
-            problems.append(f"line {line}: {k} is not in the store")
+            problems.append(f"{at}: {k} is not in the store")
         elif img.status != "ok":
-            problems.append(f"line {line}: {k} is recorded as a failed file ({img.error})")
+            problems.append(f"{at}: {k} is recorded as a failed file ({img.error})")
         elif img.id in resolved and resolved[img.id] != label:
             problems.append(
-                f"line {line}: {k} is labeled {label!r} here but {resolved[img.id]!r} on "
-                f"line {first_line[img.id]} (same image)"
+                f"{at}: {k} is labeled {label!r} here but {resolved[img.id]!r} "
+                f"on {first_at[img.id]} (same image)"
             )
         else:
             resolved[img.id] = label
-            first_line.setdefault(img.id, line)
+            first_at.setdefault(img.id, at)
     return resolved, problems
 
 
@@ -131,24 +167,35 @@ def import_labels(
     row of the file."""
     if chosen is not None:
         check_chosen(chosen)
-    file = read_label_csv(csv_path, "labels")
+    file = read_label_file(csv_path, "labels")
     resolved, pseudo_ids = _resolve(db, file, str(csv_path), replace, new_class, accept_pseudo)
     existing = db.labels.all()
     todo = {i: lab for i, lab in resolved.items() if existing.get(i) != lab}
-    how = _chosen(db, todo, pseudo_ids, file.suggested, chosen)
+    reviewed = set(todo) if file.tool == label_studio.SOURCE else pseudo_ids
+    how = _chosen(db, todo, reviewed, file.suggested, chosen)
     name = os.path.basename(str(csv_path))
+    source = _source_of(file, name)
     changes = [
-        Change(i, lab, f"{ACCEPTED}{name}" if i in pseudo_ids else f"csv:{name}", None, how[i])
+        Change(i, lab, f"{ACCEPTED}{name}" if i in pseudo_ids else source, None, how[i])
         for i, lab in todo.items()
     ]
-    db.labels.apply(changes, BatchInfo("import", who_is(who), f"csv:{name}", str(csv_path)))
+    batch_source = f"{file.tool}:{name}"
+    db.labels.apply(changes, BatchInfo("import", who_is(who), batch_source, str(csv_path)))
     added = sum(1 for c in changes if c.image_id not in existing)
     return LabelImport(
         added=added,
         replaced=len(changes) - added,
         unchanged=len(resolved) - len(changes),
         chosen=dict(Counter(c.chosen for c in changes)),
+        tool=file.tool,
+        skipped=file.skipped,
     )
+
+
+def _source_of(file: LabelFile, name: str) -> str:
+    """The source an imported label records: `label-studio` for the annotations of a Label
+    Studio export (the batch names the file), `csv:<file>` for a CSV's rows."""
+    return label_studio.SOURCE if file.tool == label_studio.SOURCE else f"csv:{name}"
 
 
 def _resolve(
@@ -156,9 +203,15 @@ def _resolve(
 ) -> tuple[dict[int, str], set[int]]:
     """(image id -> label, the ids of the accepted pseudo-labels) of a labels file whose
     rows are all good, else BadInput listing the bad ones."""
-    if not file.rows:
+    if not file.rows and not file.problems:
+        if file.tool == label_studio.SOURCE:
+            raise BadInput(
+                f"no task of the Label Studio export {csv_path} has an annotation "
+                f"({file.skipped} tasks): nothing to import"
+            )
         raise BadInput(f"labels CSV {csv_path} has no rows")
     expert, pseudo, problems = _split_pseudo(file.rows, accept)
+    problems = [*file.problems, *problems]
     resolved, found = resolve_rows(db, file.key, expert + pseudo, csv_path)
     problems += found
     pseudo_ids = _ids_of(db, file.key, pseudo, csv_path)
@@ -171,12 +224,13 @@ def _resolve(
 
 
 def _chosen(
-    db: Database, ids: Iterable[int], pseudo_ids: set[int], suggest_file: bool, given: str | None
+    db: Database, ids: Iterable[int], reviewed: set[int], suggest_file: bool, given: str | None
 ) -> dict[int, str]:
     """How each imported image came to be labeled: ``given`` for all, when given; else
     "suggested" for every row of a `vecstore suggest` output and every image a recorded
-    suggest run picked, "review" for an accepted pseudo-label (a person accepted vecstore's
-    guess), "import" for the others (presumed drawn at random)."""
+    suggest run picked, "review" for the ``reviewed`` (an accepted pseudo-label: a person
+    accepted vecstore's guess; a Label Studio annotation: a person reviewed its prediction),
+    "import" for the others (presumed drawn at random)."""
     if given is not None:
         return dict.fromkeys(ids, given)
     picked = db.runs.picked()
@@ -185,11 +239,13 @@ def _chosen(
         if suggest_file or i in picked:
             out[i] = "suggested"
         else:
-            out[i] = "review" if i in pseudo_ids else "import"
+            out[i] = "review" if i in reviewed else "import"
     return out
 
 
-def _split_pseudo(rows: list[CsvRow], accept: bool) -> tuple[list[CsvRow], list[CsvRow], list[str]]:
+def _split_pseudo(
+    rows: list[LabelRow], accept: bool
+) -> tuple[list[LabelRow], list[LabelRow], list[str]]:
     """(expert rows, accepted pseudo-label rows, problems)."""
     pseudo = [r for r in rows if r.source in PSEUDO_SOURCES or r.source.startswith(ACCEPTED)]
     expert = [r for r in rows if r not in pseudo]
@@ -199,7 +255,7 @@ def _split_pseudo(rows: list[CsvRow], accept: bool) -> tuple[list[CsvRow], list[
             [],
             [
                 f"{len(pseudo)} rows are vecstore's own pseudo-labels (source "
-                f"{', '.join(sorted({r.source for r in pseudo}))}, e.g. line {pseudo[0].line}), "
+                f"{', '.join(sorted({r.source for r in pseudo}))}, e.g. {pseudo[0].at}), "
                 "not an expert's: importing them would make its guesses expert labels. Keep only "
                 "the rows an expert checked, or pass --accept-pseudo-labels to record them with "
                 "the source accepted-pseudo:<file> (`vecstore labels undo` takes them back)"
@@ -208,7 +264,7 @@ def _split_pseudo(rows: list[CsvRow], accept: bool) -> tuple[list[CsvRow], list[
     return expert, [r for r in pseudo if r.label], []
 
 
-def _ids_of(db: Database, key: str, rows: list[CsvRow], csv_path: str) -> set[int]:
+def _ids_of(db: Database, key: str, rows: list[LabelRow], csv_path: str) -> set[int]:
     return set(resolve_rows(db, key, rows, csv_path)[0]) if rows else set()
 
 
@@ -233,7 +289,7 @@ def _check_against_store(
 def read_truth(db: Database, csv_path: str | os.PathLike[str]) -> dict[int, str]:
     """Ground truth (path or sha256, label) for evaluation; rows must all resolve, except
     images not in the store (the others are scored)."""
-    key, rows, _ = read_label_csv(csv_path, "truth")
+    key, rows, *_ = read_label_file(csv_path, "truth")
     resolved, problems = resolve_rows(db, key, rows, str(csv_path))
     problems = [p for p in problems if "is not in the store" not in p]
     if problems:
