@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -209,6 +210,32 @@ def test_tour_commands_work_as_written(tmp_path):
     # the review service's commands (after the example: one of them adds a label)
     for cmd in service_commands():
         _run_as_written(cmd, tmp_path, env)
+    _formats_work_as_written(tmp_path, env)
+
+
+def formats_commands() -> list[str]:
+    """The command lines of the README's formats example (its first indented block)."""
+    part = (REPO / "README.md").read_text().split("### Formats for other tools", 1)[1]
+    block = part.split("\n- ", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.startswith("    ")]
+
+
+def _formats_work_as_written(cwd: Path, env: dict) -> None:
+    """The formats example on the demo store: each line runs, and writes what it says."""
+    outputs = []
+    for cmd in formats_commands():
+        args = shlex.split(re.sub(r"\s+#.*$", "", cmd))
+        r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, f"{cmd!r} failed: {r.stdout}\n{r.stderr}"
+        outputs.append(r.stdout + r.stderr)
+    tasks = json.loads((cwd / "demo-data/ls/tasks.json").read_text())
+    assert len(tasks) == 1797 and (cwd / "demo-data/ls/tasks.label-config.xml").exists()
+    experts = sum("annotations" in t for t in tasks)
+    assert f"0 added, 0 replaced, {experts} unchanged" in outputs[1], outputs[1]
+    fiftyone = json.loads((cwd / "demo-data/fiftyone/labels.json").read_text())
+    assert len(fiftyone["labels"]) == len(tasks) and len(fiftyone["classes"]) == 10
+    folders = sorted(p.name for p in (cwd / "demo-data/imagefolder").iterdir())
+    assert folders == fiftyone["classes"]
 
 
 def test_every_guarantee_names_a_test_that_exists():
