@@ -236,10 +236,9 @@ def _health_warning(w) -> str:
 @click.option(
     "--media",
     type=click.Choice(EXPORT_MEDIA),
-    default="copy",
-    show_default=True,
-    help="fiftyone, imagefolder: copy the images, symlink them, or (fiftyone) list their "
-    "paths in data.json.",
+    default=None,
+    help="fiftyone, imagefolder: copy the images (the default), symlink them, or (fiftyone) "
+    "list their paths in data.json.",
 )
 @space_option("Default: the latest propagation of all spaces.")
 @run_option("Use this propagation run.")
@@ -289,7 +288,8 @@ def export(
       vecstore export --format label-studio -o tasks.json
       vecstore export --format imagefolder -o dataset/ --media symlink
     """
-    opts = ExportOptions(
+    opts = build(
+        ExportOptions,
         space=space,
         run_id=run_id,
         only_unlabeled=only_unlabeled,
@@ -322,9 +322,12 @@ def _format_lines(r: Export) -> list[str]:
         lines.append(f"labeling config (paste it in the project's settings): {r.label_config}")
     if r.document_root:
         lines.append(
-            "Label Studio serves the images with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
-            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={r.document_root}; its JSON, JSON-MIN or "
-            "CSV export goes back with `vecstore labels import FILE`"
+            "Label Studio serves the images when started with "
+            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={r.document_root} and given a Local "
+            f"Files storage of that path (project settings, Cloud Storage; tasks imported "
+            "from this file, not synced); its JSON, JSON-MIN or CSV export goes back with "
+            "`vecstore labels import FILE`"
         )
     return lines
 

@@ -284,3 +284,153 @@ def test_metadata_asked_for_goes_into_the_task_data(cli, tmp_path, image_dir):
     assert r.exit_code == 0, r.output
     tasks = json.loads((tmp_path / "t.json").read_text())
     assert {t["data"]["PatientID"] for t in tasks} == {"P1", "P2"}
+
+
+def write_json(path: Path, obj) -> Path:
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def one_task(data: dict, **annotation) -> list[dict]:
+    return [{"id": 1, "data": data, "annotations": [{"id": 7, **annotation}]}]
+
+
+@pytest.mark.parametrize(
+    "tasks",
+    [
+        [{"id": 1, "data": {"sha256": "ab"}, "annotations": 5}],
+        one_task({"sha256": "ab"}, result=5),
+        one_task({"sha256": "ab"}, result=[{"from_name": "label", "value": ["x"]}]),
+        one_task({"sha256": "ab"}, result=[{"from_name": "label", "value": {"choices": 5}}]),
+        one_task({"sha256": "ab"}, result=[{"from_name": "label", "value": {"choices": {"a": 1}}}]),
+        [{"id": 1, "data": {"sha256": "ab"}, "annotations": ["x"]}],
+    ],
+)
+def test_a_malformed_label_studio_file_is_a_clear_error(cli, tmp_path, image_dir, tasks):
+    assert cli("ingest", image_dir, "--space", "hog").exit_code == 0
+    r = cli("labels", "import", write_json(tmp_path / "ls.json", tasks))
+    assert r.exit_code == 1 and "Traceback" not in r.output and r.exception is not None
+    assert isinstance(r.exception, SystemExit), r.exception
+    assert "task 1" in r.output or "Label Studio" in r.output, r.output
+
+
+def test_a_deeply_nested_json_file_is_a_clear_error(cli, tmp_path, image_dir):
+    assert cli("ingest", image_dir, "--space", "hog").exit_code == 0
+    (tmp_path / "deep.json").write_text("[" * 200_000)
+    r = cli("labels", "import", tmp_path / "deep.json")
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.exception
+    assert "cannot read labels JSON" in r.output
+
+
+def test_tasks_keyed_some_by_sha256_some_by_path_are_a_clear_error(propagated, cli, tmp_path):
+    a, b = propagated.sha256.iloc[0], propagated.path.iloc[1]
+    tasks = one_task({"sha256": a, "path": ""}, result=choice("normal"))
+    tasks += [
+        {"id": 2, "data": {"path": b}, "annotations": [{"id": 8, "result": choice("normal")}]}
+    ]
+    r = cli("labels", "import", write_json(tmp_path / "ls.json", tasks))
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.exception
+    assert "task 2" in r.output and "sha256" in r.output
+
+
+def test_older_exports_single_tasks_and_skipped_annotations_are_read(propagated, cli, db, tmp_path):
+    """`completions` (Label Studio before 1.0), one task object instead of a list, and a
+    skipped annotation (which counts for nothing)."""
+    row = propagated[propagated.source == "propagated"].iloc[0]
+    flip = {"normal": "cancer", "cancer": "normal"}[row.label]
+    done = [{"id": 1, "result": choice(flip)}]
+    done.append({"id": 2, "result": choice(row.label), "skipped": True})
+    task = {"id": 1, "data": {"sha256": row.sha256}, "completions": done}
+    r = cli("labels", "import", write_json(tmp_path / "one.json", task))
+    assert r.exit_code == 0, r.output
+    assert labels(db)[row.path] == (flip, "label-studio", "review")
+
+
+def test_json_min_choices_objects_and_csv_lists_are_read_as_their_choices(
+    propagated, cli, db, tmp_path
+):
+    """JSON-MIN gives a control with several results as {"choices": [...]} or a list; the CSV
+    holds its JSON text: one choice is a label, several a bad row."""
+    rows = propagated[propagated.source == "propagated"]
+    base = {"annotator": 1, "created_at": "", "updated_at": "", "lead_time": 1}
+    records = [
+        {"sha256": rows.sha256.iloc[0], "id": 1, "annotation_id": 1},
+        {"sha256": rows.sha256.iloc[1], "id": 2, "annotation_id": 2, "label": ["cancer"]},
+    ]
+    records[0]["label"] = {"choices": ["normal"]}
+    r = cli("labels", "import", write_json(tmp_path / "min.json", [{**base, **x} for x in records]))
+    assert r.exit_code == 0, r.output
+    got = labels(db)
+    assert got[rows.path.iloc[0]][0] == "normal" and got[rows.path.iloc[1]][0] == "cancer"
+    csv_text = (
+        "annotation_id,annotator,id,label,sha256\n"
+        f'3,1,3,"[""normal"", ""cancer""]",{rows.sha256.iloc[2]}\n'
+        f"4,1,4,,{rows.sha256.iloc[3]}\n"
+    )
+    (tmp_path / "ls.csv").write_text(csv_text)
+    r = cli("labels", "import", tmp_path / "ls.csv")
+    assert r.exit_code == 1, r.output
+    assert "line 2, task 3 (annotation 3): several choices 'normal', 'cancer'" in r.output
+    assert "line 3, task 4 (annotation 4): empty label" in r.output
+
+
+def test_truth_from_label_studio_with_several_choices_is_refused(propagated, cli, tmp_path):
+    row = propagated.iloc[0]
+    tasks = one_task({"sha256": row.sha256}, result=choice("normal"))
+    tasks[0]["annotations"][0]["result"][0]["value"]["choices"] = ["normal", "cancer"]
+    r = cli("evaluate", "--truth", write_json(tmp_path / "truth.json", tasks))
+    assert r.exit_code == 1 and "several choices" in r.output, r.output
+
+
+def test_a_file_name_needing_quotes_gets_a_url_label_studio_decodes(cli, tmp_path):
+    from urllib.parse import unquote
+
+    from tests.conftest import make_image
+
+    root = tmp_path / "scans"
+    make_image(root / "normal" / "a b#1%.png", seed=1)
+    make_image(root / "cancer" / "c?d&e+.png", seed=2)
+    make_image(root / "x.png", seed=3)
+    assert cli("ingest", root, "--space", "hog", "--labels-from-folders").exit_code == 0
+    assert cli("propagate").exit_code == 0
+    tasks = export_tasks(cli, tmp_path / "tasks.json")
+    for t in tasks:
+        url = t["data"]["image"].removeprefix("/data/local-files/?d=")
+        assert "#" not in url and "?" not in url and " " not in url and "&" not in url
+        assert str(root / unquote(url)) == t["data"]["path"]
+
+
+def test_a_metadata_column_named_like_a_task_field_is_refused(cli, tmp_path, image_dir):
+    meta = tmp_path / "meta.csv"
+    paths = sorted(image_dir.rglob("*.png"))
+    meta.write_text("path,image\n" + "\n".join(f"{p},scan" for p in paths) + "\n")
+    args = ("--space", "hog", "--labels-from-folders", "--metadata", meta)
+    assert cli("ingest", image_dir, *args).exit_code == 0
+    assert cli("propagate").exit_code == 0
+    out = tmp_path / "t.json"
+    r = cli("export", "--format", "label-studio", "-o", out, "--with-metadata", "all")
+    assert r.exit_code == 1 and "'image'" in r.output, r.output
+    assert not out.exists() and not (tmp_path / "t.label-config.xml").exists()
+
+
+def test_a_tasks_file_that_cannot_be_written_leaves_no_config(propagated, cli, tmp_path):
+    (tmp_path / "taken").mkdir()
+    r = cli("export", "--format", "label-studio", "-o", tmp_path / "taken")
+    assert r.exit_code == 1 and "directory" in r.output, r.output
+    assert not list(tmp_path.glob("*.xml"))
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (("--format", "imagefolder", "--with-metadata", "all"), "--with-metadata"),
+        (("--format", "csv", "--media", "symlink"), "--media"),
+        (("--format", "label-studio", "--media", "copy"), "--media"),
+        (("--format", "imagefolder", "--media", "manifest"), "manifest"),
+    ],
+)
+def test_options_a_format_has_no_use_for_are_refused(propagated, cli, tmp_path, args, says):
+    out = tmp_path / "out"
+    r = cli("export", "-o", out, *args)
+    assert r.exit_code != 0 and says in r.output and "Traceback" not in r.output, r.output
+    assert not out.exists()

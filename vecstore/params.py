@@ -176,9 +176,9 @@ class EvaluationParams:
 # `vecstore export --format`: vecstore's CSV, Label Studio tasks (JSON), a FiftyOne image
 # classification dataset, torchvision's ImageFolder layout (the last two: folders)
 EXPORT_FORMATS = ("csv", "label-studio", "fiftyone", "imagefolder")
-EXPORT_FOLDERS = ("fiftyone", "imagefolder")
-# the images of a folder export: copied, symlinked, or (fiftyone) listed in data.json
-EXPORT_MEDIA = ("copy", "symlink", "manifest")
+# the images of a folder export, per format: copied, symlinked, or listed in data.json
+FOLDER_MEDIA = {"fiftyone": ("copy", "symlink", "manifest"), "imagefolder": ("copy", "symlink")}
+EXPORT_MEDIA = FOLDER_MEDIA["fiftyone"]  # every media of some format
 
 
 @dataclass(frozen=True)
@@ -195,13 +195,17 @@ class ExportOptions:
     # one (vecstore.dicom.IDENTIFYING comes out only when named); none by default
     with_metadata: tuple[str, ...] = ()
     format: str = "csv"  # one of EXPORT_FORMATS
-    media: str = "copy"  # how fiftyone and imagefolder hold the images: one of EXPORT_MEDIA
+    media: str | None = None  # a folder format's (FOLDER_MEDIA; None: copy)
 
     def __post_init__(self) -> None:
         if self.format not in EXPORT_FORMATS:
             raise ParamError("format", f"must be one of {', '.join(EXPORT_FORMATS)}")
-        if self.media not in EXPORT_MEDIA:
-            raise ParamError("media", f"must be one of {', '.join(EXPORT_MEDIA)}")
+        media = FOLDER_MEDIA.get(self.format, ())
+        if self.media is not None and self.media not in media:
+            why = f"must be one of {', '.join(media)}" if media else "is for folder formats only"
+            raise ParamError("media", f"{self.media!r} {why} (--format {self.format})")
+        if self.with_metadata and self.format in FOLDER_MEDIA:
+            raise ParamError("with_metadata", f"has no place in a {self.format} export")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from ..dicom import IDENTIFYING
 from ..errors import BadInput, NoRun
 from ..files import write_csv
 from ..learn.review import decision_margin, flagged
-from ..params import EXPORT_FOLDERS, ExportOptions
+from ..params import FOLDER_MEDIA, ExportOptions
 from ..results import Export
 from . import folders, label_studio
 
@@ -279,7 +279,7 @@ def export_file(db: Database, out: str | os.PathLike[str], opts: ExportOptions) 
     if opts.format == "label-studio":
         root, config = label_studio.write_tasks(df, out, summary.classes, extra=meta)
         summary.path, summary.document_root, summary.label_config = str(out), root, config
-    elif opts.format in EXPORT_FOLDERS:
+    elif opts.format in FOLDER_MEDIA:
         _write_folder(df, out, opts, summary)
     else:
         summary.path = str(write_csv(out, df))
@@ -290,10 +290,11 @@ def _write_folder(
     df: pd.DataFrame, out: str | os.PathLike[str], opts: ExportOptions, summary: Export
 ) -> None:
     """A FiftyOne dataset or an ImageFolder of the table's labeled rows, into ``summary``."""
+    media = opts.media or "copy"
     if opts.format == "fiftyone":
-        done = folders.write_fiftyone(df, out, summary.classes, media=opts.media)
+        done = folders.write_fiftyone(df, out, summary.classes, media=media)
     else:
-        done = folders.write_imagefolder(df, out, media=opts.media)
+        done = folders.write_imagefolder(df, out, media=media)
     summary.path, summary.media = done.path, done.media
     summary.skipped_unlabeled = done.skipped_unlabeled
 

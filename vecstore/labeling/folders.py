@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
+from ..params import FOLDER_MEDIA
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 COLUMNS = ("image_id", "path", "label", "confidence")  # what the exports read of the table
 TEMP_PREFIX = ".vecstore-"  # the folder an export is built in, beside its target
-FIFTYONE_MEDIA = ("copy", "symlink", "manifest")
-IMAGEFOLDER_MEDIA = ("copy", "symlink")
 _UNSAFE_IN_NAME = ("/", "\\", "\0")
 
 
@@ -68,7 +67,7 @@ def write_imagefolder(
     "copy" the files or "symlink" to them. Raises BadInput, before anything is written, for
     a label that is no folder name, an ``out`` that is a file or a folder with files in it, or
     an image no longer on disk."""
-    _check_media(media, IMAGEFOLDER_MEDIA, "imagefolder")
+    _check_media(media, "imagefolder")
     items, skipped = _labeled(df)
     for label in sorted({it.label for it in items}):
         _check_folder_name(label)
@@ -102,7 +101,7 @@ def write_fiftyone(
     ``data_path="data.json"``, which the importer does not look for by itself).
     ``classes``: the class order (the run's); a label not among them is added after them.
     Raises BadInput as write_imagefolder does (any label goes: none is a folder name)."""
-    _check_media(media, FIFTYONE_MEDIA, "fiftyone")
+    _check_media(media, "fiftyone")
     items, skipped = _labeled(df, fiftyone=True)
     names = _class_list(classes, items)
     index = {c: i for i, c in enumerate(names)}
@@ -125,7 +124,8 @@ def write_fiftyone(
     return FolderExport(str(out), len(items), skipped, {c: counts[c] for c in names}, media)
 
 
-def _check_media(media: str, allowed: tuple[str, ...], fmt: str) -> None:
+def _check_media(media: str, fmt: str) -> None:
+    allowed = FOLDER_MEDIA[fmt]
     if media not in allowed:
         raise BadInput(
             f"unknown media {media!r} for a {fmt} export: use one of {', '.join(allowed)}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..db.labels import BatchInfo, Change
 from ..errors import BadInput
@@ -71,30 +71,38 @@ def read_label_file(path: str | os.PathLike[str], what: str) -> LabelFile:
     return LabelFile(key, rows, all(c in cols for c in SUGGEST_ONLY))
 
 
-def _label_studio_file(rows: list[dict], skipped: int) -> LabelFile:
-    """The annotation rows of a Label Studio export as a LabelFile, keyed by the tasks'
-    sha256 (vecstore's tasks carry it) else their path."""
+def _label_studio_file(rows: list[dict[str, Any]], skipped: int) -> LabelFile:
+    """The annotation rows of a Label Studio export (at, sha256 and/or path, label: a list
+    of choices) as a LabelFile, keyed by the tasks' sha256 (vecstore's tasks carry it), else
+    their path."""
     key = next((k for k in ("sha256", "path") if all(k in r for r in rows)), None)
     if key is None:
-        bad = next(r["at"] for r in rows if "sha256" not in r and "path" not in r)
         raise BadInput(
-            f"{bad} of the Label Studio export has neither a `sha256` nor a `path` data "
-            "field to find its image by (the tasks `vecstore export --format label-studio` "
-            "writes have both)"
+            f"{_keyless(rows)} (the tasks `vecstore export --format label-studio` writes have both)"
         )
-    several = [r for r in rows if isinstance(r["label"], list) and len(r["label"]) > 1]
+    several = [r for r in rows if len(r["label"]) > 1]
     problems = tuple(
         f"{r['at']}: several choices {', '.join(map(repr, r['label']))} (one label per image)"
         for r in several
     )
-    out = [LabelRow(r["at"], r[key], _one(r["label"]), "") for r in rows if r not in several]
+    out = [
+        LabelRow(r["at"], r[key], r["label"][0].strip() if r["label"] else "", "")
+        for r in rows
+        if r not in several
+    ]
     return LabelFile(key, out, False, label_studio.SOURCE, skipped, problems)
 
 
-def _one(label: str | list[str]) -> str:
-    if isinstance(label, list):
-        return str(label[0]).strip() if len(label) == 1 else ""
-    return label.strip()
+def _keyless(rows: list[dict[str, Any]]) -> str:
+    """What is wrong with Label Studio rows that are not all keyed alike."""
+    no_sha = next(r["at"] for r in rows if "sha256" not in r)
+    no_path = next(r["at"] for r in rows if "path" not in r)
+    if no_sha == no_path:
+        return f"{no_sha} has neither a `sha256` nor a `path` data field to find its image by"
+    return (
+        f"{no_sha} has no `sha256` data field and {no_path} no `path`: the tasks of one "
+        "file need the same one to find their images by"
+    )
 
 
 def _find(db: Database, key: str, value: str, base: str) -> Image | None:
@@ -289,9 +297,9 @@ def _check_against_store(
 def read_truth(db: Database, csv_path: str | os.PathLike[str]) -> dict[int, str]:
     """Ground truth (path or sha256, label) for evaluation; rows must all resolve, except
     images not in the store (the others are scored)."""
-    key, rows, *_ = read_label_file(csv_path, "truth")
-    resolved, problems = resolve_rows(db, key, rows, str(csv_path))
-    problems = [p for p in problems if "is not in the store" not in p]
+    file = read_label_file(csv_path, "truth")
+    resolved, problems = resolve_rows(db, file.key, file.rows, str(csv_path))
+    problems = [*file.problems, *(p for p in problems if "is not in the store" not in p)]
     if problems:
         raise BadInput(f"truth CSV {csv_path} has bad rows:\n  {_problem_list(problems)}")
     if not resolved:

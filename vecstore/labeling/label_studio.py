@@ -106,20 +106,26 @@ def write_tasks(
     """Write the table's rows as Label Studio tasks to ``out`` (JSON) and the labeling config
     beside it (``<stem>.label-config.xml``; none for standard output); returns (document
     root, config path)."""
-    root = document_root(df["path"])
     extra = list(extra)
+    taken = [c for c in extra if c in ("image", *DATA_FIELDS)]
+    if taken:
+        raise BadInput(
+            f"metadata column {taken[0]!r} has the name of a task data field; name the "
+            "other columns in --with-metadata, without it"
+        )
+    root = document_root(df["path"])
     tasks = [task_of(r, root, extra) for r in df.to_dict("records")]
 
     def write(f: IO[str]) -> None:
         json.dump(tasks, f, ensure_ascii=False, indent=1)
         f.write("\n")
 
-    config = None
-    if str(out) != STDOUT:
-        config = Path(out).with_suffix(".label-config.xml")
-        write_atomically(config, lambda f: f.write(label_config(classes)))
-    write_atomically(out, write)
-    return root, str(config) if config else None
+    write_atomically(out, write)  # first: a tasks file that cannot be written leaves nothing
+    if str(out) == STDOUT:
+        return root, None
+    config = Path(out).with_suffix(".label-config.xml")
+    write_atomically(config, lambda f: f.write(label_config(classes)))
+    return root, str(config)
 
 
 # ---- reading Label Studio's exports ---------------------------------------------------------
@@ -138,15 +144,16 @@ def read_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             data = json.load(f)
     except FileNotFoundError:
         raise BadInput(f"labels file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"cannot read labels JSON {path}: {exc}") from exc
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise BadInput(f"cannot read labels JSON {path}: {why}") from None
     data = [data] if isinstance(data, dict) else data
     if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
         raise BadInput(f"labels JSON {path} is not a Label Studio export (a list of tasks)")
     return data
 
 
-def json_rows(records: list[dict[str, Any]], path: str) -> tuple[list[dict[str, str]], int]:
+def json_rows(records: list[dict[str, Any]], path: str) -> tuple[list[dict[str, Any]], int]:
     """(one row per submitted annotation: at, key fields, label; tasks without one) of a
     Label Studio JSON (full: tasks with their annotations) or JSON-MIN export."""
     if records and all("annotation_id" in r for r in records):
@@ -158,23 +165,30 @@ def json_rows(records: list[dict[str, Any]], path: str) -> tuple[list[dict[str, 
         )
     rows, unannotated = [], 0
     for n, task in enumerate(records, 1):
-        anns = [a for a in _annotations(task) if not (a.get("was_cancelled") or a.get("skipped"))]
+        name = f"task {task.get('id', f'#{n}')}"
+        anns = [a for a in _annotations(task, name) if not _cancelled(a)]
         unannotated += not anns
-        data = task.get("data") or {}
         for a in anns:
-            at = f"task {task.get('id', f'#{n}')} (annotation {a.get('id', '?')})"
-            rows.append({"at": at, **_keys(data), "label": _label_of(a.get("result") or [])})
+            at = f"{name} (annotation {a.get('id', '?')})"
+            rows.append({"at": at, **_keys(task["data"]), "label": _label_of(a.get("result"), at)})
     return rows, unannotated
 
 
-def _annotations(task: dict[str, Any]) -> list[dict[str, Any]]:
+def _annotations(task: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """A task's annotations (`completions` before Label Studio 1.0)."""
     anns = task.get("annotations", task.get("completions")) or []
+    if not isinstance(anns, list):
+        raise BadInput(f"{name}: its `annotations` are not a list")
     return [a for a in anns if isinstance(a, dict)]
+
+
+def _cancelled(annotation: dict[str, Any]) -> bool:
+    return bool(annotation.get("was_cancelled") or annotation.get("skipped"))
 
 
 def _min_rows(
     records: list[dict[str, Any]], first_line: int | None = None
-) -> tuple[list[dict[str, str]], int]:
+) -> tuple[list[dict[str, Any]], int]:
     """The rows of a JSON-MIN export (or of a CSV export, its lines from ``first_line``):
     the rows of tasks nobody annotated are counted."""
     rows, unannotated = [], 0
@@ -185,7 +199,7 @@ def _min_rows(
         at = f"task {r.get('id', f'#{n}')} (annotation {r['annotation_id']})"
         if first_line is not None:
             at = f"line {first_line + n - 1}, {at}"
-        rows.append({"at": at, **_keys(r), "label": _min_label(r.get(FROM_NAME))})
+        rows.append({"at": at, **_keys(r), "label": _min_label(r.get(FROM_NAME), at)})
     return rows, unannotated
 
 
@@ -193,27 +207,43 @@ def _keys(data: dict[str, Any]) -> dict[str, str]:
     return {k: str(data[k]).strip() for k in ("sha256", "path") if data.get(k) not in (None, "")}
 
 
-def _label_of(result: list[dict[str, Any]]) -> str | list[str]:
-    """The choice(s) of the ``label`` control in an annotation's result."""
+def _label_of(result: Any, at: str) -> list[str]:
+    """The choices of the ``label`` control in an annotation's result."""
+    if not isinstance(result, list):
+        raise BadInput(f"{at}: its `result` is not a list")
     for r in result:
         if isinstance(r, dict) and r.get("from_name") == FROM_NAME:
-            return (r.get("value") or {}).get("choices") or []
+            value = r.get("value")
+            if not isinstance(value, dict):
+                raise BadInput(f"{at}: the value of its `{FROM_NAME}` result is not an object")
+            return _choices(value.get("choices"), at)
     return []
 
 
-def _min_label(value: Any) -> str | list[str]:
-    """A JSON-MIN or CSV cell of the ``label`` control: the choice, or {"choices": [...]}
-    (JSON-MIN, several) or its JSON text (CSV)."""
-    if isinstance(value, str) and value.startswith("{"):
+def _choices(value: Any, at: str) -> list[str]:
+    """A list of choices as the export holds it (a list, one text, none)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return []
+    if isinstance(value, (str, int, float)):
+        return [str(value)]
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return [str(v) for v in value]
+    raise BadInput(f"{at}: its choices {value!r} are not a list of labels")
+
+
+def _min_label(value: Any, at: str) -> list[str]:
+    """A JSON-MIN or CSV cell of the ``label`` control: the choice, or {"choices": [...]} or
+    a list (several results; the CSV holds their JSON text)."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            return value
+            return [value]
     if isinstance(value, dict):
-        return value.get("choices") or []
-    return "" if value is None else str(value)
+        value = value.get("choices")
+    return [c for c in _choices(value, at) if c.strip()]
 
 
-def csv_rows(df: pd.DataFrame) -> tuple[list[dict[str, str]], int]:
+def csv_rows(df: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
     """The rows of a Label Studio CSV export (read as strings), as JSON-MIN's."""
     return _min_rows(df.to_dict("records"), first_line=2)
