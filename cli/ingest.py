@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vecstore.params import DEFAULT_UNLABELED, FileLimits, ParamError, parse_size
+from vecstore.params import DEFAULT_UNLABELED, FRAMES, FileLimits, ParamError, parse_size
 
 from .context import Ctx
 from .options import embedding_options, output_option, spaces_option
@@ -41,6 +41,14 @@ SHOWN_FAILURES = 20
     "metadata_csv",
     type=click.Path(dir_okay=False, path_type=Path),
     help="CSV joined per image by a path or file-name column.",
+)
+@click.option(
+    "--frames",
+    type=click.Choice(FRAMES),
+    default="middle",
+    show_default=True,
+    help="Of a multi-frame DICOM file: its middle frame, or every frame as an image of its "
+    "own, under the path FILE#frame=N (N from 1). A file already in the store stays as read.",
 )
 @click.option(
     "--follow-links",
@@ -81,6 +89,7 @@ def ingest(
     labels_from_folders,
     unlabeled_names,
     metadata_csv,
+    frames,
     follow_links,
     max_pixels,
     max_bytes,
@@ -120,6 +129,7 @@ def ingest(
             workers=workers,
             progress=fmt == "table",
             limits=limits,
+            frames=frames,
         )
     if fmt == "json":
         emit_json([rep.to_dict()])

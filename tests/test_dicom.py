@@ -340,3 +340,112 @@ def test_query_where_names_what_is_wrong(labeled_with_metadata, cli):
     none = cli("query", "--id", "1", "--where", "site=Paris")
     assert none.exit_code == 0 and "no image has site=Paris" in none.output
     assert "Traceback" not in unknown.output + malformed.output + none.output
+
+
+# ---- every frame an image: ingest --frames all -------------------------------------------------
+def five_frames(path: Path, patient: str = "P1") -> Path:
+    """A 5-frame file: frame i has one bright pixel in column i (distinct pixels, 8x8)."""
+    frames = np.zeros((5, 8, 8), np.uint8)
+    for i in range(5):
+        frames[i, 0, i] = 200
+    return write_dicom(path, frames, PatientID=patient)
+
+
+@pytest.fixture
+def framed(tmp_path, cli, db):
+    """A folder with a 5-frame file and a PNG, ingested with --frames all."""
+    root = tmp_path / "scans"
+    five_frames(root / "P1" / "mf.dcm")
+    make_image(root / "P1" / "a.png", seed=1)
+    r = cli("ingest", root, "--space", "histogram", "--frames", "all")
+    assert r.exit_code == 0, r.output
+    return root
+
+
+def paths(db) -> list[str]:
+    return sorted(p for (p,) in db("SELECT path FROM image_paths"))
+
+
+def test_frames_all_makes_each_frame_an_image_under_its_frame_path(framed, db):
+    mf = str(framed / "P1" / "mf.dcm")
+    assert paths(db) == sorted(
+        [str(framed / "P1" / "a.png")] + [f"{mf}#frame={n}" for n in range(1, 6)]
+    )
+    assert db("SELECT COUNT(DISTINCT sha256) FROM images") == [(6,)]
+    meta = db("SELECT metadata_json FROM images WHERE path LIKE '%#frame=%'")
+    assert {json.loads(m)["PatientID"] for (m,) in meta} == {"P1"}  # each frame has the tags
+
+
+def test_a_frame_path_decodes_to_that_frame(framed, db):
+    from vecstore.imagefile import open_image_file, sha256_image_file
+
+    mf = framed / "P1" / "mf.dcm"
+    for n in range(1, 6):
+        img = np.asarray(open_image_file(f"{mf}#frame={n}"))
+        assert np.argwhere(img == 255).tolist() == [[0, n - 1]]
+        (sha,) = db("SELECT i.sha256 FROM images i JOIN image_paths p ON p.image_id = i.id "
+                    "WHERE p.path = ?", f"{mf}#frame={n}")[0]  # fmt: skip
+        assert sha256_image_file(f"{mf}#frame={n}") == sha
+    with pytest.raises(EmbedError, match="no frame 6"):
+        open_image_file(f"{mf}#frame=6")
+
+
+def test_a_second_ingest_reads_nothing_again_and_misses_nothing(framed, cli, db):
+    before = db("SELECT id, path FROM image_paths ORDER BY id")
+    r = cli("ingest", framed, "--space", "histogram", "--frames", "all", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert (rep["unchanged"], rep["added"], rep["missing"]) == (2, 0, [])
+    assert db("SELECT id, path FROM image_paths ORDER BY id") == before
+
+
+def test_a_frame_is_labeled_queried_and_checked_by_its_path(framed, cli, db):
+    frame = f"{framed / 'P1' / 'mf.dcm'}#frame=2"
+    r = cli("labels", "set", frame, "normal", "--new-class")
+    assert r.exit_code == 0, r.output
+    assert db("SELECT l.label FROM labels l JOIN image_paths p ON p.image_id = l.image_id "
+              "WHERE p.path = ?", frame) == [("normal",)]  # fmt: skip
+    r = cli("query", frame, "-k", "2")
+    assert r.exit_code == 0, r.output
+    assert frame not in r.output.split("\n", 1)[1]  # the stored frame itself is left out
+    r = cli("check")
+    assert r.exit_code == 0 and "missing" not in r.output.lower(), r.output
+
+
+def test_forget_missing_keeps_the_frames_of_a_file_on_disk_and_drops_those_of_a_gone_one(
+    framed, cli, db
+):
+    assert cli("forget", "--missing", framed).exit_code == 0
+    assert len(paths(db)) == 6
+    (framed / "P1" / "mf.dcm").unlink()
+    r = cli("forget", "--missing", framed)
+    assert r.exit_code == 0, r.output
+    assert paths(db) == [str(framed / "P1" / "a.png")]
+
+
+def test_the_frames_of_a_file_take_its_metadata_row(tmp_path, cli, db):
+    root = tmp_path / "scans"
+    five_frames(root / "mf.dcm")
+    (tmp_path / "meta.csv").write_text("path,site\nmf.dcm,Lyon\n")
+    args = ("--space", "histogram", "--frames", "all", "--metadata", tmp_path / "meta.csv")
+    r = cli("ingest", root, *args)
+    assert r.exit_code == 0, r.output
+    sites = [json.loads(m).get("site") for (m,) in db("SELECT metadata_json FROM images")]
+    assert sites == ["Lyon"] * 5
+
+
+def test_a_folder_export_of_frames_is_refused_by_name(framed, cli, tmp_path):
+    assert cli("labels", "set", framed / "P1" / "a.png", "normal", "--new-class").exit_code == 0
+    frame = f"{framed / 'P1' / 'mf.dcm'}#frame=1"
+    assert cli("labels", "set", frame, "cancer", "--new-class").exit_code == 0
+    r = cli("propagate")
+    assert r.exit_code == 0, r.output
+    r = cli("export", "--format", "imagefolder", "-o", tmp_path / "out")
+    assert r.exit_code == 1 and "is a frame of a multi-frame DICOM file" in r.output, r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_by_default_a_multi_frame_file_is_one_image_as_before(tmp_path, cli, db):
+    five_frames(tmp_path / "s" / "mf.dcm")
+    assert cli("ingest", tmp_path / "s", "--space", "histogram").exit_code == 0
+    assert paths(db) == [str(tmp_path / "s" / "mf.dcm")]

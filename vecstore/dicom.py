@@ -10,11 +10,14 @@ one that is missing is named in the file's error); the Modality LUT (Rescale Slo
 Intercept) applied, then the file's first VOI LUT or window (Window Center / Width), both with
 pydicom's helpers; the result scaled from the VOI's output range to 8 bits (without a VOI, the
 image's own range); MONOCHROME1 inverted (its 0 is white); PALETTE COLOR through its colour
-LUT; colour kept as RGB. A multi-frame file gives its middle frame.
+LUT; colour kept as RGB. A multi-frame file gives its middle frame; or (``iter_frames``,
+`ingest --frames all`) one image per frame, each under the path ``frame_path(file, n)``,
+``file#frame=n`` with n from 1, which ``split_frame`` reads back.
 
 What the image's identity is: the sha256 of its pixel data (with rows, columns, frames and
 sample layout), not of the file's bytes, so that the same pixels under two SOP instance UIDs,
-or re-written with another header (anonymised), are one image.
+or re-written with another header (anonymised), are one image. A frame of its own: the sha256
+of that frame's stored values and the same layout.
 
 What is kept of the header: ``TAGS``, as metadata columns of the image. ``IDENTIFYING`` are the
 ones that point at a patient or an examination; exports leave them out unless asked.
@@ -25,6 +28,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +55,8 @@ TAGS = (
     "PixelSpacing",
 )
 IDENTIFYING = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+FRAME_MARK = "#frame="  # a frame's path: the file's, this, its number from 1
+_FRAME_PATH = re.compile(r"(.+)" + re.escape(FRAME_MARK) + r"([1-9][0-9]*)")
 
 
 @dataclass
@@ -76,21 +83,62 @@ def is_dicom(data: bytes, path: str | os.PathLike[str] | None = None) -> bool:
     return has_preamble(data) or has_dicom_name(path)
 
 
-def decode_dicom(data: bytes, max_pixels: int) -> DicomImage:
-    """The image a DICOM file shows (see the module's docstring); an EmbedError that says
-    why when it holds none: not DICOM, truncated, no pixel data, a decoder missing, too large."""
+def frame_path(path: str, number: int) -> str:
+    """The path of frame ``number`` (from 1) of the file at ``path``."""
+    return f"{path}{FRAME_MARK}{number}"
+
+
+def split_frame(path: str | os.PathLike[str]) -> tuple[str, int | None]:
+    """(the file, the frame number from 1) of a frame's path; (path, None) for a file's."""
+    m = _FRAME_PATH.fullmatch(str(path))
+    return (m.group(1), int(m.group(2))) if m else (str(path), None)
+
+
+def decode_dicom(data: bytes, max_pixels: int, number: int | None = None) -> DicomImage:
+    """The image a DICOM file shows (see the module's docstring): the middle frame, or frame
+    ``number`` (from 1) as an image of its own; an EmbedError that says why when it holds
+    none: not DICOM, truncated, no pixel data, a decoder missing, too large, no such frame."""
+    ds, frames = _checked(data, max_pixels)
+    if number is None:
+        frame = frames // 2
+        arr = _pixels(ds, frame if frames > 1 else None)
+        image = Image.fromarray(_display(arr, ds))
+        return DicomImage(image, _content_sha256(ds, frames), tags_of(ds), frames, frame)
+    if not 1 <= number <= frames:
+        raise EmbedError(f"the DICOM file has {frames} frame(s): there is no frame {number}")
+    return _frame(ds, frames, number - 1)
+
+
+def iter_frames(data: bytes, max_pixels: int) -> Iterator[DicomImage]:
+    """Every frame of a multi-frame DICOM file as an image of its own, first to last; a
+    single-frame file: its one image (as ``decode_dicom`` gives it)."""
+    ds, frames = _checked(data, max_pixels)
+    if frames == 1:
+        yield decode_dicom(data, max_pixels)
+        return
+    for frame in range(frames):
+        yield _frame(ds, frames, frame)
+
+
+def _checked(data: bytes, max_pixels: int) -> tuple[Dataset, int]:
+    """The dataset and its number of frames, when its frames are within ``max_pixels``."""
     ds = _read(data)
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-    frames = max(int(ds.get("NumberOfFrames") or 1), 1)
     if rows * cols > max_pixels:
         raise EmbedError(
             f"DICOM image of {cols}x{rows} = {rows * cols} pixels, over the limit of "
             f"{max_pixels} pixels (--max-pixels): not decoded"
         )
-    frame = frames // 2
-    arr = _pixels(ds, frame if frames > 1 else None)
+    return ds, max(int(ds.get("NumberOfFrames") or 1), 1)
+
+
+def _frame(ds: Dataset, frames: int, frame: int) -> DicomImage:
+    """Frame ``frame`` (0-based) of a multi-frame file, with the identity of its values."""
+    arr = _pixels(ds, frame)
+    h = hashlib.sha256(f"frame of {_content_sha256(ds, 1, with_data=False)}\n".encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
     image = Image.fromarray(_display(arr, ds))
-    return DicomImage(image, _content_sha256(ds, frames), tags_of(ds), frames, frame)
+    return DicomImage(image, h.hexdigest(), tags_of(ds), frames, frame)
 
 
 def content_sha256(data: bytes) -> str:
@@ -215,8 +263,9 @@ def _to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
 
 
-def _content_sha256(ds: Dataset, frames: int) -> str:
-    """sha256 of the pixel data element's bytes and the facts that say how to lay them out."""
+def _content_sha256(ds: Dataset, frames: int, with_data: bool = True) -> str:
+    """sha256 of the pixel data element's bytes (``with_data``) and the facts that say how
+    to lay them out."""
     layout = (
         ds.get("Rows"),
         ds.get("Columns"),
@@ -230,6 +279,6 @@ def _content_sha256(ds: Dataset, frames: int) -> str:
     )
     h = hashlib.sha256(f"DICOM pixel data {layout}\n".encode())
     for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-        if keyword in ds:
+        if keyword in ds and with_data:
             h.update(ds[keyword].value)
     return h.hexdigest()

@@ -102,10 +102,11 @@ def _chunks(f: IO[bytes], limits: FileLimits) -> Iterator[bytes]:
 def read_image_file(
     path: str | os.PathLike[str], limits: FileLimits = DEFAULT_LIMITS
 ) -> tuple[bytes, str]:
-    """The bytes of an image file and their sha256, read once, in chunks."""
+    """The bytes of an image file (a frame's: of its file) and their sha256, read once, in
+    chunks."""
     h, parts = hashlib.sha256(), []
     try:
-        with open_regular(path, limits) as f:
+        with open_regular(dicom.split_frame(path)[0], limits) as f:
             for chunk in _chunks(f, limits):
                 h.update(chunk)
                 parts.append(chunk)
@@ -116,7 +117,10 @@ def read_image_file(
 
 def sha256_image_file(path: str | os.PathLike[str], limits: FileLimits = DEFAULT_LIMITS) -> str:
     """The content hash of an image file: the sha256 of its bytes, streamed in chunks (never
-    held whole); of a DICOM file, the hash of its pixel data (vecstore.dicom)."""
+    held whole); of a DICOM file, the hash of its pixel data, of one of its frames, that
+    frame's (vecstore.dicom)."""
+    if dicom.split_frame(path)[1] is not None:
+        return _frame_of(path, limits).content_sha256
     with open_regular(path, limits) as f:
         chunks = _chunks(f, limits)
         first = next(chunks, b"")  # HASH_CHUNK bytes: the DICOM preamble and prefix in them
@@ -131,8 +135,16 @@ def sha256_image_file(path: str | os.PathLike[str], limits: FileLimits = DEFAULT
 def open_image_file(
     path: str | os.PathLike[str], limits: FileLimits = DEFAULT_LIMITS
 ) -> Image.Image:
-    """An image file read (see ``read_image_file``) and decoded (see ``decode_image``)."""
+    """An image file read (see ``read_image_file``) and decoded (see ``decode_image``); a
+    frame's path (vecstore.dicom.frame_path), that frame of its DICOM file."""
+    if dicom.split_frame(path)[1] is not None:
+        return _frame_of(path, limits).image
     return decode_image(read_image_file(path, limits)[0], limits, path)
+
+
+def _frame_of(path: str | os.PathLike[str], limits: FileLimits) -> dicom.DicomImage:
+    number = dicom.split_frame(path)[1]
+    return dicom.decode_dicom(read_image_file(path, limits)[0], limits.max_pixels, number)
 
 
 def decode_image(

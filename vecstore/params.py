@@ -173,6 +173,9 @@ class EvaluationParams:
         }
 
 
+# what a multi-frame DICOM file gives: its middle frame, or each frame (`ingest --frames`)
+FRAMES = ("middle", "all")
+
 # `vecstore export --format`: vecstore's CSV, Label Studio tasks (JSON), a FiftyOne image
 # classification dataset, torchvision's ImageFolder layout (the last two: folders)
 EXPORT_FORMATS = ("csv", "label-studio", "fiftyone", "imagefolder")

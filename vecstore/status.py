@@ -116,7 +116,7 @@ def damaged(path: Path, detail: str) -> str:
 def _check_files(db: Database, rep: CheckReport) -> None:
     missing, missing_imported = [], 0
     for p, sha, status in db.images.files():
-        if os.path.exists(p):
+        if os.path.exists(dicom.split_frame(p)[0]):  # a frame's file
             continue
         if sha is None and status == "ok":
             missing_imported += 1  # vectors imported from elsewhere: files need not be here

@@ -58,6 +58,7 @@ from .learn.transform import TransformParams
 from .params import (
     AUTO,
     DEFAULT_UNLABELED,
+    FRAMES,
     ClusterParams,
     EvaluationParams,
     ExportOptions,
@@ -268,9 +269,12 @@ class Store:
         progress: bool = False,
         who: str | None = None,
         limits: FileLimits | None = None,
+        frames: str = "middle",
     ) -> IngestReport:
         """Register every image under ``root`` and embed the new ones in each space (the
-        store's spaces when none are named; resnet18 for a new store). A known file that is
+        store's spaces when none are named; resnet18 for a new store). ``frames``: of a
+        multi-frame DICOM file, the middle frame or "all" (each an image, under the path
+        ``file#frame=N``; a file already in the store stays as it was read). A known file that is
         missing, empty or unreadable keeps its image, vectors and labels (tried again next
         time); a file whose bytes changed keeps its label (flagged when its pixels changed).
         ``who``: recorded with the label changes the ingest makes. ``limits``: what is read
@@ -283,6 +287,8 @@ class Store:
         unlabeled_names = list(unlabeled_names)  # used twice: a generator would be spent
         if not os.path.isdir(root):
             raise BadInput(f"{root} is not a folder; `vecstore ingest` takes a folder of images")
+        if frames not in FRAMES:
+            raise BadInput(f"frames {frames!r} is not one of {', '.join(FRAMES)}")
         names = list(dict.fromkeys(spaces or [s.name for s in self.spaces()] or [DEFAULT_SPACE]))
         # Everything that can fail on bad options fails before any file is touched.
         opts = IngestOptions(
@@ -291,8 +297,10 @@ class Store:
             metadata=read_metadata_csv(metadata_csv) if metadata_csv else None,
             progress=progress,
             who=label_ops.who_is(who),
+            frames=frames,
             run_params={
                 "root": root,
+                "frames": frames,
                 "spaces": names,
                 "labels_from_folders": labels_from_folders,
                 "unlabeled_names": list(unlabeled_names),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Row, Select, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import BadInput
@@ -274,22 +274,31 @@ class ImageRepo:
     def known_paths(self, s: Session, paths: Sequence[str]) -> dict[str, Row]:
         """path -> (path_id, path, image_id, size, mtime_ns, problem, status, sha256,
         pixels_sha256) for the known paths."""
-        q = (
-            select(
-                ImagePath.id.label("path_id"),
-                ImagePath.path,
-                ImagePath.image_id,
-                ImagePath.size,
-                ImagePath.mtime_ns,
-                ImagePath.problem,
-                Image.status,
-                Image.sha256,
-                Image.pixels_sha256,
-            )
-            .join(Image, Image.id == ImagePath.image_id)
-            .where(ImagePath.path.in_(list(paths)))
-        )
-        return {r.path: r for r in s.execute(q)}
+        return {r.path: r for r in s.execute(self._known().where(ImagePath.path.in_(paths)))}
+
+    def known_paths_starting(self, s: Session, prefixes: Sequence[str]) -> dict[str, Row]:
+        """known_paths of the paths that start with one of ``prefixes`` (each ending in an
+        ASCII character below DEL: a range of the path index, not a scan)."""
+        if not prefixes:
+            return {}
+        ranges = [
+            and_(ImagePath.path > p, ImagePath.path < p[:-1] + chr(ord(p[-1]) + 1))
+            for p in prefixes
+        ]
+        return {r.path: r for r in s.execute(self._known().where(or_(*ranges)))}
+
+    def _known(self) -> Select:
+        return select(
+            ImagePath.id.label("path_id"),
+            ImagePath.path,
+            ImagePath.image_id,
+            ImagePath.size,
+            ImagePath.mtime_ns,
+            ImagePath.problem,
+            Image.status,
+            Image.sha256,
+            Image.pixels_sha256,
+        ).join(Image, Image.id == ImagePath.image_id)
 
     def by_shas(self, s: Session, shas: Sequence[str]) -> dict[str, Row]:
         """sha256 -> (id, sha256, status, path) of the images with these contents."""

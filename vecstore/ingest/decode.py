@@ -41,27 +41,32 @@ def read_and_decode(
     found: Found,
     features: dict[str, Callable] | None = None,
     limits: FileLimits = DEFAULT_LIMITS,
-) -> Decoded:
+    frames: str = "middle",
+) -> list[Decoded]:
     """Read a file once, in chunks, within ``limits``: content hash, a full decode (upright)
     that validates it, and the descriptor features of ``features`` (space name -> function of
-    the decoded image). Whatever goes wrong is this file's error, never the run's."""
+    the decoded image). Whatever goes wrong is this file's error, never the run's. One
+    Decoded, or with ``frames`` "all" one per frame of a multi-frame DICOM file (its path
+    vecstore.dicom.frame_path)."""
     out = Decoded(found, error=found.error)
     if found.error:
-        return out
+        return [out]
     try:
         data, out.sha256 = read_image_file(found.path, limits)
     except EmbedError as exc:
         out.error = str(exc)
-        return out
+        return [out]
     except MemoryError:
         out.error = OUT_OF_MEMORY
-        return out
+        return [out]
     out.size = len(data)
     if not data:
         out.error = "empty file (0 bytes)"
-        return out
+        return [out]
+    if frames == "all" and dicom.is_dicom(data, found.path):
+        return _each_frame(out, data, features or {}, limits)
     out.error = _decode(out, data, features or {}, limits)
-    return out
+    return [out]
 
 
 def _decode(
@@ -75,17 +80,48 @@ def _decode(
             img, out.sha256, out.metadata = dcm.image, dcm.content_sha256, dcm.tags
         else:
             img = decode_image(data, limits)
-        out.width, out.height, out.mode = img.width, img.height, img.mode
-        out.pixels_sha256 = pixels_sha256(img)
-        for name, fn in features.items():
-            out.features[name] = fn(img)
-    except EmbedError as exc:
-        return str(exc)
-    except MemoryError:
-        return OUT_OF_MEMORY
-    except Exception as exc:  # a descriptor failing on odd content must not stop the run
-        return f"cannot compute features: {type(exc).__name__}: {exc}"
+        _facts(out, img, features)
+    except Exception as exc:  # see _why
+        return _why(exc)
     return None
+
+
+def _each_frame(
+    first: Decoded, data: bytes, features: dict[str, Callable], limits: FileLimits
+) -> list[Decoded]:
+    """One Decoded per frame of a DICOM file (a single-frame file: one, under its path);
+    a file that cannot be decoded: one, with the error."""
+    out: list[Decoded] = []
+    try:
+        for dcm in dicom.iter_frames(data, limits.max_pixels):
+            f = first.found
+            path = dicom.frame_path(f.path, dcm.frame + 1) if dcm.frames > 1 else f.path
+            res = Decoded(Found(path, f.size, f.mtime_ns), dcm.content_sha256, size=first.size)
+            res.metadata = dcm.tags
+            _facts(res, dcm.image, features)
+            out.append(res)
+    except Exception as exc:  # see _why
+        first.error = _why(exc)
+        return [first]
+    return out
+
+
+def _facts(out: Decoded, img, features: dict[str, Callable]) -> None:
+    """The decoded image's size, mode and pixel hash, and its descriptor features."""
+    out.width, out.height, out.mode = img.width, img.height, img.mode
+    out.pixels_sha256 = pixels_sha256(img)
+    for name, fn in features.items():
+        out.features[name] = fn(img)
+
+
+def _why(exc: Exception) -> str:
+    """A file's error: why it cannot be decoded (EmbedError), memory, or a descriptor failing
+    on odd content (which must not stop the run)."""
+    if isinstance(exc, MemoryError):
+        return OUT_OF_MEMORY
+    if isinstance(exc, EmbedError):
+        return str(exc)
+    return f"cannot compute features: {type(exc).__name__}: {exc}"
 
 
 def pixels_sha256(img) -> str:

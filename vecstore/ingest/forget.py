@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .. import dicom
 from ..db.labels import BatchInfo, Change
 from ..errors import BadInput
 from ..results import Forgotten
@@ -31,7 +32,7 @@ def forget(
     when an image that would go carries an expert label, unless ``drop_labels``."""
     paths = _known_paths(db, targets)
     if missing_only:
-        paths = {p for p in paths if not os.path.exists(p)}
+        paths = {p for p in paths if not os.path.exists(dicom.split_frame(p)[0])}
     owners = db.images.owners(sorted(paths))
     doomed = db.images.left_without_paths(owners)
     labeled = db.labels.current(sorted(doomed))

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .. import dicom
 from ..errors import BadInput
 from ..files import read_user_csv
 
@@ -71,9 +72,10 @@ class MetadataMatch:
 
 
 def match(meta: Metadata, root: str, path_to_image: dict[str, int]) -> MetadataMatch:
-    """Join the rows to the images found under ``root``."""
+    """Join the rows to the images found under ``root`` (the frames of a file: to its row)."""
     by_key: dict[str, list[int]] = {}
-    for path, iid in path_to_image.items():
+    for image_path, iid in path_to_image.items():
+        path = dicom.split_frame(image_path)[0]  # a frame takes its file's row
         keys = (
             {path, os.path.relpath(path, root)} if meta.by == "path" else {os.path.basename(path)}
         )

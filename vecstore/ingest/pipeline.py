@@ -34,6 +34,7 @@ class IngestOptions:
     progress: bool = False
     who: str = "vecstore"  # recorded with the label changes the ingest makes
     limits: FileLimits = field(default_factory=FileLimits)  # what is read as an image
+    frames: str = "middle"  # of a multi-frame DICOM file: one of FRAMES
     run_params: dict[str, Any] = field(default_factory=dict)  # recorded with the run
 
 
@@ -75,6 +76,7 @@ def _phases(
         options.progress,
         options.limits,
         check=partial(check_unambiguous, options.metadata, root),
+        frames=options.frames,
     )
     scan_seconds = time.perf_counter() - scan_t0
     if options.labels_from_folders:

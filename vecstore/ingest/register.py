@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import dicom
 from ..db.images import ChunkWrite
 from ..db.labels import Carry
 from ..embedders import is_cnn
@@ -24,6 +25,7 @@ from .scan import Found, walk_images
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy import Row
+    from sqlalchemy.orm import Session
 
     from ..db import Database
     from ..embedders import Embedder
@@ -55,16 +57,20 @@ def register_files(
     progress: bool,
     limits: FileLimits,
     check: Callable[[list[str]], None] = lambda paths: None,
+    frames: str = "middle",
 ) -> dict[str, int]:
-    """Register every image file under ``root`` (what is read as an image: ``limits``);
-    returns path -> image id for every file found that holds a usable image. Known files no
+    """Register every image file under ``root`` (what is read as an image: ``limits``; of a
+    multi-frame DICOM file, the middle frame or with ``frames`` "all" each frame, under its
+    frame path); returns path -> image id for every usable image found. Known files no
     longer there are counted, never dropped; what the scan leaves out is reported. ``check``
     sees the paths found before anything is written (it raises to stop the ingest)."""
     found = list(walk_images(root, limits.follow_links, report.skipped.append))
     check([f.path for f in found])
     report.scanned = len(found)
-    report.missing = sorted(db.images.paths_under(root) - {f.path for f in found})
-    reg = _Registrar(db, report, embedders, who, limits)
+    files = {f.path for f in found}
+    gone = (p for p in db.images.paths_under(root) if dicom.split_frame(p)[0] not in files)
+    report.missing = sorted(gone)
+    reg = _Registrar(db, report, embedders, who, limits, frames)
     bar = progress_bar(len(found), "scan", progress)
     with scan_pool(len(found)) as pool:
         for start in range(0, len(found), COMMIT_EVERY):
@@ -73,6 +79,15 @@ def register_files(
             bar.update(len(chunk))
     bar.close()
     return reg.path_to_image
+
+
+def _rows_of(path: str, known: dict[str, Row], frames: bool) -> list[Row]:
+    """The known rows of a file: its path's, else (``frames``) its frames'
+    (vecstore.dicom.frame_path)."""
+    if path in known or not frames:
+        return [known[path]] if path in known else []
+    mark = path + dicom.FRAME_MARK
+    return [k for p, k in known.items() if p.startswith(mark)]
 
 
 def _imported_only(k: Row | None) -> bool:
@@ -91,6 +106,7 @@ class _Registrar:
         embedders: Sequence[Embedder],
         who: str,
         limits: FileLimits,
+        frames: str = "middle",
     ) -> None:
         self.who = who  # who the labels carried to changed files are recorded for
         self.db = db
@@ -105,16 +121,22 @@ class _Registrar:
                 if not is_cnn(emb.info.name):
                     features[emb.info.name] = CLASSIC[emb.info.name][0]  # picklable function
             s.commit()
-        self.work = partial(read_and_decode, features=features, limits=limits)
+        self.work = partial(read_and_decode, features=features, limits=limits, frames=frames)
+        self.frames = frames
         self.next_id = db.images.next_id()
         self.path_to_image: dict[str, int] = {}
 
     def chunk(self, chunk: Sequence[Found], pool: Executor) -> None:
         with self.db.session() as s:
-            known = self.db.images.known_paths(s, [f.path for f in chunk])
-            todo = [f for f in chunk if not self._unchanged(f, known.get(f.path))]
+            known = self._known(s, chunk)
+            todo = [
+                f
+                for f in chunk
+                if not self._unchanged(f, _rows_of(f.path, known, self.frames == "all"))
+            ]
             if todo:
-                results = list(pool.map(self.work, todo, chunksize=max(1, len(todo) // 32)))
+                each = pool.map(self.work, todo, chunksize=max(1, len(todo) // 32))
+                results = [res for file_results in each for res in file_results]
                 shas = [r.sha256 for r in results if r.sha256]
                 by_sha = {
                     sha: _Seen(r.id, r.sha256, r.status, r.path)
@@ -129,12 +151,23 @@ class _Registrar:
                 self.db.images.drop_pathless(s, w.left)
             s.commit()  # rows, paths and vectors of a chunk land together or not at all
 
-    def _unchanged(self, f: Found, k: Row | None) -> bool:
-        """Same size and mtime as recorded, usable, and readable last time: not read again."""
-        same = k and (k.size, k.mtime_ns, k.status, k.problem) == (f.size, f.mtime_ns, "ok", None)
+    def _known(self, s: Session, chunk: Sequence[Found]) -> dict[str, Row]:
+        """The known path rows of the chunk's files (and, reading every frame, of their
+        frames)."""
+        known = self.db.images.known_paths(s, [f.path for f in chunk])
+        if self.frames == "all":
+            marks = [f.path + dicom.FRAME_MARK for f in chunk]
+            known.update(self.db.images.known_paths_starting(s, marks))
+        return known
+
+    def _unchanged(self, f: Found, rows: list[Row]) -> bool:
+        """Same size and mtime as recorded, usable, and readable last time (each of its
+        frames' rows, for a file read frame by frame): not read again."""
+        now = (f.size, f.mtime_ns, "ok", None)
+        same = rows and all((k.size, k.mtime_ns, k.status, k.problem) == now for k in rows)
         if same and f.error is None:
             self.report.unchanged += 1
-            self.path_to_image[f.path] = k.image_id
+            self.path_to_image.update({k.path: k.image_id for k in rows})
             return True
         return False
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import dicom
 from ..errors import BadInput
 from ..params import FOLDER_MEDIA
 
@@ -201,6 +202,13 @@ def _target(out: str | os.PathLike[str]) -> Path:
 
 
 def _check_sources(items: list[_Item]) -> None:
+    frames = [it.src for it in items if dicom.split_frame(it.src)[1] is not None]
+    if frames:
+        raise BadInput(
+            f"{frames[0]} is a frame of a multi-frame DICOM file ({len(frames)} frame images): "
+            "a folder export copies or links files, not frames; export them as csv or "
+            "label-studio"
+        )
     gone = [it.src for it in items if not os.path.isfile(it.src)]
     if gone:
         more = f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""

@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from .. import dicom
 from ..db.labels import BatchInfo, Change
 from ..errors import BadInput, EmbedError, UnknownImage
 from ..imagefile import sha256_image_file
@@ -24,8 +25,9 @@ SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def resolve_image(db: Database, target: str) -> int:
-    """An image id from a path (or identical bytes), a sha256 or an id number."""
-    if os.path.exists(target):
+    """An image id from a path (a frame's: FILE#frame=N; or identical bytes), a sha256 or
+    an id number."""
+    if os.path.exists(dicom.split_frame(target)[0]):
         img = db.images.by_path(target) or db.images.by_sha(_sha256(target))
         if img is not None:
             return img.id

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import dicom
 from ..errors import BadInput, EmbedError, UnknownImage
 from ..imagefile import open_image_file, sha256_image_file
 from ..results import Hit, QueryResult
@@ -89,8 +90,9 @@ def _among(db: Database, where: Sequence[tuple[str, str]]) -> np.ndarray:
 
 
 def _stored_image(db: Database, path: str) -> int | None:
-    """The id of the usable stored image at ``path`` or with the same bytes, else None."""
-    if not os.path.exists(path):
+    """The id of the usable stored image at ``path`` (a file's, or a frame's: FILE#frame=N)
+    or with the same bytes, else None."""
+    if not os.path.exists(dicom.split_frame(path)[0]):
         raise BadInput(f"query image not found: {path}")
     img = db.images.by_path(path)
     if img is None:  # same bytes under another path count as the same image

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from .. import __version__
+from .. import __version__, dicom
 from ..browse import ImageFilter, review_queue, select
 from ..errors import BadInput, EmbedError, NoRun, UnknownImage, VecstoreError
 from ..params import parse_where
@@ -252,7 +252,7 @@ def _other_routes(app: FastAPI, service: ReviewService) -> None:
 
 def _file(service: ReviewService, image_id: int) -> str:
     path = service.store.image_file(image_id)
-    if not os.path.exists(path):
+    if not os.path.exists(dicom.split_frame(path)[0]):  # a frame: its file
         raise UnknownImage(f"the file of image {image_id} is missing on disk: {path}")
     return path
 
