@@ -193,7 +193,7 @@ def test_a_file_replaced_by_a_fifo_after_the_scan_is_not_opened(tmp_path):
     found = scan.Found(str(path), size=100, mtime_ns=1)  # what the scan saw before
     with released_fifo(path):
         t0 = time.perf_counter()
-        res = read_and_decode(found)  # the default limits
+        (res,) = read_and_decode(found)  # the default limits
         assert time.perf_counter() - t0 < QUICK_S
     assert res.error == "not a regular file (a FIFO): vecstore reads only image files"
 

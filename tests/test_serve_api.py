@@ -85,6 +85,14 @@ def _cli(store: Path, *args: Any) -> str:
     return r.output
 
 
+@pytest.fixture(autouse=True)
+def fast_tables(monkeypatch):
+    """Every review-table build counts as fast, whatever the machine's load: a loaded CI
+    machine could take a small store's build over SLOW_TABLE_S and answer a held table while
+    it rebuilds behind (the tests of that mode set SLOW_TABLE_S to 0 themselves)."""
+    monkeypatch.setattr(service_module, "SLOW_TABLE_S", 3600.0)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> SimpleNamespace:
     """The store, built once: ingest (folders as labels, metadata CSV), cluster, propagate,
