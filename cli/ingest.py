@@ -100,6 +100,7 @@ def ingest(
     device,
     batch_size,
     workers,
+    precision,
 ) -> None:
     """Add the images of DIRECTORY (recursive) to the store and embed them.
 
@@ -130,6 +131,7 @@ def ingest(
             progress=fmt == "table",
             limits=limits,
             frames=frames,
+            precision=precision,
         )
     if fmt == "json":
         emit_json([rep.to_dict()])
@@ -236,7 +238,7 @@ def print_embed(e: SpaceEmbedStats) -> None:
 @output_option()
 @embedding_options
 @click.pass_obj
-def embed(obj: Ctx, spaces, fmt, weights, device, batch_size, workers) -> None:
+def embed(obj: Ctx, spaces, fmt, weights, device, batch_size, workers, precision) -> None:
     """Embed the images already in the store in another space (or catch one up).
 
     \b
@@ -251,6 +253,7 @@ def embed(obj: Ctx, spaces, fmt, weights, device, batch_size, workers) -> None:
             batch_size=batch_size,
             workers=workers,
             progress=fmt == "table",
+            precision=precision,
         )
     if fmt == "table":
         for s in stats:

@@ -41,7 +41,9 @@ def info(obj: Ctx, show_failed: bool, fmt: str) -> None:
                 "layer": s.layer,
                 "dim": s.dim,
                 "vectors": s.vectors,
-                "weights": s.weights + (" (RANDOM)" if s.weights_random else ""),
+                "weights": s.weights
+                + (" (RANDOM)" if s.weights_random else "")
+                + ("" if s.precision == "fp32" else f", {s.precision}"),
                 "transform": s.transform,
                 "index": _index_cell(s),
             }

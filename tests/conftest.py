@@ -43,6 +43,22 @@ def make_binary_scans(root: Path, labeled_per_class: int, unlabeled: int) -> Pat
     return root
 
 
+def migrate(store_path: Path, revision: str, *, down: bool = False) -> None:
+    """Bring the store's database to schema ``revision`` with Alembic (up from nothing, or
+    down from what it is): a store as an older vecstore left it."""
+    from alembic import command
+
+    from vecstore.db import alembic_config, make_engine
+
+    store_path.mkdir(exist_ok=True)
+    engine = make_engine(store_path / "vecstore.db")
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(cfg, revision)
+    engine.dispose()
+
+
 @pytest.fixture
 def image_dir(tmp_path: Path) -> Path:
     """labeled/normal (3), labeled/cancer (3), unlabeled (4): the layout of the imaging team."""

@@ -13,6 +13,8 @@ from vecstore.db.models import Base
 from vecstore.errors import StoreNotFound, StoreVersionError
 from vecstore.store import Store
 
+from .conftest import migrate
+
 
 def test_migrated_empty_store_matches_models(store_path):
     Store.open(store_path, create=True).close()
@@ -103,17 +105,7 @@ def test_old_store_is_upgraded_on_open_and_keeps_its_data(store_path, image_dir,
 def test_upgrading_keeps_every_row_of_the_tables_that_point_at_images(store_path, image_dir, db):
     """Making image ids never reused recreates the images table: with foreign keys on, a
     plain DROP TABLE would delete every vector, path and label with it."""
-    from alembic import command
-
-    from vecstore.db import alembic_config, make_engine
-
-    store_path.mkdir()
-    engine = make_engine(store_path / "vecstore.db")
-    cfg = alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0003")
-    engine.dispose()
+    migrate(store_path, "0003")
     con = sqlite3.connect(store_path / "vecstore.db")
     con.executescript(
         "INSERT INTO images (id, sha256, path, status, added_at) VALUES "

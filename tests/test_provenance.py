@@ -18,7 +18,7 @@ from vecstore.errors import BadInput, VecstoreError
 from vecstore.results import SUGGESTION_COLUMNS
 from vecstore.store import Store
 
-from .conftest import make_image
+from .conftest import make_image, migrate
 
 
 def chosen_by_name(db) -> dict[str, str | None]:
@@ -281,17 +281,7 @@ def test_labels_lists_the_counts_by_how_chosen(image_dir, tmp_path, cli, db, sto
 def _store_at_0004(store_path: Path) -> None:
     """Images 7, 8, 9 labeled at schema 0004: 7 and 9 by folder (batch 1), 8 from a CSV
     (batch 2), then 9 changed with `labels set` (batch 3)."""
-    from alembic import command
-
-    from vecstore.db import alembic_config, make_engine
-
-    store_path.mkdir()
-    engine = make_engine(store_path / "vecstore.db")
-    cfg = alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
-    engine.dispose()
+    migrate(store_path, "0004")
     at = "'2026-01-01'"
     con = sqlite3.connect(store_path / "vecstore.db")
     con.executescript(

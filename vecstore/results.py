@@ -248,6 +248,7 @@ class SpaceSummary:
     index_file: str | None
     transform: str = "raw cosine"  # what the vectors go through before the cosine
     transform_kind: str = "raw"  # raw | center | pca (vecstore transform)
+    precision: str = "fp32"  # of the CNN forward pass (vecstore.params.PRECISIONS)
 
 
 @dataclass

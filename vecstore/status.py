@@ -67,6 +67,7 @@ def _summary(db: Database, sp: Space, vectors: int, index_file: Path) -> SpaceSu
         index_file=str(index_file) if index_file.exists() else None,
         transform=describe(t),
         transform_kind=t.kind if t else "raw",
+        precision=sp.precision,
     )
 
 

@@ -270,6 +270,7 @@ class Store:
         who: str | None = None,
         limits: FileLimits | None = None,
         frames: str = "middle",
+        precision: str | None = None,
     ) -> IngestReport:
         """Register every image under ``root`` and embed the new ones in each space (the
         store's spaces when none are named; resnet18 for a new store). ``frames``: of a
@@ -301,6 +302,7 @@ class Store:
             run_params={
                 "root": root,
                 "frames": frames,
+                "precision": precision,
                 "spaces": names,
                 "labels_from_folders": labels_from_folders,
                 "unlabeled_names": list(unlabeled_names),
@@ -313,7 +315,9 @@ class Store:
             },
             limits=limits,
         )
-        embedders = [self._embedder(n, weights, device, batch_size, workers) for n in names]
+        embedders = [
+            self._embedder(n, weights, device, batch_size, workers, precision) for n in names
+        ]
         # every space is caught up, not only those embedded: an image an ingest deletes
         # (its only file now holds other bytes) leaves every space's index
         return ingest_folder(self._db, root, embedders, opts, self._refresh_all)
@@ -327,14 +331,18 @@ class Store:
         batch_size: int | None = None,
         workers: int | None = None,
         progress: bool = False,
+        precision: str | None = None,
     ) -> list[SpaceEmbedStats]:
-        """Add spaces to (or catch up spaces of) the images already in the store."""
+        """Add spaces to (or catch up spaces of) the images already in the store; a CNN
+        space's ``precision`` (PRECISIONS; None: a space's recorded one, else fp32)."""
         self._require_write()
         if not spaces:
             raise BadInput("name at least one space with --space")
         names = list(dict.fromkeys(spaces))
-        embedders = [self._embedder(n, weights, device, batch_size, workers) for n in names]
-        params = {"device": device, "batch_size": batch_size}
+        embedders = [
+            self._embedder(n, weights, device, batch_size, workers, precision) for n in names
+        ]
+        params = {"device": device, "batch_size": batch_size, "precision": precision}
         return embed_spaces(self._db, embedders, params, progress, self._refresh)
 
     def _embedder(
@@ -344,9 +352,16 @@ class Store:
         device: str,
         batch_size: int | None,
         workers: int | None,
+        precision: str | None = None,
     ) -> Embedder:
         return embedder_for(
-            self._db, name, weights=weights, device=device, batch_size=batch_size, workers=workers
+            self._db,
+            name,
+            weights=weights,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            precision=precision,
         )
 
     def import_vectors(

@@ -91,6 +91,8 @@ class Space(Base):
     layer: Mapped[str | None] = mapped_column(String(64))
     dim: Mapped[int] = mapped_column(Integer)
     preprocessing: Mapped[str] = mapped_column(Text)
+    # the CNN forward pass's numeric precision (PRECISIONS); descriptors: fp32
+    precision: Mapped[str] = mapped_column(String(8), default="fp32", server_default="fp32")
     weights: Mapped[str] = mapped_column(Text)  # human-readable description, e.g. IMAGENET1K_V1
     weights_random: Mapped[bool] = mapped_column(Boolean, default=False)
     weights_sha256: Mapped[str | None] = mapped_column(String(64))

@@ -67,6 +67,7 @@ class SpaceRepo:
                 weights=info.weights,
                 weights_random=info.weights_random,
                 weights_sha256=info.weights_sha256,
+                precision=info.precision,
             )
             s.add(sp)
             s.flush()

@@ -30,6 +30,7 @@ class SpaceInfo:
     weights: str = "none"
     weights_random: bool = False
     weights_sha256: str | None = None
+    precision: str = "fp32"  # of the forward pass (vecstore.params.PRECISIONS)
 
 
 class Embedder(Protocol):

@@ -220,6 +220,7 @@ class ResNetEmbedder:
         device: str = "auto",
         batch_size: int = 32,
         workers: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         import torch
 
@@ -236,6 +237,7 @@ class ResNetEmbedder:
         default_workers = min(8, max(1, cpus - 1)) if self.device.startswith("cuda") else 1
         self.workers = workers if workers is not None else default_workers
         self._batch_model = None  # the optimised network, built on the first large job
+        self.precision = precision
         self.transform = make_transform()
         self.info = SpaceInfo(
             name=name,
@@ -246,16 +248,29 @@ class ResNetEmbedder:
             weights=self.spec,
             weights_random=self.spec.startswith("random"),
             weights_sha256=sha,
+            precision=precision,
         )
 
     def _forward(self, batch, model=None) -> np.ndarray:
+        """float32 vectors of a batch, the network run in ``self.precision`` (autocast)."""
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             x = batch.to(self.device, non_blocking=True).contiguous(
                 memory_format=torch.channels_last
             )
             return (model or self.model)(x).float().cpu().numpy()
+
+    def _autocast(self):
+        """torch.autocast to bfloat16 or float16 on this device; fp32: nothing changes."""
+        import contextlib
+
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.split(":")[0], dtype=dtype)
 
     def embed_image(self, img: Image.Image) -> np.ndarray:
         return self._forward(self.transform(to_rgb(img)).unsqueeze(0))[0]
@@ -265,8 +280,8 @@ class ResNetEmbedder:
         to repay the ~1 s it takes, the eager one otherwise."""
         import torch
 
-        if self.device != "cpu" or n_items < 2 * self.batch_size:
-            return self.model
+        if self.device != "cpu" or self.precision != "fp32" or n_items < 2 * self.batch_size:
+            return self.model  # the traced, frozen model is fp32: autocast runs the eager one
         if self._batch_model is None:
             example = torch.zeros(2, 3, 224, 224).contiguous(memory_format=torch.channels_last)
             self._batch_model = optimize_for_cpu(self.model, example)

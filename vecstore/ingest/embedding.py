@@ -24,16 +24,28 @@ def embedder_for(
     device: str = "auto",
     batch_size: int | None = None,
     workers: int | None = None,
+    precision: str | None = None,
 ) -> Embedder:
-    """Build the embedder of a space, holding an existing space to the weights it was made
-    with; ``weights`` is ignored for the descriptors, which take none."""
+    """Build the embedder of a space, holding an existing space to the weights and the
+    precision it was made with (``precision`` None: the recorded one, else fp32); ``weights``
+    is ignored for the descriptors, which take none."""
     if name not in NAMES:
         raise UnknownSpace(f"unknown space {name!r}; choose one of: {', '.join(NAMES)}")
     existing = db.spaces.by_name(name)
     weights = weights if is_cnn(name) else None
+    precision = precision if is_cnn(name) else None  # descriptors compute in fp32
     if existing is not None and is_cnn(name):
         weights = _recorded_weights(name, existing.weights, weights)
-    emb = get_embedder(name, weights=weights, device=device, batch_size=batch_size, workers=workers)
+    if existing is not None:
+        precision = _recorded_precision(name, existing.precision, precision)
+    emb = get_embedder(
+        name,
+        weights=weights,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        precision=precision or "fp32",
+    )
     if existing is not None:
         if existing.dim != emb.info.dim:
             raise BadInput(
@@ -47,6 +59,16 @@ def embedder_for(
                 "another store"
             )
     return emb
+
+
+def _recorded_precision(name: str, recorded: str, asked: str | None) -> str:
+    """The precision of an existing space: the one it recorded; another is refused."""
+    if asked is not None and asked != recorded:
+        raise BadInput(
+            f"space {name!r} holds vectors computed in {recorded}; --precision {asked} would "
+            f"mix two precisions in one space. Drop --precision, or embed into another store."
+        )
+    return recorded
 
 
 def _recorded_weights(name: str, recorded: str, asked: str | None) -> str:
