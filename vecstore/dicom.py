@@ -100,10 +100,7 @@ def decode_dicom(data: bytes, max_pixels: int, number: int | None = None) -> Dic
     none: not DICOM, truncated, no pixel data, a decoder missing, too large, no such frame."""
     ds, frames = _checked(data, max_pixels)
     if number is None:
-        frame = frames // 2
-        arr = _pixels(ds, frame if frames > 1 else None)
-        image = Image.fromarray(_display(arr, ds))
-        return DicomImage(image, _content_sha256(ds, frames), tags_of(ds), frames, frame)
+        return _middle(ds, frames)
     if not 1 <= number <= frames:
         raise EmbedError(f"the DICOM file has {frames} frame(s): there is no frame {number}")
     return _frame(ds, frames, number - 1)
@@ -114,7 +111,7 @@ def iter_frames(data: bytes, max_pixels: int) -> Iterator[DicomImage]:
     single-frame file: its one image (as ``decode_dicom`` gives it)."""
     ds, frames = _checked(data, max_pixels)
     if frames == 1:
-        yield decode_dicom(data, max_pixels)
+        yield _middle(ds, frames)
         return
     for frame in range(frames):
         yield _frame(ds, frames, frame)
@@ -130,6 +127,14 @@ def _checked(data: bytes, max_pixels: int) -> tuple[Dataset, int]:
             f"{max_pixels} pixels (--max-pixels): not decoded"
         )
     return ds, max(int(ds.get("NumberOfFrames") or 1), 1)
+
+
+def _middle(ds: Dataset, frames: int) -> DicomImage:
+    """The middle frame (the only one of a single-frame file), with the file's identity."""
+    frame = frames // 2
+    arr = _pixels(ds, frame if frames > 1 else None)
+    image = Image.fromarray(_display(arr, ds))
+    return DicomImage(image, _content_sha256(ds, frames), tags_of(ds), frames, frame)
 
 
 def _frame(ds: Dataset, frames: int, frame: int) -> DicomImage:
@@ -278,7 +283,8 @@ def _content_sha256(ds: Dataset, frames: int, with_data: bool = True) -> str:
         str(ds.get("PhotometricInterpretation", "")),
     )
     h = hashlib.sha256(f"DICOM pixel data {layout}\n".encode())
-    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-        if keyword in ds and with_data:
-            h.update(ds[keyword].value)
+    if with_data:
+        for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            if keyword in ds:
+                h.update(ds[keyword].value)
     return h.hexdigest()

@@ -308,10 +308,9 @@ def metadata_columns_asked(db: Database, asked: Sequence[str]) -> list[str]:
     return [c for c in known if c in asked or (every and c not in IDENTIFYING)]
 
 
-def with_metadata(db: Database, df: pd.DataFrame, asked: Sequence[str]) -> pd.DataFrame:
-    """``df`` (one row per image_id) with the metadata columns asked for, empty where an
-    image has no value."""
-    columns = metadata_columns_asked(db, asked)  # the same list when given one
+def with_metadata(db: Database, df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``df`` (one row per image_id) with the metadata ``columns`` (as metadata_columns_asked
+    gives them), empty where an image has no value."""
     clash = [c for c in columns if c in df.columns]
     if clash:
         raise BadInput(f"metadata column {clash[0]!r} has the name of an export column")

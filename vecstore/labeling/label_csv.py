@@ -80,15 +80,15 @@ def _label_studio_file(rows: list[dict[str, Any]], skipped: int) -> LabelFile:
         raise BadInput(
             f"{_keyless(rows)} (the tasks `vecstore export --format label-studio` writes have both)"
         )
-    several = [r for r in rows if len(r["label"]) > 1]
     problems = tuple(
         f"{r['at']}: several choices {', '.join(map(repr, r['label']))} (one label per image)"
-        for r in several
+        for r in rows
+        if len(r["label"]) > 1
     )
     out = [
         LabelRow(r["at"], r[key], r["label"][0].strip() if r["label"] else "", "")
         for r in rows
-        if r not in several
+        if len(r["label"]) <= 1
     ]
     return LabelFile(key, out, False, label_studio.SOURCE, skipped, problems)
 
