@@ -5,6 +5,7 @@ to expect at that many labels, and a verdict with every assumption."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,10 +24,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from .db.models import Run, Space
 
 
-def measured_throughput(db: Database, space: str) -> dict[str, dict[str, float]]:
-    """Best-supported embedding rate per device for a space: the run that embedded the most
-    images (ingest and embed runs record images/s and device)."""
-    best: dict[str, dict[str, float]] = {}
+@dataclass(frozen=True)
+class MeasuredRate:
+    """An embedding rate the store measured: images/s over ``images`` images in run ``run``."""
+
+    images_per_s: float
+    images: int
+    run: int
+
+
+# (device, precision): device "cpu" or "cuda", precision of the forward pass (PRECISIONS)
+RateKey = tuple[str, str]
+
+
+def measured_throughput(db: Database, space: str) -> dict[RateKey, MeasuredRate]:
+    """Best-supported embedding rate per (device, precision) for a space: the run that
+    embedded the most images (ingest and embed runs record images/s, device and precision;
+    a run from before precision was recorded counts as fp32)."""
+    best: dict[RateKey, MeasuredRate] = {}
     for run in db.runs.all():
         if run.status != "done" or run.kind not in ("ingest", "embed"):
             continue
@@ -34,16 +49,14 @@ def measured_throughput(db: Database, space: str) -> dict[str, dict[str, float]]
             if e.get("space") != space or not e.get("embedded") or not e.get("images_per_s"):
                 continue
             dev = "cuda" if str(e.get("device", "cpu")).startswith("cuda") else "cpu"
-            if e["embedded"] > best.get(dev, {}).get("images", 0):
-                best[dev] = {
-                    "images_per_s": float(e["images_per_s"]),
-                    "images": int(e["embedded"]),
-                    "run": run.id,
-                }
+            key = (dev, str(e.get("precision") or "fp32"))
+            if e["embedded"] > (best[key].images if key in best else 0):
+                best[key] = MeasuredRate(float(e["images_per_s"]), int(e["embedded"]), run.id)
     return best
 
 
 def _embed_entries(run: Run) -> list[dict[str, Any]]:
+    """The per-space embedding stats a run records (an ingest run: one per space)."""
     if run.kind == "ingest":
         return run.stats.get("embedded", [])
     st = run.stats
@@ -53,8 +66,27 @@ def _embed_entries(run: Run) -> list[dict[str, Any]]:
             "embedded": st.get("embedded", 0),
             "images_per_s": st.get("images_per_s", 0),
             "device": st.get("device", "cpu"),
+            "precision": st.get("precision", "fp32"),
         }
     ]
+
+
+def _rate_at(
+    rates: dict[RateKey, MeasuredRate], dev: str, sp: Space, assumptions: list[str]
+) -> MeasuredRate | None:
+    """The rate measured on ``dev`` at the precision the space records; None, said in the
+    assumptions, when the store measured that device only at other precisions (a space is
+    embedded at its recorded precision only, so their rates do not apply)."""
+    if (dev, sp.precision) in rates:
+        return rates[(dev, sp.precision)]
+    others = sorted(f"{prec} (run {r.run})" for (d, prec), r in rates.items() if d == dev)
+    if others:
+        name = "CPU" if dev == "cpu" else "GPU"
+        assumptions.append(
+            f"{name} rates of {sp.name} measured only at {', '.join(others)}, not at the "
+            f"{sp.precision} the space records: not used"
+        )
+    return None
 
 
 def expected_at(
@@ -148,38 +180,68 @@ def _promise_labels(
 def _compute_options(
     db: Database, sp: Space, req: PlanRequest, assumptions: list[str]
 ) -> dict[str, ComputeOption]:
-    """Embedding time and cost on this CPU (measured) and on a GPU (measured or given)."""
+    """Embedding time and cost on this CPU (measured) and on a GPU (measured or given), at
+    the precision the space records."""
     rates = measured_throughput(db, sp.name)
     compute: dict[str, ComputeOption] = {}
-    if "cpu" in rates:
-        r = rates["cpu"]["images_per_s"]
-        hours = req.images / r / 3600
-        compute["cpu"] = ComputeOption(r, True, hours, hours * req.cpu_eur_per_hour)
-        assumptions.append(
-            f"this machine's CPU embeds {sp.name} at {r:.1f} images/s (measured, run "
-            f"{rates['cpu']['run']}, {rates['cpu']['images']} images); CPU time costs "
-            f"{req.cpu_eur_per_hour:g} EUR/h"
-        )
-    if is_cnn(sp.name) and ("cuda" in rates or req.gpu_images_per_s):
-        measured = "cuda" in rates and not req.gpu_images_per_s
-        r = rates["cuda"]["images_per_s"] if measured else float(req.gpu_images_per_s)
-        hours = req.images / r / 3600
-        compute["gpu"] = ComputeOption(r, measured, hours, hours * req.gpu_eur_per_hour)
-        how = "measured" if measured else "given by --gpu-images-per-s, not measured"
-        assumptions.append(
-            f"a GPU embeds {sp.name} at {r:.0f} images/s ({how}) and costs "
-            f"{req.gpu_eur_per_hour:g} EUR/h"
-        )
-    elif is_cnn(sp.name):
+    cpu = _cpu_option(_rate_at(rates, "cpu", sp, assumptions), sp, req, assumptions)
+    if cpu is not None:
+        compute["cpu"] = cpu
+    if is_cnn(sp.name):
+        gpu = _gpu_option(_rate_at(rates, "cuda", sp, assumptions), sp, req, assumptions)
+        if gpu is not None:
+            compute["gpu"] = gpu
+    if not compute:
+        raise BadInput(_no_rate(sp, rates))
+    return compute
+
+
+def _no_rate(sp: Space, rates: dict[RateKey, MeasuredRate]) -> str:
+    """Why a space cannot be planned: no rate measured at the precision it records."""
+    others = ", ".join(sorted(f"{p} on {d}" for d, p in rates))
+    elsewhere = f" (measured only at {others})" if others else ""
+    return (
+        f"the store has no measured embedding rate for space {sp.name!r} at its precision "
+        f"{sp.precision}{elsewhere}; ingest or embed some images in it first"
+    )
+
+
+def _cpu_option(
+    rate: MeasuredRate | None, sp: Space, req: PlanRequest, assumptions: list[str]
+) -> ComputeOption | None:
+    """Embedding on this machine's CPU at its measured rate (None: not measured)."""
+    if rate is None:
+        return None
+    r = rate.images_per_s
+    hours = req.images / r / 3600
+    assumptions.append(
+        f"this machine's CPU embeds {sp.name} ({sp.precision}) at {r:.1f} images/s (measured, "
+        f"run {rate.run}, {rate.images} images); CPU time costs {req.cpu_eur_per_hour:g} EUR/h"
+    )
+    return ComputeOption(r, True, hours, hours * req.cpu_eur_per_hour)
+
+
+def _gpu_option(
+    rate: MeasuredRate | None, sp: Space, req: PlanRequest, assumptions: list[str]
+) -> ComputeOption | None:
+    """Embedding on a GPU at --gpu-images-per-s when given, else at the measured rate
+    (None, with a hint, when neither)."""
+    if req.gpu_images_per_s:
+        r, measured = float(req.gpu_images_per_s), False
+    elif rate is not None:
+        r, measured = rate.images_per_s, True
+    else:
         assumptions.append(
             "no GPU throughput: pass --gpu-images-per-s (or ingest once with --device cuda)"
         )
-    if not compute:
-        raise BadInput(
-            f"the store has no measured embedding rate for space {sp.name!r}; ingest "
-            "or embed some images in it first"
-        )
-    return compute
+        return None
+    hours = req.images / r / 3600
+    how = "measured" if measured else "given by --gpu-images-per-s, not measured"
+    assumptions.append(
+        f"a GPU embeds {sp.name} ({sp.precision}) at {r:.0f} images/s ({how}) and costs "
+        f"{req.gpu_eur_per_hour:g} EUR/h"
+    )
+    return ComputeOption(r, measured, hours, hours * req.gpu_eur_per_hour)
 
 
 def _cheapest_in_time(compute: dict[str, ComputeOption], max_hours: float) -> str:

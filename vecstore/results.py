@@ -25,6 +25,7 @@ class SpaceEmbedStats:
     device: str = "cpu"
     weights: str = "none"
     weights_random: bool = False
+    precision: str = "fp32"  # of the forward pass (vecstore.params.PRECISIONS)
     # descriptors are computed together in one pass over the files: their time is that pass's
     shared_with: list[str] = field(default_factory=list)
 
@@ -42,6 +43,7 @@ class SpaceEmbedStats:
             "device": self.device,
             "weights": self.weights,
             "weights_random": self.weights_random,
+            "precision": self.precision,
             "shared_with": self.shared_with,
         }
 

@@ -142,6 +142,7 @@ def embed_spaces(
                 "seconds": stats.seconds,
                 "images_per_s": stats.per_second,
                 "device": stats.device,
+                "precision": stats.precision,
             }
         out.append(stats)
     return out
