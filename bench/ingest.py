@@ -48,6 +48,8 @@ TARGET_RATIO = 1.4
 TARGET_COSINE = 0.9999
 TARGET_HOG_PER_S = 1000.0
 METHODS = ("loop", "vecstore", "hog")
+SWEEP_BATCHES = (16, 32, 64, 128)
+SWEEP_WORKERS = (0, 1, 2)
 OUT_FOLDERS = ("resnet", "hog", "weights", "stores", "results")  # what a run writes in --out
 
 # Modules each worker imports before its clock starts (vecstore imports some of them lazily).
@@ -89,7 +91,7 @@ def _png_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.png"))
 
 
-def _loop(images: Path, weights: Path) -> tuple[int, list[str], np.ndarray]:
+def _loop(images: Path, weights: Path, device: str) -> tuple[int, list[str], np.ndarray]:
     """The usual notebook loop; returns (images, paths, vectors). Its caller times it."""
     import torch
     from PIL import Image
@@ -102,7 +104,7 @@ def _loop(images: Path, weights: Path) -> tuple[int, list[str], np.ndarray]:
     model = resnet18()
     model.load_state_dict(sd)
     model.fc = nn.Identity()
-    model.eval()
+    model.eval().to(device)
     transform = transforms.Compose(
         [
             transforms.Resize(256),
@@ -115,7 +117,7 @@ def _loop(images: Path, weights: Path) -> tuple[int, list[str], np.ndarray]:
     for p in paths:
         x = transform(Image.open(p).convert("RGB"))
         with torch.no_grad():
-            vectors.append(model(x.unsqueeze(0))[0].numpy())
+            vectors.append(model(x.unsqueeze(0).to(device))[0].cpu().numpy())
     return len(paths), [str(p) for p in paths], np.stack(vectors)
 
 
@@ -126,19 +128,20 @@ def _vecstore_ingest(
     weights: Path | None,
     batch_size: int | None,
     workers: int | None,
+    device: str = "cpu",
 ) -> int:
     """A fresh store, one ingest; returns the number of files. Its caller times it."""
+    from vecstore.params import EmbedOptions
     from vecstore.store import Store
 
+    opts = EmbedOptions(
+        weights=str(weights) if weights else None,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+    )
     with Store.open(store_path, create=True) as store:
-        report = store.ingest(
-            images,
-            [space],
-            weights=str(weights) if weights else None,
-            device="cpu",
-            batch_size=batch_size,
-            workers=workers,
-        )
+        report = store.ingest(images, [space], embedding=opts)
     embedded = sum(s.embedded for s in report.embedded)
     if report.failed or embedded != report.scanned:
         raise SystemExit(
@@ -168,7 +171,7 @@ def run_worker(args: argparse.Namespace) -> None:
     vectors_npy, paths = None, None
     t0 = time.perf_counter()
     if args.worker == "loop":
-        images, paths, vectors = _loop(args.images, args.weights)
+        images, paths, vectors = _loop(args.images, args.weights, args.device)
         seconds = time.perf_counter() - t0
         vectors_npy = str(args.result.with_suffix(".npy"))
         np.save(vectors_npy, vectors)
@@ -181,6 +184,7 @@ def run_worker(args: argparse.Namespace) -> None:
             args.weights if resnet else None,
             args.batch_size,
             args.workers,
+            args.device,
         )
         seconds = time.perf_counter() - t0
     result = RunResult(
@@ -238,8 +242,10 @@ def run_method(
     threads: int,
     batch_size: int | None,
     workers: int | None,
+    device: str = "cpu",
+    tag: str = "",
 ) -> RunResult:
-    result = out / "results" / f"{method}-{run}.json"
+    result = out / "results" / f"{method}{tag}-{run}.json"
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -250,11 +256,13 @@ def run_method(
         "--weights",
         str(data["weights"]),
         "--store",
-        str(out / "stores" / f"{method}-{run}"),
+        str(out / "stores" / f"{method}{tag}-{run}"),
         "--result",
         str(result),
         "--threads",
         str(threads),
+        "--device",
+        device,
     ]
     if batch_size is not None:
         cmd += ["--batch-size", str(batch_size)]
@@ -400,6 +408,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, help="vecstore's workers (default: vecstore's)")
     p.add_argument("--repeat", type=int, default=1, help="runs of each method (default 1)")
     p.add_argument(
+        "--device", default="cpu", help="where both ResNet methods run: cpu (default) or cuda"
+    )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead: vecstore's defaults against every hand setting of --batch-size x "
+        f"--workers in {SWEEP_BATCHES} x {SWEEP_WORKERS} (the defaults must be at least as fast)",
+    )
+    p.add_argument(
         "--record", action="store_true", help=f"append the results to {BENCHMARKS_MD.name}"
     )
     p.add_argument(
@@ -439,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
+    if args.sweep:
+        return sweep(args)
     threads = torch.get_num_threads()
     load = os.getloadavg()[0]
     n = args.n if args.n is not None else (QUICK_N if args.quick else FULL_N)
@@ -463,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
             for method in METHODS:
                 print(f"run {run}/{args.repeat}: {method}", file=sys.stderr)
                 results[method].append(
-                    run_method(method, run, out, data, threads, args.batch_size, args.workers)
+                    run_method(
+                        method, run, out, data, threads, args.batch_size, args.workers, args.device
+                    )
                 )
             raw, cent = cosines(out / "stores" / f"vecstore-{run}", results["loop"][-1])
             cos.append(raw)
@@ -473,8 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = [
         *machine_lines(threads, load),
         f"ResNet18: {n} gray 512x512 PNGs (digits x{RESNET_SCALE}), random weights (seed 0), the "
-        f"same file for both, CPU; vecstore batch_size={args.batch_size}, workers={args.workers} "
-        "(None: vecstore's defaults). HOG: "
+        f"same file for both, device {args.device}; vecstore batch_size={args.batch_size}, "
+        f"workers={args.workers} (None: vecstore's defaults). HOG: "
         f"{QUICK_HOG_N if args.quick else 'all'} digits from vecstore.demo.write_digits.",
         f"{args.repeat} run(s) per method, each in its own process. Times exclude Python imports: "
         "from opening a fresh store (vecstore) or loading the weights (loop) until the last "
@@ -492,6 +513,60 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         path = record("ingest", notes, command, markdown_table(rows))
         print(f"\nrecorded in {path}")
+    return 0
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """vecstore's ingest with its defaults and with each hand setting, median img/s of
+    ``--repeat`` runs each; the ratio of the defaults to the best hand setting."""
+    import torch
+
+    threads, load = torch.get_num_threads(), os.getloadavg()[0]
+    n = args.n if args.n is not None else (QUICK_N if args.quick else FULL_N)
+    settings = [(None, None)] + [(b, w) for b in SWEEP_BATCHES for w in SWEEP_WORKERS]
+    with contextlib.ExitStack() as stack:
+        out = out_folder(stack, args.out, "vecstore-sweep-", OUT_FOLDERS)
+        for sub in ("weights", "results"):
+            (out / sub).mkdir(parents=True)
+        write_resnet_images(out / "resnet", n)
+        data = {"vecstore": out / "resnet", "weights": out / "weights" / "resnet18-random.pth"}
+        write_random_weights(data["weights"])
+        rates = {}
+        for b, w in settings:
+            tag = f"-b{b}-w{w}"
+            runs = [
+                run_method("vecstore", r, out, data, threads, b, w, args.device, tag)
+                for r in range(1, args.repeat + 1)
+            ]
+            rates[(b, w)] = statistics.median(r.images_per_s for r in runs)
+            print(f"batch {b or 'default'}, workers {w if w is not None else 'default'}: "
+                  f"{rates[(b, w)]:.1f} img/s", file=sys.stderr)  # fmt: skip
+    best = max((k for k in rates if k != (None, None)), key=rates.get)
+    ratio = rates[(None, None)] / rates[best]
+    rows = [
+        [f"{b or 'default'}", f"{w if w is not None else 'default'}", f"{r:.1f}"]
+        for (b, w), r in sorted(rates.items(), key=lambda kv: -kv[1])
+    ]
+    table = "\n".join(
+        "| " + " | ".join(c) + " |"
+        for c in [["batch size", "workers", "img/s (median)"], [":--", ":--", "--:"], *rows]
+    )
+    verdict = (
+        f"defaults {rates[(None, None)]:.1f} img/s, best hand setting (batch {best[0]}, "
+        f"workers {best[1]}) {rates[best]:.1f}: defaults at {ratio:.2f}x the best hand setting "
+        f"(target >= 0.95x, the spread between runs): {'PASS' if ratio >= 0.95 else 'FAIL'}"
+    )
+    notes = [
+        machine_line(load),
+        f"vecstore ingest, resnet18, {n} gray 512x512 PNGs, random weights, device "
+        f"{args.device}, torch threads {threads}; {args.repeat} run(s) per setting, each in its "
+        "own process, median img/s; imports not timed.",
+        verdict,
+    ]
+    print("\n".join(notes), table, sep="\n\n")
+    if args.record:
+        command = shlex.join(["python", "bench/ingest.py", *sys.argv[1:]])
+        print(f"\nrecorded in {record('ingest defaults', notes, command, table)}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """ResNet vectors in bf16 and fp16 against fp32: cosine per image and throughput.
 
-The same images, the same network (random weights, seed 0), one ``ResNetEmbedder`` per
+The same images, the same network (random weights, seed 0), one embedder per
 precision (``--precision`` of `vecstore ingest` / `embed`), the images through vecstore's own
 preprocessing. The baseline is fp32 in the same run; the target (issue: bf16 vectors within
 cosine 0.999 of fp32) is checked per image. Random weights: the directions of the vectors
@@ -19,7 +19,8 @@ import numpy as np
 from benchutil import machine_line, markdown_table, record
 
 from vecstore.demo import digit_images
-from vecstore.embedders.resnet import ResNetEmbedder, make_transform
+from vecstore.embedders import get_embedder
+from vecstore.embedders.resnet import make_transform
 
 TARGET = 0.999  # bf16 (and fp16) vectors within this cosine of fp32, per image
 
@@ -38,7 +39,7 @@ def images(n: int):
 
 def run(precision: str, x, device: str, batch: int) -> tuple[np.ndarray, float]:
     """(vectors, images/s) of one precision; the first batch warms up, untimed."""
-    emb = ResNetEmbedder("resnet18", weights="random", device=device, precision=precision)
+    emb = get_embedder("resnet18", weights="random", device=device, precision=precision)
     emb._forward(x[:batch])
     t0 = time.perf_counter()
     out = np.concatenate([emb._forward(x[i : i + batch]) for i in range(0, len(x), batch)])

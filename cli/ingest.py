@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vecstore.params import DEFAULT_UNLABELED, FRAMES, FileLimits, ParamError, parse_size
+from vecstore.params import (
+    DEFAULT_UNLABELED,
+    FRAMES,
+    EmbedOptions,
+    FileLimits,
+    ParamError,
+    parse_size,
+)
 
 from .context import Ctx
 from .options import embedding_options, output_option, spaces_option
@@ -96,11 +103,7 @@ def ingest(
     strict,
     verbose,
     fmt,
-    weights,
-    device,
-    batch_size,
-    workers,
-    precision,
+    embedding: EmbedOptions,
 ) -> None:
     """Add the images of DIRECTORY (recursive) to the store and embed them.
 
@@ -124,14 +127,10 @@ def ingest(
             labels_from_folders=labels_from_folders,
             unlabeled_names=unlabeled_names or DEFAULT_UNLABELED,
             metadata_csv=metadata_csv,
-            weights=weights,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
+            embedding=embedding,
             progress=fmt == "table",
             limits=limits,
             frames=frames,
-            precision=precision,
         )
     if fmt == "json":
         emit_json([rep.to_dict()])
@@ -238,7 +237,7 @@ def print_embed(e: SpaceEmbedStats) -> None:
 @output_option()
 @embedding_options
 @click.pass_obj
-def embed(obj: Ctx, spaces, fmt, weights, device, batch_size, workers, precision) -> None:
+def embed(obj: Ctx, spaces, fmt, embedding: EmbedOptions) -> None:
     """Embed the images already in the store in another space (or catch one up).
 
     \b
@@ -246,15 +245,7 @@ def embed(obj: Ctx, spaces, fmt, weights, device, batch_size, workers, precision
       vecstore embed --space resnet18-layer3
     """
     with obj.open(write=True) as store:
-        stats = store.embed(
-            list(spaces),
-            weights=weights,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-            progress=fmt == "table",
-            precision=precision,
-        )
+        stats = store.embed(list(spaces), embedding=embedding, progress=fmt == "table")
     if fmt == "table":
         for s in stats:
             print_embed(s)

@@ -3,6 +3,7 @@ library's parameter objects (PropagationParams, ClusterParams, EvaluationParams.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,8 @@ from vecstore.params import (
     AUTO,
     LABEL_METHODS,
     PRECISIONS,
+    PREPROCESS,
+    EmbedOptions,
     ParamError,
     PropagationParams,
     parse_size,
@@ -72,9 +75,18 @@ def device_option(help: str = "Where CNNs run.") -> Callable[[F], F]:
     )
 
 
+EMBEDDING_FIELDS = ("weights", "device", "batch_size", "workers", "precision", "preprocess")
+
+
 def embedding_options(f: F) -> F:
-    """--weights, --device, --batch-size, --workers, --precision: how a CNN space is
-    computed."""
+    """--weights, --device, --batch-size, --workers, --precision, --preprocess: how a CNN
+    space is computed, handed to the command as one ``embedding`` (EmbedOptions)."""
+
+    @functools.wraps(f)
+    def gathered(*args: Any, **kwargs: Any) -> Any:
+        fields = {k: kwargs.pop(k) for k in EMBEDDING_FIELDS}
+        return f(*args, embedding=EmbedOptions(**fields), **kwargs)
+
     return _stack(
         click.option(
             "--weights",
@@ -89,13 +101,13 @@ def embedding_options(f: F) -> F:
             "--batch-size",
             type=click.IntRange(1),
             default=None,
-            help="Images per batch (default 32 for CNNs).",
+            help="Images per batch (default: chosen from the device; 256 for descriptors).",
         ),
         click.option(
             "--workers",
             type=click.IntRange(0),
             default=None,
-            help="Decoding workers (default: up to 2 for CNNs, 4 threads for descriptors).",
+            help="Decoding workers (default: chosen from the cores and the device).",
         ),
         click.option(
             "--precision",
@@ -105,7 +117,16 @@ def embedding_options(f: F) -> F:
             "tensor cores, vectors within cosine 0.999). Recorded by a new space (default "
             "fp32); an existing space keeps its own.",
         ),
-    )(f)
+        click.option(
+            "--preprocess",
+            type=click.Choice(PREPROCESS),
+            default="auto",
+            show_default=True,
+            help="Where a CNN's input is resized, cropped and normalised: host (PIL, the "
+            "reference) or device (JPEG decoded there too; on CUDA by nvJPEG). auto: device "
+            "on CUDA, host on the CPU. Vectors agree within cosine 0.9999.",
+        ),
+    )(gathered)
 
 
 def output_file_option(help: str) -> Callable[[F], F]:

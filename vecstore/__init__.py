@@ -29,6 +29,7 @@ _EXPORTS = {
     "PropagationParams": "vecstore.params",
     "EvaluationParams": "vecstore.params",
     "ExportOptions": "vecstore.params",
+    "EmbedOptions": "vecstore.params",
     "PlanRequest": "vecstore.params",
     "VecstoreError": "vecstore.errors",
 }

@@ -156,7 +156,7 @@ def decode_image(
     if dicom.is_dicom(data, path):
         return dicom.decode_dicom(data, limits.max_pixels).image
     try:
-        img = _open_within(data, limits.max_pixels)
+        img = open_within(data, limits.max_pixels)
         img.load()
         return upright(img)
     except EmbedError:
@@ -171,7 +171,7 @@ def decode_image(
         raise EmbedError(describe_decode_error(exc)) from exc
 
 
-def _open_within(data: bytes, max_pixels: int) -> Image.Image:
+def open_within(data: bytes, max_pixels: int) -> Image.Image:
     """The image opened (its header read, nothing decoded), when within ``max_pixels``.
 
     Pillow checks sizes too, against its global Image.MAX_IMAGE_PIXELS: raised (never

@@ -177,6 +177,38 @@ class EvaluationParams:
 # bfloat16 / float16 (faster on GPUs with tensor cores; vectors within cosine 0.999 of fp32)
 PRECISIONS = ("fp32", "bf16", "fp16")
 
+# where a CNN's input is made from the decoded image (`--preprocess`): on the host (PIL resize
+# and crop, the reference), on the device (uint8 pixels sent as they are, JPEG decoded there
+# by nvJPEG on CUDA, resize/crop/normalise on the device), or auto: device on CUDA, else host
+PREPROCESS = ("auto", "host", "device")
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How images become vectors: the CNN's weights (None: a space's recorded ones, else
+    ImageNet), the device, images per batch and decoding workers (None: chosen from the
+    machine and the device), the forward pass's precision (None: a space's recorded one,
+    else fp32) and where the CNN input is prepared (PREPROCESS). Descriptors use only
+    batch_size and workers."""
+
+    weights: str | None = None
+    device: str = "auto"
+    batch_size: int | None = None
+    workers: int | None = None
+    precision: str | None = None
+    preprocess: str = "auto"
+
+    def to_params(self) -> dict[str, Any]:
+        """What a run records of them (the weights are the space's, recorded there)."""
+        return {
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "workers": self.workers,
+            "precision": self.precision,
+            "preprocess": self.preprocess,
+        }
+
+
 # what a multi-frame DICOM file gives: its middle frame, or each frame (`ingest --frames`)
 FRAMES = ("middle", "all")
 

@@ -60,6 +60,7 @@ from .params import (
     DEFAULT_UNLABELED,
     FRAMES,
     ClusterParams,
+    EmbedOptions,
     EvaluationParams,
     ExportOptions,
     FileLimits,
@@ -103,7 +104,6 @@ from .status import check_store, damaged, repair, store_info
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from .embedders import Embedder
 
 DB_NAME = "vecstore.db"
 DEFAULT_STORE = ".vecstore"
@@ -262,15 +262,11 @@ class Store:
         labels_from_folders: bool = False,
         unlabeled_names: Iterable[str] = DEFAULT_UNLABELED,
         metadata_csv: str | os.PathLike[str] | None = None,
-        weights: str | None = None,
-        device: str = "auto",
-        batch_size: int | None = None,
-        workers: int | None = None,
+        embedding: EmbedOptions | None = None,
         progress: bool = False,
         who: str | None = None,
         limits: FileLimits | None = None,
         frames: str = "middle",
-        precision: str | None = None,
     ) -> IngestReport:
         """Register every image under ``root`` and embed the new ones in each space (the
         store's spaces when none are named; resnet18 for a new store). ``frames``: of a
@@ -278,12 +274,14 @@ class Store:
         ``file#frame=N``; a file already in the store stays as it was read). A known file that is
         missing, empty or unreadable keeps its image, vectors and labels (tried again next
         time); a file whose bytes changed keeps its label (flagged when its pixels changed).
+        ``embedding``: how the CNN spaces are computed (weights, device, precision...).
         ``who``: recorded with the label changes the ingest makes. ``limits``: what is read
         as an image (size, pixels, links leaving ``root``); a file beyond them fails, a link
         or a name that cannot be stored is skipped, each reported."""
         self._require_write()
         root = os.path.abspath(root)
         limits = limits or FileLimits()
+        embedding = embedding or EmbedOptions()
         check_folder_name(root)
         unlabeled_names = list(unlabeled_names)  # used twice: a generator would be spent
         if not os.path.isdir(root):
@@ -302,22 +300,18 @@ class Store:
             run_params={
                 "root": root,
                 "frames": frames,
-                "precision": precision,
                 "spaces": names,
                 "labels_from_folders": labels_from_folders,
                 "unlabeled_names": list(unlabeled_names),
                 "metadata_csv": str(metadata_csv) if metadata_csv else None,
-                "device": device,
-                "batch_size": batch_size,
+                **embedding.to_params(),
                 "max_pixels": limits.max_pixels,
                 "max_bytes": limits.max_bytes,
                 "follow_links": limits.follow_links,
             },
             limits=limits,
         )
-        embedders = [
-            self._embedder(n, weights, device, batch_size, workers, precision) for n in names
-        ]
+        embedders = [embedder_for(self._db, n, embedding) for n in names]
         # every space is caught up, not only those embedded: an image an ingest deletes
         # (its only file now holds other bytes) leaves every space's index
         return ingest_folder(self._db, root, embedders, opts, self._refresh_all)
@@ -326,43 +320,19 @@ class Store:
         self,
         spaces: Sequence[str],
         *,
-        weights: str | None = None,
-        device: str = "auto",
-        batch_size: int | None = None,
-        workers: int | None = None,
+        embedding: EmbedOptions | None = None,
         progress: bool = False,
-        precision: str | None = None,
     ) -> list[SpaceEmbedStats]:
-        """Add spaces to (or catch up spaces of) the images already in the store; a CNN
-        space's ``precision`` (PRECISIONS; None: a space's recorded one, else fp32)."""
+        """Add spaces to (or catch up spaces of) the images already in the store, computed
+        as ``embedding`` says (a CNN space's precision: None keeps its recorded one)."""
         self._require_write()
         if not spaces:
             raise BadInput("name at least one space with --space")
+        embedding = embedding or EmbedOptions()
         names = list(dict.fromkeys(spaces))
-        embedders = [
-            self._embedder(n, weights, device, batch_size, workers, precision) for n in names
-        ]
-        params = {"device": device, "batch_size": batch_size, "precision": precision}
+        embedders = [embedder_for(self._db, n, embedding) for n in names]
+        params = embedding.to_params()
         return embed_spaces(self._db, embedders, params, progress, self._refresh)
-
-    def _embedder(
-        self,
-        name: str,
-        weights: str | None,
-        device: str,
-        batch_size: int | None,
-        workers: int | None,
-        precision: str | None = None,
-    ) -> Embedder:
-        return embedder_for(
-            self._db,
-            name,
-            weights=weights,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-            precision=precision,
-        )
 
     def import_vectors(
         self,
@@ -490,7 +460,9 @@ class Store:
             path=path,
             image_id=image_id,
             k=k,
-            embedder=lambda name: self._embedder(name, None, device, None, 0),
+            embedder=lambda name: embedder_for(
+                self._db, name, EmbedOptions(device=device, workers=0)
+            ),
             where=where,
         )
 

@@ -151,6 +151,16 @@ class VectorRepo:
                 )
             )
 
+    def having(self, s: Session, space_id: int, ids: Sequence[int]) -> set[int]:
+        """Those of ``ids`` that have a vector in a space, as session ``s`` sees them."""
+        have: set[int] = set()
+        for part in in_chunks(list(ids)):
+            q = select(Vector.image_id).where(
+                Vector.space_id == space_id, Vector.image_id.in_(part)
+            )
+            have.update(s.scalars(q))
+        return have
+
     def record_failures(self, s: Session, space_id: int, failed: Sequence[tuple[int, str]]) -> None:
         """The images a space could not embed this time, and why (the next embed tries
         them again; the images stay usable everywhere else)."""

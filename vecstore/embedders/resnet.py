@@ -16,7 +16,10 @@ from PIL import Image
 from ..errors import EmbedError, WeightsUnavailable
 from ..files import sha256_file
 from ..imagefile import OUT_OF_MEMORY
-from .base import Batch, SpaceInfo, open_image, to_rgb
+from ..params import EmbedOptions
+from .base import Batch, SpaceInfo
+from .prepare import DEVICE, HOST, Prepared, prepare_file, prepare_image
+from .tensors import IMAGENET_MEAN, IMAGENET_STD, input_batch
 
 # space name -> (torchvision architecture, last layer used, output dim)
 RESNETS: dict[str, tuple[str, str, int]] = {
@@ -26,8 +29,6 @@ RESNETS: dict[str, tuple[str, str, int]] = {
     "resnet50-layer3": ("resnet50", "layer3", 1024),
 }
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESSING = (
     "RGB 8-bit (gray/palette converted, alpha over black, 16-bit / 257), resize 256 bilinear "
     "antialias, center crop 224, ImageNet mean/std normalisation"
@@ -174,30 +175,34 @@ def optimize_for_cpu(model, example):
 
 
 class _FileDataset:
-    """Decodes and preprocesses in DataLoader workers; a bad file becomes an error string."""
+    """Reads and prepares files in DataLoader workers (vecstore.embedders.prepare); a bad file
+    becomes an error string."""
 
-    def __init__(self, items: Sequence[tuple[int, str]]) -> None:
+    def __init__(self, items: Sequence[tuple[int, str]], where: str) -> None:
         self.items = list(items)
-        self.transform = make_transform()
+        self.where = where
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
-        import torch
-
+    def __getitem__(self, i: int) -> tuple[int, Prepared | None, str]:
         image_id, path = self.items[i]
         try:
-            return image_id, self.transform(to_rgb(open_image(path))), ""
+            return image_id, prepare_file(path, self.where), ""
         except EmbedError as exc:
             err = str(exc)
         except MemoryError:  # one image too large for this machine: the others go on
             err = OUT_OF_MEMORY
         except OSError as exc:
             err = f"cannot read file: {exc.strerror or exc}"
-        except Exception as exc:  # a transform failing on odd content must not stop the run
+        except Exception as exc:  # preprocessing failing on odd content must not stop the run
             err = f"cannot preprocess image: {type(exc).__name__}: {exc}"
-        return image_id, torch.zeros(3, 224, 224), err
+        return image_id, None, err
+
+
+def _as_list(batch: list) -> list:
+    """DataLoader's collate: the items as they are (inputs of many sizes and kinds)."""
+    return batch
 
 
 def resolve_device(device: str) -> str:
@@ -212,33 +217,34 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def machine_defaults(device: str, cpus: int | None = None) -> tuple[int, int]:
+    """(batch size, decoding workers) for a device on this machine. On the CPU the network
+    is the bottleneck: one decoding worker keeps it fed, more would take its cores. A GPU
+    wants large batches and every core but the one that drives it decoding."""
+    cpus = cpus or os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return 256, max(1, cpus - 1)
+    return 32, 1
+
+
 class ResNetEmbedder:
-    def __init__(
-        self,
-        name: str,
-        weights: str | None = None,
-        device: str = "auto",
-        batch_size: int = 32,
-        workers: int | None = None,
-        precision: str = "fp32",
-    ) -> None:
+    def __init__(self, name: str, options: EmbedOptions | None = None) -> None:
         import torch
 
+        o = options or EmbedOptions()
         arch, layer, dim = RESNETS[name]
-        self.spec = weights_spec(weights)
+        self.spec = weights_spec(o.weights)
         net, sha = build_network(arch, self.spec)
-        self.device = resolve_device(device)
+        self.device = resolve_device(o.device)
         self.model = _feature_module(net, layer).eval().to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
-        self.batch_size = batch_size
-        # On the CPU the network is the bottleneck: one decoding worker keeps it fed, more
-        # would take cores from it. A GPU needs many decoders.
-        cpus = os.cpu_count() or 1
-        default_workers = min(8, max(1, cpus - 1)) if self.device.startswith("cuda") else 1
-        self.workers = workers if workers is not None else default_workers
+        batch_size, workers = machine_defaults(self.device)
+        self.batch_size = o.batch_size or batch_size
+        self.workers = o.workers if o.workers is not None else workers
+        self.precision = o.precision or "fp32"
+        on_host = o.preprocess == HOST or (o.preprocess == "auto" and self.device == "cpu")
+        self.where = HOST if on_host else DEVICE  # where the input is finished
         self._batch_model = None  # the optimised network, built on the first large job
-        self.precision = precision
-        self.transform = make_transform()
         self.info = SpaceInfo(
             name=name,
             model=arch,
@@ -248,11 +254,11 @@ class ResNetEmbedder:
             weights=self.spec,
             weights_random=self.spec.startswith("random"),
             weights_sha256=sha,
-            precision=precision,
+            precision=self.precision,
         )
 
     def _forward(self, batch, model=None) -> np.ndarray:
-        """float32 vectors of a batch, the network run in ``self.precision`` (autocast)."""
+        """float32 vectors of a normalised batch, the network run in ``self.precision``."""
         import torch
 
         with torch.inference_mode(), self._autocast():
@@ -273,7 +279,10 @@ class ResNetEmbedder:
         return torch.autocast(self.device.split(":")[0], dtype=dtype)
 
     def embed_image(self, img: Image.Image) -> np.ndarray:
-        return self._forward(self.transform(to_rgb(img)).unsqueeze(0))[0]
+        x, kept, failed = self._inputs([prepare_image(img, self.where)])
+        if failed:
+            raise EmbedError(failed[0][1])
+        return self._forward(x)[0]
 
     def _model_for(self, n_items: int):
         """The network for a job: traced and frozen on the CPU when the job is big enough
@@ -287,21 +296,39 @@ class ResNetEmbedder:
             self._batch_model = optimize_for_cpu(self.model, example)
         return self._batch_model
 
+    def _inputs(self, prepared: Sequence[Prepared]):
+        import torch
+
+        with torch.inference_mode():
+            return input_batch(prepared, self.device)
+
+    def embed_prepared(
+        self, items: Sequence[tuple[int, Prepared]], total: int = 0
+    ) -> Iterator[Batch]:
+        """Embed inputs prepared where the files were decoded (the scan's single decode),
+        batch by batch; ``total``: the size of the whole job (which model pays off)."""
+        model = self._model_for(max(total, len(items)))
+        for start in range(0, len(items), self.batch_size):
+            part = items[start : start + self.batch_size]
+            yield self._batch([i for i, _ in part], [p for _, p in part], model)
+
+    def _batch(self, ids: list[int], prepared: Sequence[Prepared], model) -> Batch:
+        x, kept, failed = self._inputs(prepared)
+        vecs = self._forward(x, model) if kept else np.zeros((0, self.info.dim), np.float32)
+        return [ids[j] for j in kept], vecs, [(ids[j], e) for j, e in failed]
+
     def embed_files(self, items: Sequence[tuple[int, str]]) -> Iterator[Batch]:
         from torch.utils.data import DataLoader
 
         loader = DataLoader(
-            _FileDataset(items),
+            _FileDataset(items, self.where),
             batch_size=self.batch_size,
             num_workers=self.workers if len(items) > self.batch_size else 0,
-            pin_memory=self.device.startswith("cuda"),
+            collate_fn=_as_list,
         )
         model = self._model_for(len(items))
-        for ids_t, x, errs in loader:
-            ids = [int(i) for i in ids_t]
-            good = [j for j, e in enumerate(errs) if not e]
-            failed = [(ids[j], errs[j]) for j in range(len(ids)) if errs[j]]
-            vecs = (
-                self._forward(x[good], model) if good else np.zeros((0, self.info.dim), np.float32)
-            )
-            yield [ids[j] for j in good], vecs, failed
+        for batch in loader:
+            unread = [(iid, err) for iid, p, err in batch if p is None]
+            ready = [(iid, p) for iid, p, _ in batch if p is not None]
+            ids, vecs, failed = self._batch([i for i, _ in ready], [p for _, p in ready], model)
+            yield ids, vecs, unread + failed

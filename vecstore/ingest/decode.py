@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import dicom
+from ..embedders.prepare import Prepared
 from ..errors import EmbedError
 from ..imagefile import DEFAULT_LIMITS, OUT_OF_MEMORY, decode_image, read_image_file
 from ..params import FileLimits
@@ -35,6 +36,7 @@ class Decoded:
     pixels_sha256: str | None = None  # of the decoded pixels: a re-save changes bytes, not this
     features: dict[str, Any] = field(default_factory=dict)  # space -> descriptor vector
     metadata: dict[str, Any] = field(default_factory=dict)  # what the file says (DICOM tags)
+    cnn_input: Prepared | None = None  # for the CNN spaces, from this same decode
 
 
 def read_and_decode(
@@ -42,12 +44,14 @@ def read_and_decode(
     features: dict[str, Callable] | None = None,
     limits: FileLimits = DEFAULT_LIMITS,
     frames: str = "middle",
+    prepare: Callable[[Any], Prepared] | None = None,
 ) -> list[Decoded]:
     """Read a file once, in chunks, within ``limits``: content hash, a full decode (upright)
-    that validates it, and the descriptor features of ``features`` (space name -> function of
-    the decoded image). Whatever goes wrong is this file's error, never the run's. One
-    Decoded, or with ``frames`` "all" one per frame of a multi-frame DICOM file (its path
-    vecstore.dicom.frame_path)."""
+    that validates it, and the features of ``features`` (space name -> function of the
+    decoded image), and with ``prepare`` (a function of it too) the CNN spaces' input, so that
+    a new file is decoded once. Whatever goes wrong is this
+    file's error, never the run's. One Decoded, or with ``frames`` "all" one per frame of a
+    multi-frame DICOM file (its path vecstore.dicom.frame_path)."""
     out = Decoded(found, error=found.error)
     if found.error:
         return [out]
@@ -63,15 +67,22 @@ def read_and_decode(
     if not data:
         out.error = "empty file (0 bytes)"
         return [out]
+    make = _Make(features or {}, prepare)
     if frames == "all" and dicom.is_dicom(data, found.path):
-        return _each_frame(out, data, features or {}, limits)
-    out.error = _decode(out, data, features or {}, limits)
+        return _each_frame(out, data, make, limits)
+    out.error = _decode(out, data, make, limits)
     return [out]
 
 
-def _decode(
-    out: Decoded, data: bytes, features: dict[str, Callable], limits: FileLimits
-) -> str | None:
+@dataclass
+class _Make:
+    """What is made from a decoded image: descriptor features, and maybe the CNN input."""
+
+    features: dict[str, Callable]
+    prepare: Callable[[Any], Prepared] | None
+
+
+def _decode(out: Decoded, data: bytes, make: _Make, limits: FileLimits) -> str | None:
     """Fill ``out`` with the image facts and features; the error, or None. A DICOM file's
     content hash is its pixel data's, and its tags are its metadata (vecstore.dicom)."""
     try:
@@ -80,15 +91,13 @@ def _decode(
             img, out.sha256, out.metadata = dcm.image, dcm.content_sha256, dcm.tags
         else:
             img = decode_image(data, limits)
-        _facts(out, img, features)
+        _facts(out, img, make)
     except Exception as exc:  # see _why
         return _why(exc)
     return None
 
 
-def _each_frame(
-    first: Decoded, data: bytes, features: dict[str, Callable], limits: FileLimits
-) -> list[Decoded]:
+def _each_frame(first: Decoded, data: bytes, make: _Make, limits: FileLimits) -> list[Decoded]:
     """One Decoded per frame of a DICOM file (a single-frame file: one, under its path);
     a file that cannot be decoded: one, with the error."""
     out: list[Decoded] = []
@@ -98,7 +107,7 @@ def _each_frame(
             path = dicom.frame_path(f.path, dcm.frame + 1) if dcm.frames > 1 else f.path
             res = Decoded(Found(path, f.size, f.mtime_ns), dcm.content_sha256, size=first.size)
             res.metadata = dcm.tags
-            _facts(res, dcm.image, features)
+            _facts(res, dcm.image, make)
             out.append(res)
     except Exception as exc:  # see _why
         first.error = _why(exc)
@@ -106,12 +115,14 @@ def _each_frame(
     return out
 
 
-def _facts(out: Decoded, img, features: dict[str, Callable]) -> None:
-    """The decoded image's size, mode and pixel hash, and its descriptor features."""
+def _facts(out: Decoded, img, make: _Make) -> None:
+    """The decoded image's size, mode and pixel hash, its descriptor features and CNN input."""
     out.width, out.height, out.mode = img.width, img.height, img.mode
     out.pixels_sha256 = pixels_sha256(img)
-    for name, fn in features.items():
+    for name, fn in make.features.items():
         out.features[name] = fn(img)
+    if make.prepare is not None:
+        out.cnn_input = make.prepare(img)
 
 
 def _why(exc: Exception) -> str:
@@ -150,11 +161,13 @@ class InlineExecutor(Executor):
         return map(fn, *iterables)
 
 
-def scan_pool(n_files: int) -> Executor:
-    """Processes for hashing, decoding and descriptors. fork is what torch's DataLoader uses
-    too; children never touch torch."""
-    workers = min(os.cpu_count() or 1, 8)
-    if n_files < POOL_MIN_FILES or workers < 2:
+def scan_pool(n_files: int, workers: int | None = None) -> Executor:
+    """Processes for hashing, decoding, descriptors and CNN inputs: ``workers`` of them
+    (None: one per core, up to 8; 0: none, all in the calling process, as for a handful of
+    files, where a pool costs more than it saves). fork is what torch's DataLoader uses too;
+    children never touch torch."""
+    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    if n_files < POOL_MIN_FILES or workers < 1:
         return InlineExecutor()
     try:
         fork = multiprocessing.get_context("fork")

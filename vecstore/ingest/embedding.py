@@ -5,10 +5,12 @@ lacks, batch by batch, each batch durable on its own."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..embedders import NAMES, Embedder, get_embedder, is_cnn
 from ..errors import BadInput, UnknownSpace
+from ..params import EmbedOptions
 from ..progress import progress_bar
 from ..results import SpaceEmbedStats
 
@@ -16,36 +18,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..db import Database
 
 
-def embedder_for(
-    db: Database,
-    name: str,
-    *,
-    weights: str | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    workers: int | None = None,
-    precision: str | None = None,
-) -> Embedder:
+def embedder_for(db: Database, name: str, options: EmbedOptions | None = None) -> Embedder:
     """Build the embedder of a space, holding an existing space to the weights and the
-    precision it was made with (``precision`` None: the recorded one, else fp32); ``weights``
-    is ignored for the descriptors, which take none."""
+    precision it was made with (``options.precision`` None: the recorded one, else fp32);
+    weights and precision are ignored for the descriptors, which take none and compute in
+    fp32."""
     if name not in NAMES:
         raise UnknownSpace(f"unknown space {name!r}; choose one of: {', '.join(NAMES)}")
+    options = options or EmbedOptions()
     existing = db.spaces.by_name(name)
-    weights = weights if is_cnn(name) else None
-    precision = precision if is_cnn(name) else None  # descriptors compute in fp32
+    weights, precision = (options.weights, options.precision) if is_cnn(name) else (None, None)
     if existing is not None and is_cnn(name):
         weights = _recorded_weights(name, existing.weights, weights)
     if existing is not None:
         precision = _recorded_precision(name, existing.precision, precision)
-    emb = get_embedder(
-        name,
-        weights=weights,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        precision=precision or "fp32",
-    )
+    held = replace(options, weights=weights, precision=precision or "fp32")
+    emb = get_embedder(name, held)
     if existing is not None:
         if existing.dim != emb.info.dim:
             raise BadInput(
@@ -95,6 +83,7 @@ def embed_space(db: Database, emb: Embedder, progress: bool) -> SpaceEmbedStats:
         device=getattr(emb, "device", "cpu"),
         weights=info.weights,
         weights_random=info.weights_random,
+        precision=info.precision,
     )
     with db.session() as s:
         space_id = db.spaces.ensure(s, info).id

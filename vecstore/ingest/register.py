@@ -4,7 +4,7 @@ not at all, so a killed ingest leaves a consistent store and the next run resume
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
@@ -17,6 +17,7 @@ from ..db.images import ChunkWrite
 from ..db.labels import Carry
 from ..embedders import is_cnn
 from ..embedders.classic import CLASSIC
+from ..embedders.prepare import Prepared, prepare_image
 from ..params import FileLimits
 from ..progress import progress_bar
 from ..results import IngestReport
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..db import Database
     from ..embedders import Embedder
+    from ..embedders.resnet import ResNetEmbedder
 
 COMMIT_EVERY = 256  # files per transaction
 
@@ -72,13 +74,29 @@ def register_files(
     report.missing = sorted(gone)
     reg = _Registrar(db, report, embedders, who, limits, frames)
     bar = progress_bar(len(found), "scan", progress)
-    with scan_pool(len(found)) as pool:
-        for start in range(0, len(found), COMMIT_EVERY):
-            chunk = found[start : start + COMMIT_EVERY]
-            reg.chunk(chunk, pool)
-            bar.update(len(chunk))
+    step = reg.chunk_size
+    with scan_pool(len(found), reg.pool_workers) as pool:
+        ahead: _Reading | None = None
+        for start in range(0, len(found), step):
+            reading = reg.read(found[start : start + step], pool)
+            if ahead is not None:  # the next chunk is read while this one is written
+                reg.write(ahead)
+                bar.update(len(ahead.chunk))
+            ahead = reading
+        if ahead is not None:
+            reg.write(ahead)
+            bar.update(len(ahead.chunk))
     bar.close()
     return reg.path_to_image
+
+
+@dataclass
+class _Reading:
+    """A chunk being read: its files, their known path rows, and the results to come."""
+
+    chunk: Sequence[Found]
+    known: dict[str, Row]
+    results: Iterator[list[Decoded]]
 
 
 def _rows_of(path: str, known: dict[str, Row], frames: bool) -> list[Row]:
@@ -111,8 +129,9 @@ class _Registrar:
         self.who = who  # who the labels carried to changed files are recorded for
         self.db = db
         self.report = report
-        # Descriptors are cheap: computed from the decode that validates the file, so a new
-        # file is read and decoded once. CNN spaces batch on their own in phase 2.
+        # Descriptors and the CNN input are made from the decode that validates the file, so
+        # a new file is read and decoded once; the CNNs embed each chunk's new images before
+        # it commits. Phase 2 embeds whatever is left (images from earlier runs, failures).
         self.space_ids: dict[str, int] = {}
         features: dict[str, Callable] = {}
         with db.session() as s:
@@ -121,35 +140,65 @@ class _Registrar:
                 if not is_cnn(emb.info.name):
                     features[emb.info.name] = CLASSIC[emb.info.name][0]  # picklable function
             s.commit()
-        self.work = partial(read_and_decode, features=features, limits=limits, frames=frames)
+        self.cnns = _fused([e for e in embedders if is_cnn(e.info.name)])
+        prepare = partial(prepare_image, where=self.cnns[0].where) if self.cnns else None
+        # the CNNs' decoding workers read the files (the main process runs the network), a
+        # CNN batch per chunk: the first vectors land early, a crash loses one batch
+        self.pool_workers = max((c.workers for c in self.cnns), default=None)
+        self.chunk_size = min([COMMIT_EVERY, *(c.batch_size for c in self.cnns)])
+        self.to_embed: list[tuple[int, Prepared]] = []  # the chunk's new images, for the CNNs
+        self.work = partial(
+            read_and_decode, features=features, limits=limits, frames=frames, prepare=prepare
+        )
         self.frames = frames
         self.next_id = db.images.next_id()
         self.path_to_image: dict[str, int] = {}
 
-    def chunk(self, chunk: Sequence[Found], pool: Executor) -> None:
+    def read(self, chunk: Sequence[Found], pool: Executor) -> _Reading:
+        """Start reading the files of a chunk that changed since they were recorded."""
         with self.db.session() as s:
             known = self._known(s, chunk)
-            todo = [
-                f
-                for f in chunk
-                if not self._unchanged(f, _rows_of(f.path, known, self.frames == "all"))
-            ]
-            if todo:
-                each = pool.map(self.work, todo, chunksize=max(1, len(todo) // 32))
-                results = [res for file_results in each for res in file_results]
-                shas = [r.sha256 for r in results if r.sha256]
-                by_sha = {
-                    sha: _Seen(r.id, r.sha256, r.status, r.path)
-                    for sha, r in self.db.images.by_shas(s, shas).items()
-                }
-                w = ChunkWrite()
-                for res in results:
-                    self._place(res, known.get(res.found.path), by_sha, w)
-                self.db.images.write_chunk(s, w)
-                source = f"ingest run {self.report.run_id}"
-                self.report.labels_carried += self.db.labels.carry(s, w.carry, self.who, source)
-                self.db.images.drop_pathless(s, w.left)
+        todo = [
+            f
+            for f in chunk
+            if not self._unchanged(f, _rows_of(f.path, known, self.frames == "all"))
+        ]
+        results = pool.map(self.work, todo, chunksize=max(1, len(todo) // 32)) if todo else []
+        return _Reading(chunk, known, iter(results))
+
+    def write(self, reading: _Reading) -> None:
+        """Place what a chunk's reading gave: rows, paths, labels carried, vectors (the CNN
+        spaces' too), committed together."""
+        results = [res for file_results in reading.results for res in file_results]
+        if not results:
+            return
+        with self.db.session() as s:
+            shas = [r.sha256 for r in results if r.sha256]
+            by_sha = {
+                sha: _Seen(r.id, r.sha256, r.status, r.path)
+                for sha, r in self.db.images.by_shas(s, shas).items()
+            }
+            w = ChunkWrite()
+            for res in results:
+                self._place(res, reading.known.get(res.found.path), by_sha, w)
+            self.db.images.write_chunk(s, w)
+            source = f"ingest run {self.report.run_id}"
+            self.report.labels_carried += self.db.labels.carry(s, w.carry, self.who, source)
+            self.db.images.drop_pathless(s, w.left)
+            self._embed_new(s)
             s.commit()  # rows, paths and vectors of a chunk land together or not at all
+
+    def _embed_new(self, s: Session) -> None:
+        """The CNN vectors of the chunk's new images, from the inputs the scan made; an image
+        a CNN cannot embed here is left to phase 2, which records why."""
+        todo, self.to_embed = self.to_embed, []
+        for cnn in self.cnns:
+            space_id = self.space_ids[cnn.info.name]
+            have = self.db.vectors.having(s, space_id, [i for i, _ in todo])
+            for ids, vecs, _ in cnn.embed_prepared([t for t in todo if t[0] not in have]):
+                self.db.vectors.add(s, space_id, ids, vecs)
+                name = cnn.info.name
+                self.report.scan_vectors[name] = self.report.scan_vectors.get(name, 0) + len(ids)
 
     def _known(self, s: Session, chunk: Sequence[Found]) -> dict[str, Row]:
         """The known path rows of the chunk's files (and, reading every frame, of their
@@ -300,6 +349,8 @@ class _Registrar:
         self._vectors(res, hit.id, w)
 
     def _vectors(self, res: Decoded, image_id: int, w: ChunkWrite) -> None:
+        if res.cnn_input is not None:
+            self.to_embed.append((image_id, res.cnn_input))
         for name, v in res.features.items():
             w.new_vectors.append(
                 {
@@ -309,3 +360,9 @@ class _Registrar:
                 }
             )
             self.report.scan_vectors[name] = self.report.scan_vectors.get(name, 0) + 1
+
+
+def _fused(cnns: list[ResNetEmbedder]) -> list[ResNetEmbedder]:
+    """The CNNs that embed from the scan's decode: those that take the first one's input
+    (one ingest's CNNs share their options, so all of them)."""
+    return [c for c in cnns if c.where == cnns[0].where] if cnns else []

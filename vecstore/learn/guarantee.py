@@ -16,7 +16,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import binom
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,8 @@ def recall_promise(pos_scores: np.ndarray, target: float, confidence: float) -> 
     s = np.sort(np.asarray(pos_scores, dtype=float))
     n = len(s)
     ks = np.arange(1, n + 1)
+    from scipy.stats import binom  # on first use: scipy.stats takes ~0.5 s to import
+
     holds = binom.sf(ks - 1, n, 1 - target)  # P(Binomial(n, 1 - target) >= k), k = 1..n
     ok = np.flatnonzero(holds >= confidence)
     needed = positives_needed(target, confidence)

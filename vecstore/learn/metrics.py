@@ -9,20 +9,27 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 NONE = "<none>"  # the prediction of an image no expert label reaches
 
 
+def _skm():
+    """scikit-learn's metrics, imported on first use: ~1 s that commands computing no
+    metric (ingest, query, export) do not pay."""
+    from sklearn import metrics
+
+    return metrics
+
+
 def purity(y_true: np.ndarray, clusters: np.ndarray) -> float:
     """Share of images whose cluster's majority label is their label."""
-    cm = skm.cluster.contingency_matrix(y_true, clusters)
+    cm = _skm().cluster.contingency_matrix(y_true, clusters)
     return float(cm.max(axis=0).sum() / cm.sum())
 
 
 def cluster_entropy(y_true: np.ndarray, clusters: np.ndarray) -> float:
     """Size-weighted mean entropy (nats) of the labels inside each cluster; 0 = pure clusters."""
-    cm = skm.cluster.contingency_matrix(y_true, clusters).astype(np.float64)
+    cm = _skm().cluster.contingency_matrix(y_true, clusters).astype(np.float64)
     sizes = cm.sum(axis=0)
     p = cm / np.where(sizes > 0, sizes, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -43,17 +50,17 @@ def clustering_metrics(
     out: dict[str, float] = {}
     if y_true is not None and len(y_true):
         out.update(
-            ami=float(skm.adjusted_mutual_info_score(y_true, clusters)),
-            ari=float(skm.adjusted_rand_score(y_true, clusters)),
-            homogeneity=float(skm.homogeneity_score(y_true, clusters)),
-            completeness=float(skm.completeness_score(y_true, clusters)),
-            v_measure=float(skm.v_measure_score(y_true, clusters)),
+            ami=float(_skm().adjusted_mutual_info_score(y_true, clusters)),
+            ari=float(_skm().adjusted_rand_score(y_true, clusters)),
+            homogeneity=float(_skm().homogeneity_score(y_true, clusters)),
+            completeness=float(_skm().completeness_score(y_true, clusters)),
+            v_measure=float(_skm().v_measure_score(y_true, clusters)),
             purity=purity(y_true, clusters),
             entropy=cluster_entropy(y_true, clusters),
         )
     if x is not None and 1 < len(np.unique(clusters)) < len(x):
         out["silhouette"] = float(
-            skm.silhouette_score(
+            _skm().silhouette_score(
                 x,
                 clusters,
                 metric="cosine",
@@ -137,7 +144,7 @@ def threshold_for_recall(
     the precision it costs. None when there is no positive."""
     if y_pos.sum() == 0:
         return None
-    precision, recall, thresholds = skm.precision_recall_curve(y_pos, score)
+    precision, recall, thresholds = _skm().precision_recall_curve(y_pos, score)
     ok = np.flatnonzero(recall[:-1] >= target)  # the last point has no threshold
     if len(ok) == 0:
         return RecallThreshold(0.0, 1.0, float(y_pos.mean()))
@@ -161,20 +168,20 @@ def classification_metrics(
     y_pred = np.asarray([NONE if p is None else p for p in y_pred], dtype=object)
     classes = list(classes)
     labels = classes + ([NONE] if (y_pred == NONE).any() else [])
-    p, r, f, s = skm.precision_recall_fscore_support(
+    p, r, f, s = _skm().precision_recall_fscore_support(
         y_true, y_pred, labels=classes, zero_division=0
     )
-    balanced = skm.recall_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)
+    balanced = _skm().recall_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)
     return ClassificationScores(
         n=int(len(y_true)),
-        accuracy=float(skm.accuracy_score(y_true, y_pred)),
+        accuracy=float(_skm().accuracy_score(y_true, y_pred)),
         balanced_accuracy=float(balanced),
         per_class=[
             ClassScore(c, float(p[i]), float(r[i]), float(f[i]), int(s[i]))
             for i, c in enumerate(classes)
         ],
         confusion_labels=labels,
-        confusion=skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        confusion=_skm().confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         positive=None
         if positive is None
         else positive_scores(y_true, y_pred, classes, proba, positive, target_recall),
@@ -197,18 +204,18 @@ def positive_scores(
     pred_pos = (y_pred == positive).astype(int)
     out = PositiveScores(
         label=positive,
-        recall=float(skm.recall_score(pos, pred_pos, zero_division=0)),
-        precision=float(skm.precision_score(pos, pred_pos, zero_division=0)),
-        f2=float(skm.fbeta_score(pos, pred_pos, beta=2, zero_division=0)),
+        recall=float(_skm().recall_score(pos, pred_pos, zero_division=0)),
+        precision=float(_skm().precision_score(pos, pred_pos, zero_division=0)),
+        f2=float(_skm().fbeta_score(pos, pred_pos, beta=2, zero_division=0)),
         missed=int(((pos == 1) & (pred_pos == 0)).sum()),
     )
     if proba is None:
         return out
     score = proba[:, classes.index(positive)]
     if 0 < pos.sum() < len(pos):
-        out.roc_auc = float(skm.roc_auc_score(pos, score))
+        out.roc_auc = float(_skm().roc_auc_score(pos, score))
     if pos.sum():
-        prec, rec, thr_pts = skm.precision_recall_curve(pos, score)
+        prec, rec, thr_pts = _skm().precision_recall_curve(pos, score)
         keep = np.unique(np.linspace(0, len(thr_pts) - 1, min(len(thr_pts), 200)).astype(int))
         out.pr_curve = {
             "precision": prec[keep].round(5).tolist(),
