@@ -156,16 +156,18 @@ def test_sigkill_mid_ingest_leaves_a_consistent_store_that_resumes(tmp_path):
     proc.wait()
     done = _count(store, sql)
     assert 8 <= done < n, done
+    # each chunk's images land with their vectors: no image is left half made
+    assert _count(store, "SELECT COUNT(*) FROM images") == done
 
     check = subprocess.run(_vecstore("check", store=store), capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "not embedded yet" in check.stdout  # the unfinished work is visible, not hidden
+    assert "store is consistent" in check.stdout and "not embedded yet" not in check.stdout
     resumed = subprocess.run(
         _vecstore("ingest", str(root), "--json", store=store), capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
     rep = json.loads(resumed.stdout)
-    assert rep["added"] == 0 and rep["unchanged"] == n
+    assert rep["added"] == n - done and rep["unchanged"] == done
     assert rep["embedded"][0]["embedded"] == n - done
     assert _count(store, "SELECT COUNT(*) FROM images") == n
     assert _count(store, "SELECT COUNT(*) FROM image_paths") == n
