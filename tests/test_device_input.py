@@ -217,3 +217,18 @@ def test_preprocess_device_is_recorded_and_agrees_with_the_host(scans, cli, stor
 def test_a_bad_preprocess_value_is_a_usage_error(cli, scans):
     r = cli("ingest", scans, "--preprocess", "gpu")
     assert r.exit_code == 2 and "gpu" in r.output and "Traceback" not in r.output
+
+
+def test_a_large_ingest_embeds_with_the_optimised_cpu_network(scans, cli, monkeypatch):
+    """The scan embeds a batch per chunk; the job is the whole ingest, so the traced network
+    (~1.2x on the CPU) is built once for it, as `embed` does for a large job."""
+    import vecstore.embedders.resnet as resnet
+
+    built: list[int] = []
+    real = resnet.optimize_for_cpu
+    monkeypatch.setattr(
+        resnet, "optimize_for_cpu", lambda *a: built.append(1) or real(*a)
+    )  # fmt: skip
+    r = cli("ingest", scans, "--space", "resnet18", "--weights", "random", "--batch-size", "2")
+    assert r.exit_code == 0, r.output
+    assert built == [1]

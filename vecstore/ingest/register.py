@@ -72,7 +72,7 @@ def register_files(
     files = {f.path for f in found}
     gone = (p for p in db.images.paths_under(root) if dicom.split_frame(p)[0] not in files)
     report.missing = sorted(gone)
-    reg = _Registrar(db, report, embedders, who, limits, frames)
+    reg = _Registrar(db, report, embedders, who, limits, frames, total=len(found))
     bar = progress_bar(len(found), "scan", progress)
     step = reg.chunk_size
     with scan_pool(len(found), reg.pool_workers) as pool:
@@ -125,6 +125,7 @@ class _Registrar:
         who: str,
         limits: FileLimits,
         frames: str = "middle",
+        total: int = 0,
     ) -> None:
         self.who = who  # who the labels carried to changed files are recorded for
         self.db = db
@@ -147,6 +148,7 @@ class _Registrar:
         self.pool_workers = max((c.workers for c in self.cnns), default=None)
         self.chunk_size = min([COMMIT_EVERY, *(c.batch_size for c in self.cnns)])
         self.to_embed: list[tuple[int, Prepared]] = []  # the chunk's new images, for the CNNs
+        self.total = total  # files in the ingest: the CNNs' job, of which a chunk is a batch
         self.work = partial(
             read_and_decode, features=features, limits=limits, frames=frames, prepare=prepare
         )
@@ -195,7 +197,8 @@ class _Registrar:
         for cnn in self.cnns:
             space_id = self.space_ids[cnn.info.name]
             have = self.db.vectors.having(s, space_id, [i for i, _ in todo])
-            for ids, vecs, _ in cnn.embed_prepared([t for t in todo if t[0] not in have]):
+            new = [t for t in todo if t[0] not in have]
+            for ids, vecs, _ in cnn.embed_prepared(new, total=self.total):
                 self.db.vectors.add(s, space_id, ids, vecs)
                 name = cnn.info.name
                 self.report.scan_vectors[name] = self.report.scan_vectors.get(name, 0) + len(ids)
