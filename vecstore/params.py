@@ -200,13 +200,7 @@ class EmbedOptions:
 
     def to_params(self) -> dict[str, Any]:
         """What a run records of them (the weights are the space's, recorded there)."""
-        return {
-            "device": self.device,
-            "batch_size": self.batch_size,
-            "workers": self.workers,
-            "precision": self.precision,
-            "preprocess": self.preprocess,
-        }
+        return {k: v for k, v in asdict(self).items() if k != "weights"}
 
 
 # what a multi-frame DICOM file gives: its middle frame, or each frame (`ingest --frames`)

@@ -217,13 +217,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def machine_defaults(device: str, cpus: int | None = None) -> tuple[int, int]:
+def machine_defaults(device: str) -> tuple[int, int]:
     """(batch size, decoding workers) for a device on this machine. On the CPU the network
     is the bottleneck: one decoding worker keeps it fed, more would take its cores. A GPU
     wants large batches and every core but the one that drives it decoding."""
-    cpus = cpus or os.cpu_count() or 1
     if device.startswith("cuda"):
-        return 256, max(1, cpus - 1)
+        return 256, max(1, (os.cpu_count() or 1) - 1)
     return 32, 1
 
 

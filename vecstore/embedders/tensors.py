@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import EmbedError
 from ..imagefile import decode_image
-from .prepare import CROP, RESIZE, Prepared, prepare_image
+from .prepare import CROP, DEVICE, RESIZE, Prepared, prepare_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,7 +80,7 @@ def _decode_jpegs(items: Sequence[Prepared], device: str, failed: list[tuple[int
             out[i] = _decode([d], device)[0]
         except RuntimeError:
             try:
-                pix = prepare_image(decode_image(items[i].data.tobytes()), "device").data
+                pix = prepare_image(decode_image(items[i].data.tobytes()), DEVICE).data
                 out[i] = _to_device(torch.from_numpy(pix), device).permute(2, 0, 1)
             except EmbedError as exc:
                 failed.append((i, str(exc)))

@@ -47,11 +47,11 @@ def read_and_decode(
     prepare: Callable[[Any], Prepared] | None = None,
 ) -> list[Decoded]:
     """Read a file once, in chunks, within ``limits``: content hash, a full decode (upright)
-    that validates it, and the features of ``features`` (space name -> function of the
-    decoded image), and with ``prepare`` (a function of it too) the CNN spaces' input, so that
-    a new file is decoded once. Whatever goes wrong is this
-    file's error, never the run's. One Decoded, or with ``frames`` "all" one per frame of a
-    multi-frame DICOM file (its path vecstore.dicom.frame_path)."""
+    that validates it, the features of ``features`` (space name -> function of the decoded
+    image) and with ``prepare`` (a function of it too) the CNN spaces' input, so that a new
+    file is decoded once. Whatever goes wrong is this file's error, never the run's. One
+    Decoded, or with ``frames`` "all" one per frame of a multi-frame DICOM file (its path
+    vecstore.dicom.frame_path)."""
     out = Decoded(found, error=found.error)
     if found.error:
         return [out]

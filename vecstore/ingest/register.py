@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..db import Database
     from ..embedders import Embedder
-    from ..embedders.resnet import ResNetEmbedder
 
 COMMIT_EVERY = 256  # files per transaction
 
@@ -141,7 +140,7 @@ class _Registrar:
                 if not is_cnn(emb.info.name):
                     features[emb.info.name] = CLASSIC[emb.info.name][0]  # picklable function
             s.commit()
-        self.cnns = _fused([e for e in embedders if is_cnn(e.info.name)])
+        self.cnns = [e for e in embedders if is_cnn(e.info.name)]  # one ingest: one `where`
         prepare = partial(prepare_image, where=self.cnns[0].where) if self.cnns else None
         # the CNNs' decoding workers read the files (the main process runs the network), a
         # CNN batch per chunk: the first vectors land early, a crash loses one batch
@@ -363,9 +362,3 @@ class _Registrar:
                 }
             )
             self.report.scan_vectors[name] = self.report.scan_vectors.get(name, 0) + 1
-
-
-def _fused(cnns: list[ResNetEmbedder]) -> list[ResNetEmbedder]:
-    """The CNNs that embed from the scan's decode: those that take the first one's input
-    (one ingest's CNNs share their options, so all of them)."""
-    return [c for c in cnns if c.where == cnns[0].where] if cnns else []
