@@ -1017,6 +1017,29 @@ def test_images_added_before_any_propagation_are_appended_as_a_rebuild_gives(tmp
         pd.testing.assert_frame_equal(grown.frame, st.review_table().frame)
 
 
+def test_an_ingest_that_adopts_imported_images_rebuilds_the_held_table(tmp_path):
+    """Images known from import-vectors get their content hash when an ingest first reads
+    their files (same ids, same count): a held table appended to would keep showing them
+    unread, so the table is rebuilt."""
+    from vecstore.store import Store
+
+    store, folder = tmp_path / "store", tmp_path / "scans"
+    for i in range(4):
+        _scan(folder / f"s{i}.png", i, i / 3)
+    x = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    pd.DataFrame({"file": [f"s{i}.png" for i in range(4)], "emb": list(x)}).to_parquet(
+        tmp_path / "e.parquet"
+    )
+    _cli(store, "import-vectors", tmp_path / "e.parquet", "--space", "gpu-model",
+         "--path-column", "file", "--vector-column", "emb", "--base", folder)  # fmt: skip
+    with Store.open(store) as st:
+        held = st.review_table()
+        assert held.frame["sha256"].isna().all()
+        _cli(store, "ingest", folder, "--space", "pixels")
+        assert st.review_table().frame["sha256"].notna().all()
+        assert st.with_new_images(held, st.review_mark()) is None
+
+
 def test_dicom_images_added_are_appended_with_their_metadata(tmp_path):
     """A DICOM file's tags are its metadata: an appended row carries them as a rebuild
     does (the image page shows them, the review queue filters on them)."""

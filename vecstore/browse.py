@@ -418,12 +418,13 @@ def with_new_images(db: Database, table: ReviewTable, mark: tuple) -> ReviewTabl
     rebuild would give when they are the only change, at the cost of the new rows instead
     of the whole table. Its label batches stay those of ``table`` (see
     with_expert_labels). None when more changed: a run other than an ingest (or one that
-    read metadata), an image gone or usable again."""
+    read metadata), an image gone, usable again or read for the first time."""
     runs = db.runs.done_after(table.mark[1])
     if any(r.kind not in GROWING_RUNS or (r.params or {}).get("metadata_csv") for r in runs):
         return None
     top = max(table.rows, default=0)
-    if db.images.usable_up_to(top) != (len(table.rows), sum(table.rows)):
+    unread = int(table.df["sha256"].isna().sum())
+    if db.images.usable_up_to(top) != (len(table.rows), sum(table.rows), unread):
         return None
     new = db.images.export_rows(after=top)
     grown = table.df

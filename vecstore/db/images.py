@@ -86,15 +86,17 @@ class ImageRepo:
             q = q.where(Image.status == "ok", Image.id > after)
             return list(s.execute(q.order_by(Image.id).limit(limit)).all())
 
-    def usable_up_to(self, image_id: int) -> tuple[int, int]:
-        """(how many, sum of their ids) of the usable images with an id up to ``image_id``:
-        compared with the same figures taken earlier, it tells whether one went or came
-        back since."""
-        (n, total), *_ = self.db.read(
-            "SELECT COUNT(*), COALESCE(SUM(id), 0) FROM images WHERE status = 'ok' AND id <= ?",
+    def usable_up_to(self, image_id: int) -> tuple[int, int, int]:
+        """(how many, sum of their ids, how many never read) of the usable images with an id
+        up to ``image_id``: compared with the same figures taken earlier, it tells whether one
+        went, came back, or was read for the first time (an image of import-vectors adopted
+        by an ingest: same id, now with its content hash) since."""
+        (n, total, unread), *_ = self.db.read(
+            "SELECT COUNT(*), COALESCE(SUM(id), 0), COUNT(*) - COUNT(sha256) FROM images "
+            "WHERE status = 'ok' AND id <= ?",
             (image_id,),
         )
-        return n, total
+        return n, total, unread
 
     def failures(self) -> list[tuple[str, str]]:
         """(path, reason) of the files that failed, and of the images a space could not
