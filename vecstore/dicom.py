@@ -94,6 +94,16 @@ def split_frame(path: str | os.PathLike[str]) -> tuple[str, int | None]:
     return (m.group(1), int(m.group(2))) if m else (str(path), None)
 
 
+def file_of(path: str | os.PathLike[str]) -> str:
+    """The file behind an image's path: a frame's DICOM file, else the path itself."""
+    return split_frame(path)[0]
+
+
+def file_exists(path: str | os.PathLike[str]) -> bool:
+    """Whether the file behind an image's path (``file_of``) is on disk."""
+    return os.path.exists(file_of(path))
+
+
 def decode_dicom(data: bytes, max_pixels: int, number: int | None = None) -> DicomImage:
     """The image a DICOM file shows (see the module's docstring): the middle frame, or frame
     ``number`` (from 1) as an image of its own; an EmbedError that says why when it holds

@@ -106,7 +106,7 @@ def read_image_file(
     chunks."""
     h, parts = hashlib.sha256(), []
     try:
-        with open_regular(dicom.split_frame(path)[0], limits) as f:
+        with open_regular(dicom.file_of(path), limits) as f:
             for chunk in _chunks(f, limits):
                 h.update(chunk)
                 parts.append(chunk)

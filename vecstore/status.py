@@ -3,7 +3,6 @@ integrity, its rows against the FAISS index files, and its paths against the dis
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,7 +116,7 @@ def damaged(path: Path, detail: str) -> str:
 def _check_files(db: Database, rep: CheckReport) -> None:
     missing, missing_imported = [], 0
     for p, sha, status in db.images.files():
-        if os.path.exists(dicom.split_frame(p)[0]):  # a frame's file
+        if dicom.file_exists(p):  # a frame's file
             continue
         if sha is None and status == "ok":
             missing_imported += 1  # vectors imported from elsewhere: files need not be here

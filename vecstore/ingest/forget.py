@@ -32,7 +32,7 @@ def forget(
     when an image that would go carries an expert label, unless ``drop_labels``."""
     paths = _known_paths(db, targets)
     if missing_only:
-        paths = {p for p in paths if not os.path.exists(dicom.split_frame(p)[0])}
+        paths = {p for p in paths if not dicom.file_exists(p)}
     owners = db.images.owners(sorted(paths))
     doomed = db.images.left_without_paths(owners)
     labeled = db.labels.current(sorted(doomed))

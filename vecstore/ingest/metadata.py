@@ -75,7 +75,7 @@ def match(meta: Metadata, root: str, path_to_image: dict[str, int]) -> MetadataM
     """Join the rows to the images found under ``root`` (the frames of a file: to its row)."""
     by_key: dict[str, list[int]] = {}
     for image_path, iid in path_to_image.items():
-        path = dicom.split_frame(image_path)[0]  # a frame takes its file's row
+        path = dicom.file_of(image_path)  # a frame takes its file's row
         keys = (
             {path, os.path.relpath(path, root)} if meta.by == "path" else {os.path.basename(path)}
         )

@@ -69,7 +69,7 @@ def register_files(
     check([f.path for f in found])
     report.scanned = len(found)
     files = {f.path for f in found}
-    gone = (p for p in db.images.paths_under(root) if dicom.split_frame(p)[0] not in files)
+    gone = (p for p in db.images.paths_under(root) if dicom.file_of(p) not in files)
     report.missing = sorted(gone)
     reg = _Registrar(db, report, embedders, who, limits, frames, total=len(found))
     bar = progress_bar(len(found), "scan", progress)

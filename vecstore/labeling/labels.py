@@ -27,7 +27,7 @@ SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 def resolve_image(db: Database, target: str) -> int:
     """An image id from a path (a frame's: FILE#frame=N; or identical bytes), a sha256 or
     an id number."""
-    if os.path.exists(dicom.split_frame(target)[0]):
+    if dicom.file_exists(target):
         img = db.images.by_path(target) or db.images.by_sha(_sha256(target))
         if img is not None:
             return img.id

@@ -92,7 +92,7 @@ def _among(db: Database, where: Sequence[tuple[str, str]]) -> np.ndarray:
 def _stored_image(db: Database, path: str) -> int | None:
     """The id of the usable stored image at ``path`` (a file's, or a frame's: FILE#frame=N)
     or with the same bytes, else None."""
-    if not os.path.exists(dicom.split_frame(path)[0]):
+    if not dicom.file_exists(path):
         raise BadInput(f"query image not found: {path}")
     img = db.images.by_path(path)
     if img is None:  # same bytes under another path count as the same image

@@ -252,7 +252,7 @@ def _other_routes(app: FastAPI, service: ReviewService) -> None:
 
 def _file(service: ReviewService, image_id: int) -> str:
     path = service.store.image_file(image_id)
-    if not os.path.exists(dicom.split_frame(path)[0]):  # a frame: its file
+    if not dicom.file_exists(path):  # a frame: its file
         raise UnknownImage(f"the file of image {image_id} is missing on disk: {path}")
     return path
 
