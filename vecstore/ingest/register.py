@@ -98,13 +98,14 @@ class _Reading:
     results: Iterator[list[Decoded]]
 
 
-def _rows_of(path: str, known: dict[str, Row], frames: bool) -> list[Row]:
-    """The known rows of a file: its path's, else (``frames``) its frames'
-    (vecstore.dicom.frame_path)."""
-    if path in known or not frames:
-        return [known[path]] if path in known else []
-    mark = path + dicom.FRAME_MARK
-    return [k for p, k in known.items() if p.startswith(mark)]
+def _frames_by_file(known: dict[str, Row]) -> dict[str, list[Row]]:
+    """file -> the known rows of its frames (vecstore.dicom.frame_path), grouped once."""
+    out: dict[str, list[Row]] = {}
+    for path, k in known.items():
+        file, number = dicom.split_frame(path)
+        if number is not None:
+            out.setdefault(file, []).append(k)
+    return out
 
 
 def _imported_only(k: Row | None) -> bool:
@@ -159,10 +160,14 @@ class _Registrar:
         """Start reading the files of a chunk that changed since they were recorded."""
         with self.db.session() as s:
             known = self._known(s, chunk)
+        frames = _frames_by_file(known) if self.frames == "all" else {}
+        # a file's known rows: its path's, else (reading every frame) its frames'
         todo = [
             f
             for f in chunk
-            if not self._unchanged(f, _rows_of(f.path, known, self.frames == "all"))
+            if not self._unchanged(
+                f, [known[f.path]] if f.path in known else frames.get(f.path, [])
+            )
         ]
         results = pool.map(self.work, todo, chunksize=max(1, len(todo) // 32)) if todo else []
         return _Reading(chunk, known, iter(results))
