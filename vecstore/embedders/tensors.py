@@ -35,7 +35,7 @@ def input_batch(items: Sequence[Prepared], device: str):
     whole = _decode_jpegs(items, device, failed)
     for i, p in enumerate(items):
         if p.kind == "pixels":
-            whole[i] = _to_device(torch.from_numpy(p.data), device).permute(2, 0, 1)
+            whole[i] = _pixels_on(p.data, device)
     done.update(_resize_and_crop(whole))
     kept = sorted(done)
     if not kept:
@@ -60,6 +60,13 @@ def _to_device(t, device: str):
     return t
 
 
+def _pixels_on(pixels: np.ndarray, device: str):
+    """H x W x 3 uint8 host pixels as 3 x H x W on the device."""
+    import torch
+
+    return _to_device(torch.from_numpy(pixels), device).permute(2, 0, 1)
+
+
 def _decode_jpegs(items: Sequence[Prepared], device: str, failed: list[tuple[int, str]]):
     """position -> 3 x H x W uint8 on the device of the JPEG items, decoded in one batch;
     when the batch fails, one by one, and what the device cannot decode, by PIL on the host
@@ -81,7 +88,7 @@ def _decode_jpegs(items: Sequence[Prepared], device: str, failed: list[tuple[int
         except RuntimeError:
             try:
                 pix = prepare_image(decode_image(items[i].data.tobytes()), DEVICE).data
-                out[i] = _to_device(torch.from_numpy(pix), device).permute(2, 0, 1)
+                out[i] = _pixels_on(pix, device)
             except EmbedError as exc:
                 failed.append((i, str(exc)))
     return out
