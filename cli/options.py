@@ -3,6 +3,7 @@ library's parameter objects (PropagationParams, ClusterParams, EvaluationParams.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable
@@ -75,7 +76,7 @@ def device_option(help: str = "Where CNNs run.") -> Callable[[F], F]:
     )
 
 
-EMBEDDING_FIELDS = ("weights", "device", "batch_size", "workers", "precision", "preprocess")
+EMBEDDING_FIELDS = tuple(f.name for f in dataclasses.fields(EmbedOptions))  # one option each
 
 
 def embedding_options(f: F) -> F:
@@ -120,7 +121,7 @@ def embedding_options(f: F) -> F:
         click.option(
             "--preprocess",
             type=click.Choice(PREPROCESS),
-            default="auto",
+            default=EmbedOptions.preprocess,
             show_default=True,
             help="Where a CNN's input is resized, cropped and normalised: host (PIL, the "
             "reference) or device (JPEG decoded there too; on CUDA by nvJPEG). auto: device "
