@@ -290,12 +290,15 @@ def test_hot_path_reads_use_one_connection_per_thread_all_closed_with_the_store(
     database = Database(tmp_path / "vecstore.db")
     database.migrate()
     seen: dict[str, object] = {}
+    both_alive = threading.Barrier(2)  # an ended thread's ident (and idle reader) may be reused
 
-    def read(name: str) -> None:
+    def read(name: str, barrier: threading.Barrier | None = None) -> None:
         assert database.read("SELECT count(*) FROM sqlite_master WHERE name = 't'") == [(0,)]
         seen[name] = database._reader()
+        if barrier is not None:
+            barrier.wait(timeout=30)
 
-    threads = [threading.Thread(target=read, args=(n,)) for n in ("a", "b")]
+    threads = [threading.Thread(target=read, args=(n, both_alive)) for n in ("a", "b")]
     for t in threads:
         t.start()
     for t in threads:

@@ -71,7 +71,9 @@ class Connections:
     def _reader(self) -> sqlite3.Connection:
         """This thread's read connection, opened on its first read. Outside the engine's pool
         (a service runs more threads than it holds) and never shared: one sqlite3 connection
-        runs one statement at a time, so threads sharing one queued behind each other."""
+        runs one statement at a time, so threads sharing one queued behind each other. Keyed
+        by thread ident: a new thread given an ended thread's ident takes over its idle reader,
+        which keeps their number to the threads alive at once."""
         thread = threading.get_ident()
         conn = self._readers.get(thread)
         if conn is None:
