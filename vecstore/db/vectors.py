@@ -4,9 +4,9 @@ move in seconds."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select
@@ -153,13 +153,11 @@ class VectorRepo:
 
     def having(self, s: Session, space_id: int, ids: Sequence[int]) -> set[int]:
         """Those of ``ids`` that have a vector in a space, as session ``s`` sees them."""
-        have: set[int] = set()
-        for part in in_chunks(list(ids)):
-            q = select(Vector.image_id).where(
-                Vector.space_id == space_id, Vector.image_id.in_(part)
-            )
-            have.update(s.scalars(q))
-        return have
+        s.flush()  # what the session holds pending counts, as an ORM query's autoflush would
+        conn = s.connection()
+        return _with_vector(
+            lambda sql, p: conn.exec_driver_sql(sql, tuple(p)).fetchall(), space_id, list(ids)
+        )
 
     def record_failures(self, s: Session, space_id: int, failed: Sequence[tuple[int, str]]) -> None:
         """The images a space could not embed this time, and why (the next embed tries
@@ -196,7 +194,9 @@ class VectorRepo:
         counts = ImportCounts()
         with self.db.raw() as raw:
             known = path_owners(lambda sql, p: raw.execute(sql, p).fetchall(), paths)
-            have = _with_vector(raw, space_id, list(known.values()))
+            have = _with_vector(
+                lambda sql, p: raw.execute(sql, p).fetchall(), space_id, list(known.values())
+            )
             now = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DATETIME format
             images, path_rows, vec_rows = [], [], []
             for p, v in zip(paths, x):
@@ -216,12 +216,16 @@ class VectorRepo:
         return counts, next_id
 
 
-def _with_vector(raw, space_id: int, ids: list[int]) -> set[int]:
+def _with_vector(
+    read: Callable[[str, Sequence[Any]], list], space_id: int, ids: list[int]
+) -> set[int]:
+    """Those of ``ids`` with a vector in a space; ``read(sql, params)`` runs on whichever
+    connection the caller holds, as in ``path_owners``."""
     have: set[int] = set()
     for part in in_chunks(ids):
         marks = ",".join("?" * len(part))
         sql = f"SELECT image_id FROM vectors WHERE space_id = ? AND image_id IN ({marks})"
-        have.update(r[0] for r in raw.execute(sql, [space_id, *part]))
+        have.update(r[0] for r in read(sql, [space_id, *part]))
     return have
 
 
