@@ -757,6 +757,25 @@ def test_a_failing_job_is_reported_and_the_service_goes_on(fresh):
     assert r.status_code == 202 and _wait_job(c, r.json()["id"])["state"] == "done"
 
 
+def test_a_job_is_over_only_once_its_store_has_given_the_write_lock_back(fresh, monkeypatch):
+    """A job was reported done (or failed) before its store was closed: a reviewer who started
+    the next one at that moment got 409 "busy: serve: cluster running". Expected: once a job
+    reads as ended, the next one starts."""
+    close = service_module.Store.close
+
+    def slow_close(store) -> None:
+        time.sleep(0.3)  # a close that takes a moment (a checkpoint, a slow disk)
+        close(store)
+
+    monkeypatch.setattr(service_module.Store, "close", slow_close)
+    c = fresh.c
+    r = c.post("/api/jobs", json={"kind": "cluster", "space": "nosuchspace"}, headers=WRITE)
+    assert _wait_job(c, r.json()["id"])["state"] == "failed"
+    r = c.post("/api/jobs", json={"kind": "cluster"}, headers=WRITE)
+    assert r.status_code == 202, r.json()
+    assert _wait_job(c, r.json()["id"])["state"] == "done"
+
+
 # ---- the guard ---------------------------------------------------------------------------------
 def test_token(built):
     with _client(built.store, token="s3cret") as c:

@@ -295,17 +295,23 @@ class ReviewService:
         return lambda: store.evaluate(space, EvaluationParams(positive=positive))
 
     def _run(self, job: Job, store: Store, work: Callable[[], Any]) -> None:
+        """Run a job's work, then close its store, and only then say it ended: a job read as
+        ended has given the write lock back, so the next one can start."""
+        result, state, message = None, "failed", ""
         try:
             out = work()
-            job.result = out.to_dict() if hasattr(out, "to_dict") else None
-            job.state, job.message = "done", f"{job.kind} done"
+            result = out.to_dict() if hasattr(out, "to_dict") else None
+            state, message = "done", f"{job.kind} done"
         except VecstoreError as exc:
-            job.state, job.message = "failed", str(exc)
+            message = str(exc)
         except Exception as exc:  # a job's own failure is reported, the server goes on
-            job.state, job.message = "failed", f"{type(exc).__name__}: {exc}"
+            message = f"{type(exc).__name__}: {exc}"
         finally:
-            job.ended = time.time()
-            store.close()
+            try:
+                store.close()
+            finally:  # even a close that fails ends the job
+                job.result, job.message, job.ended = result, message, time.time()
+                job.state = state  # last: what a poll reads as "ended" is whole
 
     def jobs(self) -> list[Job]:
         return sorted(self._jobs.values(), key=lambda j: -j.id)
