@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
+import socket
 
 import numpy as np
 import pytest
@@ -113,13 +112,16 @@ def test_weights_file_for_another_network_is_refused(tmp_path):
 
 def test_pretrained_weights_offline_say_how_to_supply_them(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    lookups: list[str] = []
 
-    def offline(*a, **k):
-        raise urllib.error.URLError("no network")
+    def offline(host, *a, **k):  # below every urlopen (torch.hub holds its own name for it)
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "no network")
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
     with pytest.raises(WeightsUnavailable) as err:
         get_embedder("resnet18")
+    assert lookups == ["download.pytorch.org"]  # the download was tried, and went nowhere
     msg = str(err.value)
     assert "resnet18-f37072fd.pth" in msg and str(tmp_path / "torch-home") in msg
     assert "--weights PATH" in msg and "--weights random" in msg
