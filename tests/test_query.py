@@ -274,10 +274,12 @@ def test_an_index_is_changed_only_when_no_search_runs_on_it():
     changer = threading.Thread(target=sync)
     changer.start()
     assert sync_waits.wait(5)
-    time.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while lock._waiting != 1 and time.monotonic() < deadline:  # the sync waits on the lock
+        time.sleep(0.001)
     later = threading.Thread(target=search, args=("b",))
     later.start()
-    time.sleep(0.05)
+    time.sleep(0.05)  # time for b to come in, were it let in
     assert log == ["a in"]  # the sync waits for a; b waits behind the sync
     release.set()
     for t in (first, changer, later):
