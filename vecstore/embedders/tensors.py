@@ -84,14 +84,20 @@ def _decode_jpegs(items: Sequence[Prepared], device: str, failed: list[tuple[int
     out = {}
     for i, d in zip(at, data, strict=True):
         try:
-            out[i] = _decode([d], device)[0]
-        except RuntimeError:
-            try:
-                pix = prepare_image(decode_image(items[i].data.tobytes()), DEVICE).data
-                out[i] = _pixels_on(pix, device)
-            except EmbedError as exc:
-                failed.append((i, str(exc)))
+            out[i] = _one_jpeg(d, device)
+        except EmbedError as exc:
+            failed.append((i, str(exc)))
     return out
+
+
+def _one_jpeg(data, device: str):
+    """One JPEG's 3 x H x W uint8 on the device: decoded there, else by PIL on the host (an
+    EmbedError that says why when PIL cannot either)."""
+    try:
+        return _decode([data], device)[0]
+    except RuntimeError:
+        pixels = prepare_image(decode_image(data.numpy().tobytes()), DEVICE).data
+        return _pixels_on(pixels, device)
 
 
 def _decode(data: list, device: str) -> list:
