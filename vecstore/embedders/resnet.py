@@ -18,7 +18,7 @@ from ..files import sha256_file
 from ..imagefile import OUT_OF_MEMORY
 from ..params import EmbedOptions
 from .base import Batch, SpaceInfo
-from .prepare import DEVICE, HOST, Prepared, prepare_file, prepare_image
+from .prepare import CROP, DEVICE, HOST, RESIZE, Prepared, prepare_file, prepare_image
 from .tensors import IMAGENET_MEAN, IMAGENET_STD, input_batch
 
 # space name -> (torchvision architecture, last layer used, output dim)
@@ -141,12 +141,15 @@ def _feature_module(net, layer: str):
 
 
 def make_transform():
+    """torchvision's own preprocessing of a PIL image (PREPROCESSING), which vecstore no
+    longer runs: the reference the host and device inputs are held to (the tests,
+    bench/precision.py)."""
     from torchvision import transforms as T
 
     return T.Compose(
         [
-            T.Resize(256, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-            T.CenterCrop(224),
+            T.Resize(RESIZE, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.CenterCrop(CROP),
             T.ToTensor(),
             T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
