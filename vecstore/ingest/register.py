@@ -75,18 +75,23 @@ def register_files(
     bar = progress_bar(len(found), "scan", progress)
     step = reg.chunk_size
     with scan_pool(len(found), reg.pool_workers) as pool:
-        ahead: _Reading | None = None
-        for start in range(0, len(found), step):
-            reading = reg.read(found[start : start + step], pool)
-            if ahead is not None:  # the next chunk is read while this one is written
-                reg.write(ahead)
-                bar.update(len(ahead.chunk))
-            ahead = reading
-        if ahead is not None:
-            reg.write(ahead)
-            bar.update(len(ahead.chunk))
+        readings = (reg.read(found[i : i + step], pool) for i in range(0, len(found), step))
+        for reading in _one_ahead(readings):  # the next chunk is read while this one is written
+            reg.write(reading)
+            bar.update(len(reading.chunk))
     bar.close()
     return reg.path_to_image
+
+
+def _one_ahead(items: Iterator[_Reading]) -> Iterator[_Reading]:
+    """Each item of ``items`` once the next one has been drawn (started)."""
+    ahead: _Reading | None = None
+    for item in items:
+        if ahead is not None:
+            yield ahead
+        ahead = item
+    if ahead is not None:
+        yield ahead
 
 
 @dataclass
