@@ -47,20 +47,21 @@ def clustering_metrics(
 ) -> dict[str, float]:
     """AMI, ARI, homogeneity, completeness, V-measure, purity, entropy against the known labels
     (when given) and the cosine silhouette (on a sample for large n, when vectors are given)."""
+    skm = _skm()
     out: dict[str, float] = {}
     if y_true is not None and len(y_true):
         out.update(
-            ami=float(_skm().adjusted_mutual_info_score(y_true, clusters)),
-            ari=float(_skm().adjusted_rand_score(y_true, clusters)),
-            homogeneity=float(_skm().homogeneity_score(y_true, clusters)),
-            completeness=float(_skm().completeness_score(y_true, clusters)),
-            v_measure=float(_skm().v_measure_score(y_true, clusters)),
+            ami=float(skm.adjusted_mutual_info_score(y_true, clusters)),
+            ari=float(skm.adjusted_rand_score(y_true, clusters)),
+            homogeneity=float(skm.homogeneity_score(y_true, clusters)),
+            completeness=float(skm.completeness_score(y_true, clusters)),
+            v_measure=float(skm.v_measure_score(y_true, clusters)),
             purity=purity(y_true, clusters),
             entropy=cluster_entropy(y_true, clusters),
         )
     if x is not None and 1 < len(np.unique(clusters)) < len(x):
         out["silhouette"] = float(
-            _skm().silhouette_score(
+            skm.silhouette_score(
                 x,
                 clusters,
                 metric="cosine",
@@ -164,24 +165,25 @@ def classification_metrics(
     """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix; with a
     positive class: its recall, precision, F2, ROC-AUC and the threshold for target_recall.
     A missing prediction (None) counts as wrong."""
+    skm = _skm()
     y_true = np.asarray(y_true, dtype=object)
     y_pred = np.asarray([NONE if p is None else p for p in y_pred], dtype=object)
     classes = list(classes)
     labels = classes + ([NONE] if (y_pred == NONE).any() else [])
-    p, r, f, s = _skm().precision_recall_fscore_support(
+    p, r, f, s = skm.precision_recall_fscore_support(
         y_true, y_pred, labels=classes, zero_division=0
     )
-    balanced = _skm().recall_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)
+    balanced = skm.recall_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)
     return ClassificationScores(
         n=int(len(y_true)),
-        accuracy=float(_skm().accuracy_score(y_true, y_pred)),
+        accuracy=float(skm.accuracy_score(y_true, y_pred)),
         balanced_accuracy=float(balanced),
         per_class=[
             ClassScore(c, float(p[i]), float(r[i]), float(f[i]), int(s[i]))
             for i, c in enumerate(classes)
         ],
         confusion_labels=labels,
-        confusion=_skm().confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        confusion=skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         positive=None
         if positive is None
         else positive_scores(y_true, y_pred, classes, proba, positive, target_recall),
@@ -198,24 +200,25 @@ def positive_scores(
 ) -> PositiveScores:
     """The scores of the positive class; with probabilities, ROC-AUC, the precision-recall
     curve and the threshold that reaches ``target_recall``."""
+    skm = _skm()
     if positive not in classes:
         raise ValueError(f"positive class {positive!r} is not one of {classes}")
     pos = (y_true == positive).astype(int)
     pred_pos = (y_pred == positive).astype(int)
     out = PositiveScores(
         label=positive,
-        recall=float(_skm().recall_score(pos, pred_pos, zero_division=0)),
-        precision=float(_skm().precision_score(pos, pred_pos, zero_division=0)),
-        f2=float(_skm().fbeta_score(pos, pred_pos, beta=2, zero_division=0)),
+        recall=float(skm.recall_score(pos, pred_pos, zero_division=0)),
+        precision=float(skm.precision_score(pos, pred_pos, zero_division=0)),
+        f2=float(skm.fbeta_score(pos, pred_pos, beta=2, zero_division=0)),
         missed=int(((pos == 1) & (pred_pos == 0)).sum()),
     )
     if proba is None:
         return out
     score = proba[:, classes.index(positive)]
     if 0 < pos.sum() < len(pos):
-        out.roc_auc = float(_skm().roc_auc_score(pos, score))
+        out.roc_auc = float(skm.roc_auc_score(pos, score))
     if pos.sum():
-        prec, rec, thr_pts = _skm().precision_recall_curve(pos, score)
+        prec, rec, thr_pts = skm.precision_recall_curve(pos, score)
         keep = np.unique(np.linspace(0, len(thr_pts) - 1, min(len(thr_pts), 200)).astype(int))
         out.pr_curve = {
             "precision": prec[keep].round(5).tolist(),
