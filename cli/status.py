@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from vecstore.params import FP32
+
 from .context import Ctx
 from .options import output_option
 from .output import emit_json, emit_rows, table
@@ -43,7 +45,7 @@ def info(obj: Ctx, show_failed: bool, fmt: str) -> None:
                 "vectors": s.vectors,
                 "weights": s.weights
                 + (" (RANDOM)" if s.weights_random else "")
-                + ("" if s.precision == "fp32" else f", {s.precision}"),
+                + ("" if s.precision == FP32 else f", {s.precision}"),
                 "transform": s.transform,
                 "index": _index_cell(s),
             }

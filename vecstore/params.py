@@ -176,6 +176,7 @@ class EvaluationParams:
 # the numeric precision of a CNN's forward pass (`--precision`): float32, or autocast to
 # bfloat16 / float16 (faster on GPUs with tensor cores; vectors within cosine 0.999 of fp32)
 PRECISIONS = ("fp32", "bf16", "fp16")
+FP32 = PRECISIONS[0]  # the default, and the only precision of the descriptors
 
 # where a CNN's input is made from the decoded image (`--preprocess`): on the host (PIL resize
 # and crop, the reference), on the device (uint8 pixels sent as they are, JPEG decoded there

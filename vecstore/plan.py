@@ -15,7 +15,7 @@ from .errors import BadInput
 from .labeling.labels import classes as store_classes
 from .learn.curves import CurveFit
 from .learn.guarantee import positives_needed
-from .params import PlanRequest
+from .params import FP32, PlanRequest
 from .results import ComputeOption, Plan, QualityEstimate, StoragePlan
 from .search.choice import choose_index
 
@@ -49,7 +49,7 @@ def measured_throughput(db: Database, space: str) -> dict[RateKey, MeasuredRate]
             if e.get("space") != space or not e.get("embedded") or not e.get("images_per_s"):
                 continue
             dev = "cuda" if str(e.get("device", "cpu")).startswith("cuda") else "cpu"
-            key = (dev, str(e.get("precision") or "fp32"))
+            key = (dev, str(e.get("precision") or FP32))
             if e["embedded"] > (best[key].images if key in best else 0):
                 best[key] = MeasuredRate(float(e["images_per_s"]), int(e["embedded"]), run.id)
     return best
@@ -66,7 +66,7 @@ def _embed_entries(run: Run) -> list[dict[str, Any]]:
             "embedded": st.get("embedded", 0),
             "images_per_s": st.get("images_per_s", 0),
             "device": st.get("device", "cpu"),
-            "precision": st.get("precision", "fp32"),
+            "precision": st.get("precision"),  # none recorded before precision was
         }
     ]
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import BadInput, UnknownSpace
-from ..params import PRECISIONS, PREPROCESS, EmbedOptions
+from ..params import FP32, PRECISIONS, PREPROCESS, EmbedOptions
 from .base import Batch, Embedder, SpaceInfo, open_image, to_gray, to_rgb
 from .classic import CLASSIC, ClassicEmbedder
 
@@ -47,7 +47,7 @@ def _check(name: str, o: EmbedOptions) -> None:
         raise BadInput(f"workers must be 0 (decode in the main process) or more, not {o.workers}")
     if name in CLASSIC and o.weights not in (None, "none"):
         raise UnknownSpace(f"space {name!r} is a classical descriptor and takes no --weights")
-    if name in CLASSIC and o.precision not in (None, "fp32"):
+    if name in CLASSIC and o.precision not in (None, FP32):
         raise BadInput(f"space {name!r} is a classical descriptor: it computes in fp32 only")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..imagefile import DEFAULT_LIMITS, decode_image, open_image_file
-from ..params import FileLimits
+from ..params import FP32, FileLimits
 
 # A batch from an embedder: the ids it embedded, their vectors (len(ids) x dim, float32) and
 # the (id, reason) of the items it could not embed.
@@ -30,7 +30,7 @@ class SpaceInfo:
     weights: str = "none"
     weights_random: bool = False
     weights_sha256: str | None = None
-    precision: str = "fp32"  # of the forward pass (vecstore.params.PRECISIONS)
+    precision: str = FP32  # of the forward pass (vecstore.params.PRECISIONS)
 
 
 class Embedder(Protocol):

@@ -16,7 +16,7 @@ from PIL import Image
 from ..errors import EmbedError, WeightsUnavailable
 from ..files import sha256_file
 from ..imagefile import OUT_OF_MEMORY
-from ..params import EmbedOptions
+from ..params import FP32, EmbedOptions
 from .base import Batch, SpaceInfo
 from .prepare import CROP, DEVICE, HOST, RESIZE, Prepared, prepare_file, prepare_image
 from .tensors import IMAGENET_MEAN, IMAGENET_STD, input_batch
@@ -243,7 +243,7 @@ class ResNetEmbedder:
         batch_size, workers = machine_defaults(self.device)
         self.batch_size = o.batch_size or batch_size
         self.workers = o.workers if o.workers is not None else workers
-        self.precision = o.precision or "fp32"
+        self.precision = o.precision or FP32
         on_host = o.preprocess == HOST or (o.preprocess == "auto" and self.device == "cpu")
         self.where = HOST if on_host else DEVICE  # where the input is finished
         self._batch_model = None  # the optimised network, built on the first large job
@@ -275,7 +275,7 @@ class ResNetEmbedder:
 
         import torch
 
-        if self.precision == "fp32":
+        if self.precision == FP32:
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.split(":")[0], dtype=dtype)
@@ -291,7 +291,7 @@ class ResNetEmbedder:
         to repay the ~1 s it takes, the eager one otherwise."""
         import torch
 
-        if self.device != "cpu" or self.precision != "fp32" or n_items < 2 * self.batch_size:
+        if self.device != "cpu" or self.precision != FP32 or n_items < 2 * self.batch_size:
             return self.model  # the traced, frozen model is fp32: autocast runs the eager one
         if self._batch_model is None:
             example = torch.zeros(2, 3, 224, 224).contiguous(memory_format=torch.channels_last)

@@ -32,7 +32,7 @@ def embedder_for(db: Database, name: str, options: EmbedOptions | None = None) -
         weights = _recorded_weights(name, existing.weights, weights)
     if existing is not None:
         precision = _recorded_precision(name, existing.precision, precision)
-    held = replace(options, weights=weights, precision=precision or "fp32")
+    held = replace(options, weights=weights, precision=precision)
     emb = get_embedder(name, held)
     if existing is not None:
         if existing.dim != emb.info.dim:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..params import FP32
+
 
 @dataclass
 class SpaceEmbedStats:
@@ -16,7 +18,7 @@ class SpaceEmbedStats:
     device: str = "cpu"
     weights: str = "none"
     weights_random: bool = False
-    precision: str = "fp32"  # of the forward pass (vecstore.params.PRECISIONS)
+    precision: str = FP32  # of the forward pass (vecstore.params.PRECISIONS)
     # descriptors are computed together in one pass over the files: their time is that pass's
     shared_with: list[str] = field(default_factory=list)
 

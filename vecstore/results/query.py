@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..params import FP32
+
 
 @dataclass
 class Hit:
@@ -58,7 +60,7 @@ class SpaceSummary:
     index_file: str | None
     transform: str = "raw cosine"  # what the vectors go through before the cosine
     transform_kind: str = "raw"  # raw | center | pca (vecstore transform)
-    precision: str = "fp32"  # of the CNN forward pass (vecstore.params.PRECISIONS)
+    precision: str = FP32  # of the CNN forward pass (vecstore.params.PRECISIONS)
 
 
 @dataclass
